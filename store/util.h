@@ -1,0 +1,108 @@
+/* util.h — small helpers shared by every stasis module: cleanup attributes,
+ * -errno logging, monotonic time, human-readable sizes.
+ * Thread-safe. The only state is the log level, set once at program start.
+ * Owns nothing else and does no I/O besides writing log lines to stderr. */
+#ifndef STASIS_UTIL_H
+#define STASIS_UTIL_H
+
+#include <errno.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+#define _cleanup_(f) __attribute__((cleanup(f)))
+#define _printf_(a, b) __attribute__((format(printf, a, b)))
+#define _unused_ __attribute__((unused))
+#define _likely_(x) __builtin_expect(!!(x), 1)
+#define _unlikely_(x) __builtin_expect(!!(x), 0)
+
+#define ELEMENTSOF(a) (sizeof(a) / sizeof((a)[0]))
+#define MIN(a, b) ((a) < (b) ? (a) : (b))
+#define MAX(a, b) ((a) > (b) ? (a) : (b))
+#define DIV_ROUND_UP(x, y) (((x) + (y) - 1) / (y))
+
+#define container_of(ptr, type, member) \
+        ((type *)(void *)((char *)(ptr) - offsetof(type, member)))
+
+/* Hand ownership on: `*ret = TAKE_PTR(p);` leaves p NULL so cleanup skips it. */
+#define TAKE_PTR(p)                          \
+        ({                                   \
+                __typeof__(p) _tp_ = (p);    \
+                (p) = NULL;                  \
+                _tp_;                        \
+        })
+#define TAKE_FD(fd)                          \
+        ({                                   \
+                int _tfd_ = (fd);            \
+                (fd) = -1;                   \
+                _tfd_;                       \
+        })
+
+static inline void freep(void *p) { free(*(void **)p); }
+static inline void closep(int *fd)
+{
+        if (*fd >= 0) {
+                int saved = errno;
+                (void)close(*fd);
+                errno = saved;
+        }
+}
+
+/* Logging. Levels follow syslog: lower is more severe. The log_*_errno()
+ * forms set errno from their argument first, so "%m" names that error, and
+ * they return -abs(err) so a caller can log and fail in one statement. */
+enum {
+        LOG_LVL_ERR = 3,
+        LOG_LVL_WARNING = 4,
+        LOG_LVL_INFO = 6,
+        LOG_LVL_DEBUG = 7,
+};
+
+void log_set_max_level(int level);
+int log_get_max_level(void);
+/* log_set_prefix(): text written before every line ("stasis: " by default). */
+void log_set_prefix(const char *prefix);
+int log_internal(int level, int err, const char *fmt, ...) _printf_(3, 4);
+
+#define log_full_errno(level, err, ...)                                          \
+        ({                                                                       \
+                int _lv_ = (level), _e_ = (err);                                 \
+                log_get_max_level() >= _lv_ ? log_internal(_lv_, _e_, __VA_ARGS__) \
+                                            : -abs(_e_);                         \
+        })
+#define log_error_errno(err, ...) log_full_errno(LOG_LVL_ERR, err, __VA_ARGS__)
+#define log_warning_errno(err, ...) log_full_errno(LOG_LVL_WARNING, err, __VA_ARGS__)
+#define log_info_errno(err, ...) log_full_errno(LOG_LVL_INFO, err, __VA_ARGS__)
+#define log_debug_errno(err, ...) log_full_errno(LOG_LVL_DEBUG, err, __VA_ARGS__)
+#define log_error(...) ((void)log_full_errno(LOG_LVL_ERR, 0, __VA_ARGS__))
+#define log_warning(...) ((void)log_full_errno(LOG_LVL_WARNING, 0, __VA_ARGS__))
+#define log_info(...) ((void)log_full_errno(LOG_LVL_INFO, 0, __VA_ARGS__))
+#define log_debug(...) ((void)log_full_errno(LOG_LVL_DEBUG, 0, __VA_ARGS__))
+
+/* Time. */
+#define NSEC_PER_SEC 1000000000ULL
+uint64_t now_ns(void);           /* CLOCK_MONOTONIC */
+uint64_t cpu_ns(void);           /* CLOCK_PROCESS_CPUTIME_ID */
+/* format_rfc3339(): UTC "YYYY-MM-DDTHH:MM:SSZ" of a CLOCK_REALTIME second count. */
+char *format_rfc3339(int64_t sec, char buf[static 32]);
+
+/* format_bytes(): "1.5 MiB"; returns buf. */
+char *format_bytes(uint64_t n, char buf[static 32]);
+/* parse_size(): "4096", "256K", "4M", "1G" (binary units); -EINVAL on junk or overflow. */
+int parse_size(const char *s, uint64_t *ret);
+
+/* Full-length I/O that retries on EINTR and short counts.
+ * read_full() returns bytes read (less than len only at end of file) or -errno. */
+ssize_t pread_full(int fd, void *buf, size_t len, uint64_t off);
+int pwrite_full(int fd, const void *buf, size_t len, uint64_t off);
+int write_full(int fd, const void *buf, size_t len);
+/* read_file_at(): a whole (small) file into a NUL-terminated malloc'd buffer,
+ * refusing anything over max bytes with -EFBIG. */
+int read_file_at(int dirfd, const char *path, size_t max, char **ret, size_t *ret_len);
+
+/* fsync_dir_at(): fsync the directory that holds path (relative to dirfd). */
+int fsync_dir_at(int dirfd, const char *dir);
+
+#endif
