@@ -1,0 +1,96 @@
+/* chunk.c — see chunk.h. */
+#include "chunk.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <xxhash.h>
+#include <zstd.h>
+#include <zstd_errors.h>
+
+#include "util.h"
+
+struct chunk_codec {
+        ZSTD_CCtx *cctx;
+        ZSTD_DCtx *dctx;
+        int level;
+};
+
+int chunk_size_valid(uint64_t size)
+{
+        return size >= CHUNK_SIZE_MIN && size <= CHUNK_SIZE_MAX && (size & (size - 1)) == 0;
+}
+
+uint64_t chunk_xxh3(const void *data, size_t len)
+{
+        return XXH3_64bits(data, len);
+}
+
+struct chunk_codec *chunk_codec_new(int level)
+{
+        struct chunk_codec *c = calloc(1, sizeof *c);
+        if (!c)
+                return NULL;
+        c->level = level;
+        c->cctx = ZSTD_createCCtx();
+        c->dctx = ZSTD_createDCtx();
+        if (!c->cctx || !c->dctx)
+                return chunk_codec_free(c);
+        return c;
+}
+
+struct chunk_codec *chunk_codec_free(struct chunk_codec *c)
+{
+        if (c) {
+                ZSTD_freeCCtx(c->cctx);
+                ZSTD_freeDCtx(c->dctx);
+                free(c);
+        }
+        return NULL;
+}
+
+size_t chunk_bound(size_t len)
+{
+        return ZSTD_compressBound(len);
+}
+
+int chunk_compress(struct chunk_codec *c, const void *src, size_t len, void *dst, size_t cap,
+                   size_t *ret_len)
+{
+        size_t n;
+        if (!c || !dst || !ret_len || (!src && len))
+                return -EINVAL;
+        /* ZSTD_compressCCtx() writes the content size into the frame header. */
+        n = ZSTD_compressCCtx(c->cctx, dst, cap, src, len, c->level);
+        if (ZSTD_isError(n))
+                return ZSTD_getErrorCode(n) == ZSTD_error_dstSize_tooSmall ? -ENOBUFS : -EIO;
+        *ret_len = n;
+        return 0;
+}
+
+int chunk_decode(struct chunk_codec *c, const void *frame, size_t clen, size_t ulen,
+                 size_t max_ulen, const struct digest *addr, void *dst)
+{
+        unsigned long long declared;
+        size_t fsize, n;
+        struct digest got;
+
+        if (!c || !frame || !addr || !dst)
+                return -EINVAL;
+        if (ulen > max_ulen || ulen == 0)
+                return -EBADMSG;
+        /* Exactly one frame, of exactly clen bytes, declaring exactly ulen. */
+        fsize = ZSTD_findFrameCompressedSize(frame, clen);
+        if (ZSTD_isError(fsize) || fsize != clen)
+                return -EBADMSG;
+        declared = ZSTD_getFrameContentSize(frame, clen);
+        if (declared == ZSTD_CONTENTSIZE_UNKNOWN || declared == ZSTD_CONTENTSIZE_ERROR ||
+            declared != ulen)
+                return -EBADMSG;
+        n = ZSTD_decompressDCtx(c->dctx, dst, ulen, frame, clen);
+        if (ZSTD_isError(n) || n != ulen)
+                return -EBADMSG;
+        digest_sha256(dst, ulen, &got);
+        if (!digest_eq(&got, addr))
+                return -EBADMSG;
+        return 0;
+}

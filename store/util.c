@@ -1,0 +1,189 @@
+/* util.c — see util.h. */
+#include "util.h"
+
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+
+static int log_max_level = LOG_LVL_WARNING; /* set once at program start */
+static const char *log_prefix = "stasis: ";
+
+void log_set_max_level(int level) { log_max_level = level; }
+int log_get_max_level(void) { return log_max_level; }
+void log_set_prefix(const char *prefix) { log_prefix = prefix ? prefix : ""; }
+
+int log_internal(int level, int err, const char *fmt, ...)
+{
+        char line[2048];
+        va_list ap;
+        int e = abs(err);
+        (void)level;
+
+        errno = e;
+        va_start(ap, fmt);
+        vsnprintf(line, sizeof line, fmt, ap);
+        va_end(ap);
+        /* One write, so concurrent lines never interleave. */
+        dprintf(STDERR_FILENO, "%s%s\n", log_prefix, line);
+        return -e;
+}
+
+static uint64_t clock_ns(clockid_t id)
+{
+        struct timespec ts;
+        clock_gettime(id, &ts);
+        return (uint64_t)ts.tv_sec * NSEC_PER_SEC + (uint64_t)ts.tv_nsec;
+}
+uint64_t now_ns(void) { return clock_ns(CLOCK_MONOTONIC); }
+uint64_t cpu_ns(void) { return clock_ns(CLOCK_PROCESS_CPUTIME_ID); }
+
+char *format_rfc3339(int64_t sec, char buf[static 32])
+{
+        time_t t = (time_t)sec;
+        struct tm tm;
+        if (!gmtime_r(&t, &tm) || !strftime(buf, 32, "%Y-%m-%dT%H:%M:%SZ", &tm))
+                snprintf(buf, 32, "1970-01-01T00:00:00Z");
+        return buf;
+}
+
+char *format_bytes(uint64_t n, char buf[static 32])
+{
+        static const char *const units[] = { "B", "KiB", "MiB", "GiB", "TiB", "PiB" };
+        double v = (double)n;
+        size_t u = 0;
+        while (v >= 1024 && u + 1 < ELEMENTSOF(units)) {
+                v /= 1024;
+                u++;
+        }
+        if (u == 0)
+                snprintf(buf, 32, "%" PRIu64 " B", n);
+        else
+                snprintf(buf, 32, "%.1f %s", v, units[u]);
+        return buf;
+}
+
+int parse_size(const char *s, uint64_t *ret)
+{
+        char *end;
+        unsigned long long v;
+        unsigned shift = 0;
+
+        if (!s || !ret || *s < '0' || *s > '9')
+                return -EINVAL;
+        errno = 0;
+        v = strtoull(s, &end, 10);
+        if (errno)
+                return -EINVAL;
+        switch (*end) {
+        case '\0': break;
+        case 'k': case 'K': shift = 10; end++; break;
+        case 'm': case 'M': shift = 20; end++; break;
+        case 'g': case 'G': shift = 30; end++; break;
+        case 't': case 'T': shift = 40; end++; break;
+        default: return -EINVAL;
+        }
+        if (*end == 'i' || *end == 'I') /* "4MiB" */
+                end++;
+        if (*end == 'b' || *end == 'B')
+                end++;
+        if (*end)
+                return -EINVAL;
+        if (shift && v > (UINT64_MAX >> shift))
+                return -EINVAL;
+        *ret = (uint64_t)v << shift;
+        return 0;
+}
+
+ssize_t pread_full(int fd, void *buf, size_t len, uint64_t off)
+{
+        size_t done = 0;
+        while (done < len) {
+                ssize_t n = pread(fd, (char *)buf + done, len - done, (off_t)(off + done));
+                if (n < 0) {
+                        if (errno == EINTR)
+                                continue;
+                        return -errno;
+                }
+                if (n == 0)
+                        break;
+                done += (size_t)n;
+        }
+        return (ssize_t)done;
+}
+
+int pwrite_full(int fd, const void *buf, size_t len, uint64_t off)
+{
+        size_t done = 0;
+        while (done < len) {
+                ssize_t n = pwrite(fd, (const char *)buf + done, len - done, (off_t)(off + done));
+                if (n < 0) {
+                        if (errno == EINTR)
+                                continue;
+                        return -errno;
+                }
+                if (n == 0)
+                        return -EIO;
+                done += (size_t)n;
+        }
+        return 0;
+}
+
+int write_full(int fd, const void *buf, size_t len)
+{
+        size_t done = 0;
+        while (done < len) {
+                ssize_t n = write(fd, (const char *)buf + done, len - done);
+                if (n < 0) {
+                        if (errno == EINTR)
+                                continue;
+                        return -errno;
+                }
+                if (n == 0)
+                        return -EIO;
+                done += (size_t)n;
+        }
+        return 0;
+}
+
+int read_file_at(int dirfd, const char *path, size_t max, char **ret, size_t *ret_len)
+{
+        _cleanup_(closep) int fd = -1;
+        _cleanup_(freep) char *buf = NULL;
+        struct stat st;
+        ssize_t n;
+
+        fd = openat(dirfd, path, O_RDONLY | O_CLOEXEC);
+        if (fd < 0)
+                return -errno;
+        if (fstat(fd, &st) < 0)
+                return -errno;
+        if (!S_ISREG(st.st_mode))
+                return -EINVAL;
+        if ((uint64_t)st.st_size > max)
+                return -EFBIG;
+        buf = malloc((size_t)st.st_size + 1);
+        if (!buf)
+                return -ENOMEM;
+        n = pread_full(fd, buf, (size_t)st.st_size, 0);
+        if (n < 0)
+                return (int)n;
+        buf[n] = '\0';
+        if (ret_len)
+                *ret_len = (size_t)n;
+        *ret = TAKE_PTR(buf);
+        return 0;
+}
+
+int fsync_dir_at(int dirfd, const char *dir)
+{
+        _cleanup_(closep) int fd = openat(dirfd, dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (fd < 0)
+                return -errno;
+        if (fsync(fd) < 0)
+                return -errno;
+        return 0;
+}
