@@ -875,6 +875,26 @@ static void local_flipped_byte(struct fx *fx)
 }
 Test(local, flipped_byte) { run(fx_open_local, local_flipped_byte); }
 
+static void local_wrong_size_blob_replaced(struct fx *fx)
+{
+        char hex[DIGEST_HEX_LEN + 1], name[128];
+        struct digest d;
+        void *p = NULL;
+        size_t len;
+
+        /* Not something stasis leaves behind, but a blob file that cannot be
+         * right must not make write() a no-op. */
+        digest_sha256("whole blob", 10, &d);
+        snprintf(name, sizeof name, "blobs/sha256/%s", digest_hex(&d, hex));
+        spit(fx->store, name, "whole");
+        cr_assert_eq(backend_write(fx->b, &d, "whole blob", 10), 0);
+        cr_assert_eq(blob_read_verified(fx->b, &d, 100, &p, &len), 0);
+        cr_assert_eq(len, 10);
+        free(p);
+        cr_assert_eq(count_entries(fx->store, "tmp"), 0, "no temp file left behind");
+}
+Test(local, wrong_size_blob_replaced) { run(fx_open_local, local_wrong_size_blob_replaced); }
+
 static void local_temp_files_not_listed(struct fx *fx)
 {
         struct collect c = { 0 };
