@@ -111,9 +111,9 @@ same_tree() {
         fi
 }
 
-# blob_list STORE: "<size> <hex>" for every blob, sorted by hex.
+# blob_list STORE: "<hex> <size>" for every blob, sorted (for comm).
 blob_list() {
-        find "$1/blobs/sha256" -type f -printf '%s %f\n' | sort -k2
+        find "$1/blobs/sha256" -type f -printf '%f %s\n' | sort
 }
 
 # store_bytes STORE: total bytes of every blob plus index.json and oci-layout.
