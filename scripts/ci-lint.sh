@@ -63,10 +63,11 @@ lint_cppcheck() {
                 --enable=warning,performance,portability \
                 --error-exitcode=1 --inline-suppr \
                 --suppressions-list=.cppcheck-suppressions \
+                --library=posix --library=scripts/cppcheck/jansson.cfg \
                 --cppcheck-build-dir="$BUILD/cppcheck" \
                 --template='{file}:{line}:{column}: {severity}: {message} [{id}]' \
                 -I . -D_GNU_SOURCE -D_FILE_OFFSET_BITS=64 -D__GNUC__ \
-                "${present[@]}"
+                "${present[@]}" 2>&1
         local rc=$?
         ((rc == 0)) && echo "cppcheck: clean" || echo "cppcheck: FAILED"
         return $rc
