@@ -1509,6 +1509,12 @@ void tree_builder_set_next_ino(struct tree_builder *tb, uint64_t next_ino)
 /* Sorting (glibc qsort_r(), for a context without global state). Records
  * carry their owner's position as key, set by finish(); seq keeps the order
  * of equal keys deterministic, so one tree always gives one image. */
+static void sort(void *base, size_t n, size_t size, int (*cmp)(const void *, const void *, void *), void *ctx)
+{
+        if (n > 1) /* base may be NULL when n is 0 */
+                qsort_r(base, n, size, cmp, ctx);
+}
+
 static int cmp_handle_ino(const void *x, const void *y, void *ctx)
 {
         const struct tree_builder *tb = ctx;
@@ -1623,7 +1629,7 @@ int tree_builder_finish(struct tree_builder *tb, int level, void **ret, size_t *
                 return -ENOMEM;
         for (size_t i = 0; i < tb->n_nodes; i++)
                 order[i] = (uint32_t)i;
-        qsort_r(order, tb->n_nodes, sizeof *order, cmp_handle_ino, tb);
+        sort(order, tb->n_nodes, sizeof *order, cmp_handle_ino, tb);
         for (size_t i = 0; i < tb->n_nodes; i++) {
                 struct bnode *n = &tb->nodes[order[i]];
                 if (i > 0 && n->a.ino == tb->nodes[order[i - 1]].a.ino)
@@ -1656,9 +1662,9 @@ int tree_builder_finish(struct tree_builder *tb, int level, void **ret, size_t *
                 tb->extents[i].key = tb->nodes[tb->extents[i].handle].pos;
                 tb->nodes[tb->extents[i].handle].n_extents++;
         }
-        qsort_r(tb->dirents, tb->n_dirents, sizeof *tb->dirents, cmp_dirent, tb);
-        qsort_r(tb->xattrs, tb->n_xattrs, sizeof *tb->xattrs, cmp_xattr, tb);
-        qsort_r(tb->extents, tb->n_extents, sizeof *tb->extents, cmp_extent, NULL);
+        sort(tb->dirents, tb->n_dirents, sizeof *tb->dirents, cmp_dirent, tb);
+        sort(tb->xattrs, tb->n_xattrs, sizeof *tb->xattrs, cmp_xattr, tb);
+        sort(tb->extents, tb->n_extents, sizeof *tb->extents, cmp_extent, NULL);
 
         /* Keep only chunks some file uses and packs those chunks use,
          * renumbered in address / digest order. */
@@ -1682,8 +1688,8 @@ int tree_builder_finish(struct tree_builder *tb, int level, void **ret, size_t *
                         }
                 }
         }
-        qsort_r(chunk_list, n_chunk_list, sizeof *chunk_list, cmp_u32_chunk, tb->chunks);
-        qsort_r(pack_list, n_pack_list, sizeof *pack_list, cmp_u32_digest, tb->packs);
+        sort(chunk_list, n_chunk_list, sizeof *chunk_list, cmp_u32_chunk, tb->chunks);
+        sort(pack_list, n_pack_list, sizeof *pack_list, cmp_u32_digest, tb->packs);
         for (size_t i = 0; i < n_chunk_list; i++)
                 chunk_map[chunk_list[i]] = (uint32_t)i;
         for (size_t i = 0; i < n_pack_list; i++)

@@ -1,6 +1,7 @@
 /* test-tree.c — the snapshot tree format: build, round trip, every query,
  * dedup and dropping of dead chunks, and rejection of corrupt images. */
 #include <criterion/criterion.h>
+#include <criterion/redirect.h>
 #include <endian.h>
 #include <errno.h>
 #include <stdio.h>
@@ -547,6 +548,33 @@ Test(tree, builder_rejects)
                 uint32_t bad[] = { 5 };
                 cr_assert_eq(tree_builder_set_chunks(tb, f, bad, 1), -EINVAL, "unknown chunk");
         }
+        /* the self-check in finish(): a hole where extents say data, and
+         * data where they say hole */
+        {
+                struct tree_builder *b2 = tree_builder_new(CS);
+                uint32_t r2, f2, p2, c2, hole = TREE_HOLE;
+                r2 = add(b2, attr(1, S_IFDIR | 0755));
+                f2 = add(b2, (a = attr(2, S_IFREG | 0644), a.size = 100, a));
+                dirent(b2, r2, "f", 2);
+                p2 = pack(b2, "p");
+                c2 = chunk(b2, "c", p2, 100);
+                cr_assert_eq(tree_builder_set_chunks(b2, f2, &hole, 1), 0);
+                cr_assert_eq(tree_builder_add_extent(b2, f2, 50, 1), 0);
+                cr_assert_eq(tree_builder_finish(b2, 3, &blob, &len, NULL), -EINVAL);
+                cr_assert_eq(tree_builder_set_chunks(b2, f2, &c2, 1), 0);
+                cr_assert_eq(tree_builder_finish(b2, 3, &blob, &len, NULL), 0, "control");
+                free(blob);
+                tree_builder_free(b2);
+                b2 = tree_builder_new(CS);
+                r2 = add(b2, attr(1, S_IFDIR | 0755));
+                f2 = add(b2, (a = attr(2, S_IFREG | 0644), a.size = 100, a));
+                dirent(b2, r2, "f", 2);
+                p2 = pack(b2, "p");
+                c2 = chunk(b2, "c", p2, 100);
+                cr_assert_eq(tree_builder_set_chunks(b2, f2, &c2, 1), 0);
+                cr_assert_eq(tree_builder_finish(b2, 3, &blob, &len, NULL), -EINVAL);
+                tree_builder_free(b2);
+        }
         /* a file in no directory, a dangling entry: refused at finish */
         cr_assert_eq(tree_builder_finish(tb, 3, &blob, &len, NULL), -EINVAL);
         dirent(tb, h, "f", 2);
@@ -664,13 +692,25 @@ static uint8_t *dent(struct img *m, uint32_t i) { return m->raw + m->dirents + i
 #define IF(field) offsetof(struct tree_inode_rec, field)
 #define DF(field) offsetof(struct tree_dirent_rec, field)
 
-static void expect_bad(struct img *m)
+/* expect_bad(): rejected, with one log line that names the problem. */
+static void expect_line(const char *what)
+{
+        char line[1024];
+        cr_assert_not_null(fgets(line, sizeof line, cr_get_redirected_stderr()));
+        cr_assert_not_null(strstr(line, what), "logged \"%s\", expected \"%s\"", line, what);
+}
+
+static void expect_bad(struct img *m, const char *what)
 {
         struct tree *t = NULL;
         cr_assert_eq(tree_parse(m->raw, m->len, &t), -EBADMSG);
         cr_assert_null(t);
+        expect_line(what);
         free(m->raw);
 }
+
+TestSuite(tree_bad, .init = cr_redirect_stderr);
+TestSuite(tree_load, .init = cr_redirect_stderr);
 
 static void set_name(struct img *m, uint32_t entry, const char *name, size_t len)
 {
@@ -681,16 +721,16 @@ static void set_name(struct img *m, uint32_t entry, const char *name, size_t len
         p32(d + DF(name_len), (uint32_t)len);
 }
 
-Test(tree_bad, name_empty) { struct img m = img_new(); set_name(&m, 0, "", 0); expect_bad(&m); }
-Test(tree_bad, name_dot) { struct img m = img_new(); set_name(&m, 0, ".", 1); expect_bad(&m); }
-Test(tree_bad, name_dotdot) { struct img m = img_new(); set_name(&m, 0, "..", 2); expect_bad(&m); }
-Test(tree_bad, name_slash) { struct img m = img_new(); set_name(&m, 0, "a/a", 3); expect_bad(&m); }
-Test(tree_bad, name_nul) { struct img m = img_new(); set_name(&m, 0, "a\0a", 3); expect_bad(&m); }
+Test(tree_bad, name_empty) { struct img m = img_new(); set_name(&m, 0, "", 0); expect_bad(&m, "empty name"); }
+Test(tree_bad, name_dot) { struct img m = img_new(); set_name(&m, 0, ".", 1); expect_bad(&m, "name is \".\""); }
+Test(tree_bad, name_dotdot) { struct img m = img_new(); set_name(&m, 0, "..", 2); expect_bad(&m, "name is \"..\""); }
+Test(tree_bad, name_slash) { struct img m = img_new(); set_name(&m, 0, "a/a", 3); expect_bad(&m, "contains '/'"); }
+Test(tree_bad, name_nul) { struct img m = img_new(); set_name(&m, 0, "a\0a", 3); expect_bad(&m, "name contains NUL"); }
 Test(tree_bad, name_too_long)
 {
         struct img m = img_new();
         p32(dent(&m, 0) + DF(name_len), 256);
-        expect_bad(&m);
+        expect_bad(&m, "longer than 255");
 }
 
 Test(tree_bad, name_no_nul)
@@ -699,7 +739,7 @@ Test(tree_bad, name_no_nul)
         struct img m = img_new();
         p32(dent(&m, 0) + DF(name_len), 4);
         m.raw[m.strings + g32(dent(&m, 0) + DF(name_off)) + 3] = 'a';
-        expect_bad(&m);
+        expect_bad(&m, "not followed by NUL");
 }
 
 Test(tree_bad, names_unsorted)
@@ -711,14 +751,14 @@ Test(tree_bad, names_unsorted)
         p32(dent(&m, 1) + DF(name_off), a);
         p64(dent(&m, 0) + DF(ino), ib);
         p64(dent(&m, 1) + DF(ino), ia);
-        expect_bad(&m);
+        expect_bad(&m, "not sorted or not unique");
 }
 
 Test(tree_bad, names_duplicate)
 {
         struct img m = img_new();
         p32(dent(&m, 1) + DF(name_off), g32(dent(&m, 0) + DF(name_off)));
-        expect_bad(&m);
+        expect_bad(&m, "not sorted or not unique");
 }
 
 Test(tree_bad, dir_cycle)
@@ -727,14 +767,14 @@ Test(tree_bad, dir_cycle)
         struct img m = img_new();
         p64(dent(&m, 0) + DF(ino), 5);
         p64(dent(&m, 4) + DF(ino), 2);
-        expect_bad(&m);
+        expect_bad(&m, "cycle");
 }
 
 Test(tree_bad, dir_twice)
 {
         struct img m = img_new();
         p64(dent(&m, 3) + DF(ino), 2);
-        expect_bad(&m);
+        expect_bad(&m, "reached twice");
 }
 
 Test(tree_bad, root_referenced)
@@ -742,21 +782,21 @@ Test(tree_bad, root_referenced)
         struct img m = img_new();
         p64(dent(&m, 4) + DF(ino), 1);
         p32(inode(&m, 4) + IF(nlink), 1);
-        expect_bad(&m);
+        expect_bad(&m, "refers to the root");
 }
 
 Test(tree_bad, dangling_ino)
 {
         struct img m = img_new();
         p64(dent(&m, 4) + DF(ino), 6);
-        expect_bad(&m);
+        expect_bad(&m, "no inode 6");
 }
 
 Test(tree_bad, nlink_mismatch)
 {
         struct img m = img_new();
         p32(inode(&m, 2) + IF(nlink), 1);
-        expect_bad(&m);
+        expect_bad(&m, "nlink 1 but 2 references");
 }
 
 Test(tree_bad, unreferenced_inode)
@@ -765,87 +805,131 @@ Test(tree_bad, unreferenced_inode)
         struct img m = img_new();
         p64(dent(&m, 4) + DF(ino), 3);
         p32(inode(&m, 2) + IF(nlink), 3);
-        expect_bad(&m);
+        expect_bad(&m, "nlink 1 but 0 references");
+}
+
+Test(tree_bad, nlink_zero)
+{
+        /* the fifo in no directory and nlink 0: references agree, still bad */
+        struct img m = img_new();
+        p64(dent(&m, 4) + DF(ino), 3);
+        p32(inode(&m, 2) + IF(nlink), 3);
+        p32(inode(&m, 4) + IF(nlink), 0);
+        expect_bad(&m, "inode 5: nlink 0");
+        m = img_new();
+        p32(inode(&m, 0) + IF(nlink), 0);
+        expect_bad(&m, "inode 1: nlink 0");
+}
+
+/* insert(): len bytes of 0xff at off, and count field i one higher. */
+static void insert(struct img *m, size_t off, size_t len, int i)
+{
+        uint8_t *r = malloc(m->len + len);
+        memcpy(r, m->raw, off);
+        memset(r + off, 0xff, len);
+        memcpy(r + off + len, m->raw + off, m->len - off);
+        free(m->raw);
+        m->raw = r;
+        m->len += len;
+        p64(r + offsetof(struct tree_hdr, n_packs) + 8 * i, m->n[i] + 1);
+}
+
+Test(tree_bad, dead_chunk_or_pack)
+{
+        struct img m = img_new();
+
+        /* a last chunk (address ff..ff) in pack 0, used by no file */
+        insert(&m, m.inodes, 64, 1);
+        p32(m.raw + m.inodes + offsetof(struct tree_chunk_rec, pack), 0);
+        p32(m.raw + m.inodes + offsetof(struct tree_chunk_rec, ulen), 100);
+        p32(m.raw + m.inodes + offsetof(struct tree_chunk_rec, clen), 100);
+        p32(m.raw + m.inodes + offsetof(struct tree_chunk_rec, reserved), 0);
+        p64(m.raw + m.inodes + offsetof(struct tree_chunk_rec, offset), 0);
+        expect_bad(&m, "chunk 1: not used");
+        /* a last pack (digest ff..ff) used by no chunk */
+        m = img_new();
+        insert(&m, m.chunks, 32, 0);
+        expect_bad(&m, "pack 1: not used");
 }
 
 Test(tree_bad, no_root)
 {
         struct img m = img_new();
         p32(inode(&m, 0) + IF(mode), S_IFREG | 0644);
-        expect_bad(&m);
+        expect_bad(&m, "no root directory");
 }
 
 Test(tree_bad, ino_beyond_next)
 {
         struct img m = img_new();
         p64(m.raw + offsetof(struct tree_hdr, next_ino), 5);
-        expect_bad(&m);
+        expect_bad(&m, "number out of range");
 }
 
 Test(tree_bad, inodes_unsorted)
 {
         struct img m = img_new();
         p64(inode(&m, 3) + IF(ino), 3); /* a second inode 3 */
-        expect_bad(&m);
+        expect_bad(&m, "inodes not sorted");
 }
 
 Test(tree_bad, bad_mode)
 {
         struct img m = img_new();
         p32(inode(&m, 4) + IF(mode), 0170000 | 0644);
-        expect_bad(&m);
+        expect_bad(&m, "invalid mode");
         m = img_new();
         p32(inode(&m, 4) + IF(mode), S_IFIFO | 0200000);
-        expect_bad(&m);
+        expect_bad(&m, "invalid mode");
 }
 
 Test(tree_bad, bad_nsec)
 {
         struct img m = img_new();
         p32(inode(&m, 1) + IF(ctime_nsec), 1000000000);
-        expect_bad(&m);
+        expect_bad(&m, "nanoseconds");
 }
 
 Test(tree_bad, reserved)
 {
         struct img m = img_new();
         p32(inode(&m, 1) + IF(reserved), 1);
-        expect_bad(&m);
+        expect_bad(&m, "inode 2: reserved");
         m = img_new();
         p32(m.raw + m.chunks + offsetof(struct tree_chunk_rec, reserved), 1);
-        expect_bad(&m);
+        expect_bad(&m, "chunk 0: reserved");
 }
 
 Test(tree_bad, offsets_out_of_range)
 {
         struct img m = img_new();
         p32(dent(&m, 2) + DF(name_off), (uint32_t)m.n[7]);
-        expect_bad(&m);
+        expect_bad(&m, "entry 2: name out of range");
         m = img_new();
         p32(dent(&m, 2) + DF(name_off), UINT32_MAX);
-        expect_bad(&m);
+        expect_bad(&m, "entry 2: name out of range");
         m = img_new();
         p32(m.raw + m.xattrs + offsetof(struct tree_xattr_rec, value_off), (uint32_t)m.n[7] - 1);
         p32(m.raw + m.xattrs + offsetof(struct tree_xattr_rec, value_len), 1);
-        expect_bad(&m);
+        expect_bad(&m, "xattr 0: value out of range");
         m = img_new();
         p32(inode(&m, 3) + IF(data_first), (uint32_t)m.n[7] - 3);
-        expect_bad(&m);
+        expect_bad(&m, "symlink target out of range");
         m = img_new();
         p32(inode(&m, 2) + IF(xattr_count), 2);
-        expect_bad(&m);
+        expect_bad(&m, "xattrs out of range");
         m = img_new();
         p32(inode(&m, 0) + IF(data_count), 6);
-        expect_bad(&m);
+        expect_bad(&m, "entries out of range");
         m = img_new();
         p32(m.raw + m.fchunks, 1); /* chunk index 1 of 1 */
-        expect_bad(&m);
+        expect_bad(&m, "index 1 out of range");
         m = img_new();
         p32(m.raw + m.chunks + offsetof(struct tree_chunk_rec, pack), 1);
-        expect_bad(&m);
+        expect_bad(&m, "pack 1 out of range");
         m = img_new();
         p64(m.raw + m.chunks + offsetof(struct tree_chunk_rec, offset), UINT64_MAX - 10);
-        expect_bad(&m);
+        expect_bad(&m, "chunk 0: offset out of range");
 }
 
 Test(tree_bad, absurd_counts)
@@ -853,13 +937,14 @@ Test(tree_bad, absurd_counts)
         for (int i = 0; i < 8; i++) {
                 struct img m = img_new();
                 p64(m.raw + offsetof(struct tree_hdr, n_packs) + 8 * i, 1ull << 60);
-                expect_bad(&m);
+                expect_bad(&m, "section");
                 m = img_new();
                 p64(m.raw + offsetof(struct tree_hdr, n_packs) + 8 * i, m.n[i] + 1);
-                expect_bad(&m);
+                /* one more fchunk fits in the padding: a record nobody owns */
+                expect_bad(&m, i == 4 ? "records not owned" : "section");
                 m = img_new();
                 p64(m.raw + offsetof(struct tree_hdr, n_packs) + 8 * i, UINT32_MAX);
-                expect_bad(&m);
+                expect_bad(&m, "section");
         }
 }
 
@@ -869,22 +954,22 @@ Test(tree_bad, chunk_lengths)
         struct img m = img_new();
         c = m.raw + m.chunks;
         p32(c + offsetof(struct tree_chunk_rec, ulen), CS + 1);
-        expect_bad(&m);
+        expect_bad(&m, "length 16385 does not fit");
         m = img_new();
         c = m.raw + m.chunks;
         p32(c + offsetof(struct tree_chunk_rec, ulen), 99); /* file needs 100 */
-        expect_bad(&m);
+        expect_bad(&m, "length 99, expected 100");
         m = img_new();
         c = m.raw + m.chunks;
         p32(c + offsetof(struct tree_chunk_rec, clen), 0);
-        expect_bad(&m);
+        expect_bad(&m, "frame of 0 bytes");
         m = img_new();
         c = m.raw + m.chunks;
         p32(c + offsetof(struct tree_chunk_rec, clen), (uint32_t)ZSTD_compressBound(100) + 1);
-        expect_bad(&m);
+        expect_bad(&m, "impossible");
         m = img_new();
         p64(inode(&m, 2) + IF(size), CS + 1); /* needs 2 chunks */
-        expect_bad(&m);
+        expect_bad(&m, "1 chunks for size 16385");
 }
 
 Test(tree_bad, chunk_size)
@@ -893,7 +978,7 @@ Test(tree_bad, chunk_size)
         for (size_t i = 0; i < ELEMENTSOF(bad); i++) {
                 struct img m = img_new();
                 p32(m.raw + offsetof(struct tree_hdr, chunk_size), bad[i]);
-                expect_bad(&m);
+                expect_bad(&m, "invalid chunk size");
         }
 }
 
@@ -903,37 +988,37 @@ Test(tree_bad, extents)
         struct img m = img_new();
         e = m.raw + m.extents + 16;
         p64(e, 5); /* overlaps [0,10) */
-        expect_bad(&m);
+        expect_bad(&m, "overlaps");
         m = img_new();
         e = m.raw + m.extents + 16;
         p64(e, 10); /* adjacent */
-        expect_bad(&m);
+        expect_bad(&m, "overlaps");
         m = img_new();
         e = m.raw + m.extents + 16;
         p64(e + 8, 81); /* [20,101) beyond size 100 */
-        expect_bad(&m);
+        expect_bad(&m, "beyond size");
         m = img_new();
         e = m.raw + m.extents + 16;
         p64(e, UINT64_MAX - 1); /* off+len overflows */
-        expect_bad(&m);
+        expect_bad(&m, "beyond size");
         m = img_new();
         e = m.raw + m.extents;
         p64(e + 8, 0); /* empty */
-        expect_bad(&m);
+        expect_bad(&m, "extent 0: empty");
         m = img_new();
         p32(inode(&m, 1) + IF(extent_count), 1); /* a dir with extents */
-        expect_bad(&m);
+        expect_bad(&m, "extents on a non-regular");
 }
 
 Test(tree_bad, hole_extent_disagree)
 {
         struct img m = img_new();
         p32(m.raw + m.fchunks, TREE_HOLE); /* hole, but extents say data */
-        expect_bad(&m);
+        expect_bad(&m, "hole but extents hold data");
         m = img_new();
         /* data, but no extents: move them to nobody */
         p32(inode(&m, 2) + IF(extent_count), 0);
-        expect_bad(&m);
+        expect_bad(&m, "data but no extent");
 }
 
 Test(tree_bad, symlinks)
@@ -941,17 +1026,17 @@ Test(tree_bad, symlinks)
         struct img m = img_new();
         p32(inode(&m, 3) + IF(data_count), TREE_SYMLINK_MAX + 1);
         p64(inode(&m, 3) + IF(size), TREE_SYMLINK_MAX + 1);
-        expect_bad(&m);
+        expect_bad(&m, "target of 4096 bytes");
         m = img_new();
         p32(inode(&m, 3) + IF(data_count), 0);
         p64(inode(&m, 3) + IF(size), 0);
-        expect_bad(&m);
+        expect_bad(&m, "target of 0 bytes");
         m = img_new();
         p64(inode(&m, 3) + IF(size), 5);
-        expect_bad(&m);
+        expect_bad(&m, "symlink size 5");
         m = img_new();
         m.raw[m.strings + g32(inode(&m, 3) + IF(data_first)) + 2] = 0;
-        expect_bad(&m);
+        expect_bad(&m, "target contains NUL");
 }
 
 Test(tree_bad, xattrs)
@@ -960,38 +1045,38 @@ Test(tree_bad, xattrs)
         struct img m = img_new();
         x = m.raw + m.xattrs;
         p32(x + offsetof(struct tree_xattr_rec, name_len), 0);
-        expect_bad(&m);
+        expect_bad(&m, "name of 0 bytes");
         m = img_new();
         x = m.raw + m.xattrs;
         p32(x + offsetof(struct tree_xattr_rec, value_len), TREE_XATTR_VALUE_MAX + 1);
-        expect_bad(&m);
+        expect_bad(&m, "value of 65537");
         m = img_new();
         x = m.raw + m.xattrs;
         m.raw[m.strings + g32(x + offsetof(struct tree_xattr_rec, name_off)) + 1] = 0;
-        expect_bad(&m);
+        expect_bad(&m, "xattr 0: name contains NUL");
 }
 
 Test(tree_bad, special_file_data)
 {
         struct img m = img_new();
         p64(inode(&m, 4) + IF(size), 1);
-        expect_bad(&m);
+        expect_bad(&m, "size 1 on a directory");
         m = img_new();
         p64(inode(&m, 4) + IF(rdev), 1);
-        expect_bad(&m);
+        expect_bad(&m, "rdev on a non-device");
 }
 
 Test(tree_bad, magic_version)
 {
         struct img m = img_new();
         m.raw[0] ^= 1;
-        expect_bad(&m);
+        expect_bad(&m, "bad magic");
         m = img_new();
         p32(m.raw + offsetof(struct tree_hdr, version), 2);
-        expect_bad(&m);
+        expect_bad(&m, "unsupported version 2");
         m = img_new();
         p32(m.raw + offsetof(struct tree_hdr, version), 0);
-        expect_bad(&m);
+        expect_bad(&m, "unsupported version 0");
 }
 
 Test(tree_bad, padding_and_trailing)
@@ -1002,7 +1087,7 @@ Test(tree_bad, padding_and_trailing)
 
         cr_assert_neq(m.extents, m.fchunks + 4 * m.n[4], "the small image has padding");
         m.raw[m.extents - 1] = 1;
-        expect_bad(&m);
+        expect_bad(&m, "nonzero padding");
         m = img_new();
         longer = calloc(1, m.len + 8);
         memcpy(longer, m.raw, m.len);
@@ -1050,12 +1135,12 @@ Test(tree_load, frames)
         /* digest mismatch */
         wrong = d;
         wrong.b[31] ^= 1;
-        cr_assert_eq(tree_load(buf, n, &wrong, &t), -EBADMSG);
+        cr_assert_eq(tree_load(buf, n, &wrong, &t), -EBADMSG); expect_line("hashes to");
 
         /* trailing bytes; a second frame */
         memcpy(buf + n, buf, n);
-        cr_assert_eq(tree_load(buf, n + 1, NULL, &t), -EBADMSG);
-        cr_assert_eq(tree_load(buf, 2 * n, NULL, &t), -EBADMSG);
+        cr_assert_eq(tree_load(buf, n + 1, NULL, &t), -EBADMSG); expect_line("not exactly one zstd frame");
+        cr_assert_eq(tree_load(buf, 2 * n, NULL, &t), -EBADMSG); expect_line("not exactly one zstd frame");
         /* truncated frame */
         log_set_max_level(0);
         for (size_t k = 0; k < n; k++)
@@ -1070,7 +1155,7 @@ Test(tree_load, frames)
                 n2 = ZSTD_compressStream2(cctx, &out, &in, ZSTD_e_end);
                 cr_assert_eq(n2, 0);
                 cr_assert_eq(ZSTD_getFrameContentSize(buf, out.pos), ZSTD_CONTENTSIZE_UNKNOWN);
-                cr_assert_eq(tree_load(buf, out.pos, NULL, &t), -EBADMSG);
+                cr_assert_eq(tree_load(buf, out.pos, NULL, &t), -EBADMSG); expect_line("does not declare");
         }
 
         /* a frame that declares more than TREE_RAW_MAX, or more than it can
@@ -1083,20 +1168,44 @@ Test(tree_load, frames)
                 cr_assert_eq(ZSTD_findFrameCompressedSize(f, sizeof f), sizeof f);
                 cr_assert_eq(ZSTD_getFrameContentSize(f, sizeof f), TREE_RAW_MAX + 1);
                 cr_assert_eq(tree_load(f, sizeof f, NULL, &t), -EBADMSG);
+                expect_line("more than 2147483648");
                 p64(f + 5, 1 << 20);
                 cr_assert_eq(tree_load(f, sizeof f, NULL, &t), -EBADMSG);
+                expect_line("cannot hold");
                 p64(f + 5, 0);
                 cr_assert_eq(tree_load(f, sizeof f, NULL, &t), -EBADMSG);
+                expect_line("shorter than its header");
+        }
+        /* a frame that could hold what it declares (16385 RLE blocks of
+         * 128 KiB), which is just over TREE_RAW_MAX */
+        {
+                size_t nb = (TREE_RAW_MAX >> 17) + 1, flen = 13 + 4 * nb;
+                uint8_t *f = calloc(1, flen);
+                memcpy(f, (uint8_t[]){ 0x28, 0xb5, 0x2f, 0xfd, 0xe0 }, 5);
+                p64(f + 5, (uint64_t)nb << 17);
+                for (size_t k = 0; k < nb; k++) {
+                        uint32_t bh = (1u << 17) << 3 | 1u << 1 | (k == nb - 1);
+                        f[13 + 4 * k] = bh & 0xff;
+                        f[13 + 4 * k + 1] = (bh >> 8) & 0xff;
+                        f[13 + 4 * k + 2] = bh >> 16;
+                }
+                cr_assert_eq(ZSTD_findFrameCompressedSize(f, flen), flen);
+                cr_assert_gt(ZSTD_getFrameContentSize(f, flen), TREE_RAW_MAX);
+                cr_assert_eq(tree_load(f, flen, NULL, &t), -EBADMSG);
+                expect_line("more than 2147483648");
+                free(f);
         }
         /* a skippable frame */
         {
                 uint8_t f[8 + 4] = { 0x50, 0x2a, 0x4d, 0x18, 4, 0, 0, 0 };
                 cr_assert_eq(tree_load(f, sizeof f, NULL, &t), -EBADMSG);
+                expect_line("not exactly one");
         }
         /* a valid frame of an invalid image */
         m.raw[0] ^= 1;
         n = ZSTD_compress(buf, bound, m.raw, m.len, 1);
         cr_assert_eq(tree_load(buf, n, NULL, &t), -EBADMSG);
+                expect_line("bad magic");
         cr_assert_null(t);
 
         ZSTD_freeCCtx(cctx);
