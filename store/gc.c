@@ -198,7 +198,7 @@ static int gc_drop(json_t *index, void *userdata)
         for (size_t i = 0; i < json_array_size(arr); i++) {
                 _cleanup_(json_decrefp) json_t *m = NULL;
                 struct digest d;
-                size_t idx;
+                size_t idx = 0;
 
                 if (index_entry_digest(json_array_get(arr, i), &d) < 0)
                         return log_error_errno(-EBADMSG, "gc: index.json manifests[%zu] has no valid digest; refusing to delete anything",
