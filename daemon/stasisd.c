@@ -1,0 +1,697 @@
+/* stasisd.c — one daemon per mount: loads a snapshot (manifest and tree
+ * only, no pack bytes), mounts the stasis filesystem (fs/) with the node
+ * chunk cache in front of the mount's own store, serves the control API on a
+ * unix socket, and registers itself in the node's mount registry.
+ *
+ *   stasisd [--store S] [--cache DIR] [--cache-size N] [--state DIR]
+ *           [--label K=V]... [--foreground] [-o OPTS] [-v] REF MOUNTPOINT
+ *
+ * Readiness: unless --foreground, stasisd forks before it starts any thread;
+ * the parent exits 0 only once the child has mounted, started its API and
+ * written its registry entry (so `stasis mount` returning means reads
+ * work), and 1 if the child failed (the child's error went to stderr).
+ *
+ * Node paths (RUN = $STASIS_RUN_DIR, else /run/stasis):
+ *   RUN/mounts/<key>.json  registry entry, key = first 32 hex digits of the
+ *                          SHA-256 of the mountpoint's real path; written by
+ *                          rename, removed at unmount. Fields: mountpoint,
+ *                          pid, socket, state_dir, log, snapshot, store,
+ *                          cache, labels, started. Clients find a mount by
+ *                          its "mountpoint" field.
+ *   RUN/state/<key>/       default state dir: stasisd.pid, stasisd.log,
+ *                          api.sock (mode 0600)
+ *
+ * Control API (libmicrohttpd, HTTP/1.1 over the unix socket; the peer must
+ * be root or the uid stasisd runs as, checked with SO_PEERCRED):
+ *   GET /api/v1/status   JSON: the fs counters, snapshot, store, mountpoint,
+ *                        pid, uptime
+ *   GET /metrics         the same counters as Prometheus text
+ * The mount is noatime by nature (the kernel never updates atime on FUSE
+ * inodes) and read-only until the writable layer lands. */
+#define FUSE_USE_VERSION 312
+#include <fuse_lowlevel.h>
+
+#include <fcntl.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <jansson.h>
+#include <limits.h>
+#include <microhttpd.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <time.h>
+
+#include "fs/fs.h"
+#include "store/cache.h"
+#include "store/store.h"
+
+#define STORE_DEFAULT "/var/lib/stasis/store"
+#define CACHE_DEFAULT "/var/cache/stasis"
+#define RUN_DEFAULT "/run/stasis"
+
+struct opts {
+        const char *store, *cache, *state, *ref, *mountpoint;
+        uint64_t cache_size;
+        json_t *labels;
+        char *fuse_opts; /* user's -o, joined with commas */
+        bool foreground;
+};
+
+/* Everything the control API reads; immutable while it runs, except the fs
+ * counters, which are atomics. */
+struct daemon {
+        struct fs *fs;
+        struct cache *cache;
+        struct snapshot *snap;
+        char snapshot[DIGEST_STR_LEN + 1];
+        char mountpoint[PATH_MAX];
+        char store[PATH_MAX];
+        char cache_dir[PATH_MAX];
+        char state[PATH_MAX];
+        char socket[PATH_MAX + 16];
+        char registry[PATH_MAX + 64];
+        uid_t owner;
+        uint64_t started_ns;
+        time_t started;
+        json_t *labels;
+};
+
+static void usage(FILE *f)
+{
+        fprintf(f, "usage: stasisd [--store S] [--cache DIR] [--cache-size N] [--state DIR]\n"
+                   "               [--label K=V]... [--foreground] [-o OPTS] [-v] REF MOUNTPOINT\n");
+}
+
+static int mkdir_p(const char *path, mode_t mode)
+{
+        char buf[PATH_MAX];
+
+        if (strlen(path) >= sizeof buf)
+                return -ENAMETOOLONG;
+        strcpy(buf, path);
+        for (char *p = buf + 1; *p; p++) {
+                if (*p != '/')
+                        continue;
+                *p = 0;
+                if (mkdir(buf, 0755) < 0 && errno != EEXIST)
+                        return -errno;
+                *p = '/';
+        }
+        if (mkdir(buf, mode) < 0 && errno != EEXIST)
+                return -errno;
+        return 0;
+}
+
+static const char *run_dir(void)
+{
+        const char *e = getenv("STASIS_RUN_DIR");
+        return e && *e ? e : RUN_DEFAULT;
+}
+
+/* write_atomic(): path gets data by temp file + rename. */
+static int write_atomic(const char *path, const char *data, size_t len, mode_t mode)
+{
+        char tmp[PATH_MAX + 32];
+        _cleanup_(closep) int fd = -1;
+        int r;
+
+        snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid());
+        fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
+        if (fd < 0)
+                return -errno;
+        r = write_full(fd, data, len);
+        if (r >= 0 && fsync(fd) < 0)
+                r = -errno;
+        if (r >= 0 && rename(tmp, path) < 0)
+                r = -errno;
+        if (r < 0)
+                (void)unlink(tmp);
+        return r;
+}
+
+/* ---- control API ---- */
+
+static json_t *status_json(const struct daemon *d)
+{
+        struct fs_counters c = {};
+        struct cache_stats cs = {};
+
+        fs_get_counters(d->fs, &c);
+        cache_get_stats(d->cache, &cs);
+        return json_pack("{s:s, s:s, s:s, s:s, s:s, s:I, s:I, s:I, s:O,"
+                         " s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}",
+                         "mountpoint", d->mountpoint, "snapshot", d->snapshot, "store", d->store,
+                         "cache", d->cache_dir, "state_dir", d->state,
+                         "pid", (json_int_t)getpid(),
+                         "uptime_s", (json_int_t)((now_ns() - d->started_ns) / NSEC_PER_SEC),
+                         "chunk_size", (json_int_t)d->snap->config.chunk_size,
+                         "labels", d->labels,
+                         "chunks_fetched", (json_int_t)c.chunks_fetched,
+                         "bytes_fetched", (json_int_t)c.bytes_fetched,
+                         "cache_hits", (json_int_t)c.cache_hits,
+                         "cache_misses", (json_int_t)c.cache_misses,
+                         "bytes_served", (json_int_t)c.bytes_served,
+                         "errors", (json_int_t)c.errors,
+                         "readahead_chunks", (json_int_t)c.readahead_chunks,
+                         "reads", (json_int_t)c.reads,
+                         "inodes", (json_int_t)c.inodes,
+                         "cache_puts", (json_int_t)cs.puts,
+                         "cache_bad_entries", (json_int_t)cs.bad_entries,
+                         "cache_evictions", (json_int_t)cs.evictions);
+}
+
+static char *metrics_text(const struct daemon *d)
+{
+        struct fs_counters c = {};
+        char *s = NULL;
+
+        fs_get_counters(d->fs, &c);
+        if (asprintf(&s,
+                     "# HELP stasis_chunks_fetched_total Chunks read from the store.\n"
+                     "# TYPE stasis_chunks_fetched_total counter\n"
+                     "stasis_chunks_fetched_total %" PRIu64 "\n"
+                     "# HELP stasis_bytes_fetched_total Pack bytes read from the store.\n"
+                     "# TYPE stasis_bytes_fetched_total counter\n"
+                     "stasis_bytes_fetched_total %" PRIu64 "\n"
+                     "# HELP stasis_cache_hits_total Chunks served from the node cache.\n"
+                     "# TYPE stasis_cache_hits_total counter\n"
+                     "stasis_cache_hits_total %" PRIu64 "\n"
+                     "# HELP stasis_cache_misses_total Chunks a read had to fetch.\n"
+                     "# TYPE stasis_cache_misses_total counter\n"
+                     "stasis_cache_misses_total %" PRIu64 "\n"
+                     "# HELP stasis_bytes_served_total Bytes returned to READs.\n"
+                     "# TYPE stasis_bytes_served_total counter\n"
+                     "stasis_bytes_served_total %" PRIu64 "\n"
+                     "# HELP stasis_read_errors_total READs answered with EIO.\n"
+                     "# TYPE stasis_read_errors_total counter\n"
+                     "stasis_read_errors_total %" PRIu64 "\n"
+                     "# HELP stasis_readahead_chunks_total Chunks fetched by readahead.\n"
+                     "# TYPE stasis_readahead_chunks_total counter\n"
+                     "stasis_readahead_chunks_total %" PRIu64 "\n"
+                     "# HELP stasis_inodes Inodes the kernel holds.\n"
+                     "# TYPE stasis_inodes gauge\n"
+                     "stasis_inodes %" PRIu64 "\n"
+                     "# HELP stasis_uptime_seconds Seconds since the mount.\n"
+                     "# TYPE stasis_uptime_seconds gauge\n"
+                     "stasis_uptime_seconds %" PRIu64 "\n",
+                     c.chunks_fetched, c.bytes_fetched, c.cache_hits, c.cache_misses,
+                     c.bytes_served, c.errors, c.readahead_chunks, c.inodes,
+                     (uint64_t)((now_ns() - d->started_ns) / NSEC_PER_SEC)) < 0)
+                return NULL;
+        return s;
+}
+
+static enum MHD_Result reply(struct MHD_Connection *conn, unsigned status, const char *type,
+                             char *body /* taken */)
+{
+        struct MHD_Response *resp;
+        enum MHD_Result ret;
+
+        if (!body)
+                return MHD_NO;
+        resp = MHD_create_response_from_buffer(strlen(body), body, MHD_RESPMEM_MUST_FREE);
+        if (!resp) {
+                free(body);
+                return MHD_NO;
+        }
+        MHD_add_response_header(resp, "Content-Type", type);
+        ret = MHD_queue_response(conn, status, resp);
+        MHD_destroy_response(resp);
+        return ret;
+}
+
+static enum MHD_Result reply_error(struct MHD_Connection *conn, unsigned status, const char *msg)
+{
+        json_t *j = json_pack("{s:s}", "error", msg);
+        char *s = j ? json_dumps(j, JSON_COMPACT) : NULL;
+
+        json_decref(j);
+        return reply(conn, status, "application/json", s);
+}
+
+static bool peer_allowed(const struct daemon *d, struct MHD_Connection *conn)
+{
+        const union MHD_ConnectionInfo *ci =
+                MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+        struct ucred cred;
+        socklen_t len = sizeof cred;
+
+        if (!ci || getsockopt(ci->connect_fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) < 0)
+                return false;
+        return cred.uid == 0 || cred.uid == d->owner;
+}
+
+static enum MHD_Result handle(void *cls, struct MHD_Connection *conn, const char *url,
+                              const char *method, const char *version, const char *upload,
+                              size_t *upload_size, void **req_cls)
+{
+        const struct daemon *d = cls;
+        (void)version;
+        (void)upload;
+
+        if (!*req_cls) { /* first call: headers only */
+                *req_cls = (void *)1;
+                if (!peer_allowed(d, conn))
+                        return reply_error(conn, MHD_HTTP_FORBIDDEN, "peer not allowed");
+                return MHD_YES;
+        }
+        if (*upload_size) { /* no request of ours has a body yet */
+                *upload_size = 0;
+                return MHD_YES;
+        }
+        if (strcmp(method, "GET") != 0)
+                return reply_error(conn, MHD_HTTP_METHOD_NOT_ALLOWED, "method not allowed");
+        if (strcmp(url, "/api/v1/status") == 0) {
+                json_t *j = status_json(d);
+                char *s = j ? json_dumps(j, JSON_COMPACT) : NULL;
+                json_decref(j);
+                return reply(conn, MHD_HTTP_OK, "application/json", s);
+        }
+        if (strcmp(url, "/metrics") == 0)
+                return reply(conn, MHD_HTTP_OK, "text/plain; version=0.0.4", metrics_text(d));
+        return reply_error(conn, MHD_HTTP_NOT_FOUND, "no such endpoint");
+}
+
+static int api_socket(const char *path, int *ret)
+{
+        struct sockaddr_un sa = { .sun_family = AF_UNIX };
+        _cleanup_(closep) int fd = -1;
+        mode_t old;
+
+        if (strlen(path) >= sizeof sa.sun_path)
+                return -ENAMETOOLONG;
+        strcpy(sa.sun_path, path);
+        fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        if (fd < 0)
+                return -errno;
+        (void)unlink(path);
+        old = umask(0177); /* the socket is born 0600 */
+        if (bind(fd, (struct sockaddr *)&sa, sizeof sa) < 0) {
+                int e = -errno;
+                umask(old);
+                return e;
+        }
+        umask(old);
+        if (chmod(path, 0600) < 0 || listen(fd, 16) < 0)
+                return -errno;
+        *ret = TAKE_FD(fd);
+        return 0;
+}
+
+/* ---- registry ---- */
+
+static int registry_write(const struct daemon *d, const char *log_path)
+{
+        char started[32];
+        json_t *j;
+        char *s;
+        int r;
+
+        j = json_pack("{s:s, s:I, s:s, s:s, s:s, s:s, s:s, s:s, s:O, s:s}", "mountpoint",
+                      d->mountpoint, "pid", (json_int_t)getpid(), "socket", d->socket, "state_dir",
+                      d->state, "log", log_path, "snapshot", d->snapshot, "store", d->store, "cache",
+                      d->cache_dir, "labels", d->labels, "started",
+                      format_rfc3339((int64_t)d->started, started));
+        if (!j)
+                return -ENOMEM;
+        s = json_dumps(j, JSON_INDENT(2) | JSON_SORT_KEYS);
+        json_decref(j);
+        if (!s)
+                return -ENOMEM;
+        r = write_atomic(d->registry, s, strlen(s), 0644);
+        free(s);
+        return r;
+}
+
+/* ---- main ---- */
+
+static int parse_args(int argc, char **argv, struct opts *o)
+{
+        enum { OPT_STORE = 0x100, OPT_CACHE, OPT_CACHE_SIZE, OPT_STATE, OPT_LABEL, OPT_FG, OPT_HELP };
+        static const struct option options[] = {
+                { "store", required_argument, NULL, OPT_STORE },
+                { "cache", required_argument, NULL, OPT_CACHE },
+                { "cache-size", required_argument, NULL, OPT_CACHE_SIZE },
+                { "state", required_argument, NULL, OPT_STATE },
+                { "label", required_argument, NULL, OPT_LABEL },
+                { "foreground", no_argument, NULL, OPT_FG },
+                { "help", no_argument, NULL, OPT_HELP },
+                { "verbose", no_argument, NULL, 'v' },
+                {},
+        };
+        int c;
+
+        o->labels = json_object();
+        if (!o->labels)
+                return -ENOMEM;
+        while ((c = getopt_long(argc, argv, "o:v", options, NULL)) >= 0) {
+                switch (c) {
+                case OPT_STORE: o->store = optarg; break;
+                case OPT_CACHE: o->cache = optarg; break;
+                case OPT_STATE: o->state = optarg; break;
+                case OPT_FG: o->foreground = true; break;
+                case OPT_CACHE_SIZE:
+                        if (parse_size(optarg, &o->cache_size) < 0 || o->cache_size < CACHE_SIZE_MIN) {
+                                fprintf(stderr, "stasisd: bad --cache-size '%s' (at least 1M)\n", optarg);
+                                return 2;
+                        }
+                        break;
+                case OPT_LABEL: {
+                        const char *eq = strchr(optarg, '=');
+                        _cleanup_(freep) char *k = NULL;
+                        if (!eq || eq == optarg) {
+                                fprintf(stderr, "stasisd: bad --label '%s' (K=V)\n", optarg);
+                                return 2;
+                        }
+                        k = strndup(optarg, (size_t)(eq - optarg));
+                        if (!k || json_object_set_new(o->labels, k, json_string(eq + 1)) < 0)
+                                return -ENOMEM;
+                        break;
+                }
+                case 'o': {
+                        char *n = NULL;
+                        if (asprintf(&n, "%s%s%s", o->fuse_opts ? o->fuse_opts : "",
+                                     o->fuse_opts ? "," : "", optarg) < 0)
+                                return -ENOMEM;
+                        free(o->fuse_opts);
+                        o->fuse_opts = n;
+                        break;
+                }
+                case 'v':
+                        log_set_max_level(MIN(log_get_max_level() + 1, LOG_LVL_DEBUG));
+                        break;
+                case OPT_HELP:
+                        usage(stdout);
+                        exit(0);
+                default:
+                        usage(stderr);
+                        return 2;
+                }
+        }
+        if (argc - optind != 2) {
+                usage(stderr);
+                return 2;
+        }
+        o->ref = argv[optind];
+        o->mountpoint = argv[optind + 1];
+        if (!o->store)
+                o->store = getenv("STASIS_STORE") && *getenv("STASIS_STORE") ? getenv("STASIS_STORE")
+                                                                               : STORE_DEFAULT;
+        if (!o->cache)
+                o->cache = getenv("STASIS_CACHE") && *getenv("STASIS_CACHE") ? getenv("STASIS_CACHE")
+                                                                               : CACHE_DEFAULT;
+        return 0;
+}
+
+/* mount_key(): the registry and default state-dir name of a mountpoint. */
+static void mount_key(const char *mountpoint, char buf[static 33])
+{
+        char hex[DIGEST_HEX_LEN + 1];
+        struct digest dg;
+
+        digest_sha256(mountpoint, strlen(mountpoint), &dg);
+        digest_hex(&dg, hex);
+        memcpy(buf, hex, 32);
+        buf[32] = 0;
+}
+
+/* check_mountpoint(): a directory we can mount on. A dead FUSE mount
+ * (ENOTCONN) is refused with a hint: `stasis mount` cleans it up first. */
+static int check_mountpoint(const char *path, char resolved[static PATH_MAX])
+{
+        struct stat st;
+
+        if (stat(path, &st) < 0) {
+                if (errno == ENOTCONN)
+                        return log_error_errno(-ENOTCONN, "%s: a dead mount is in the way (stasis umount %s): %m",
+                                               path, path);
+                return log_error_errno(-errno, "mountpoint %s: %m", path);
+        }
+        if (!S_ISDIR(st.st_mode))
+                return log_error_errno(-ENOTDIR, "mountpoint %s: %m", path);
+        if (!realpath(path, resolved))
+                return log_error_errno(-errno, "mountpoint %s: %m", path);
+        return 0;
+}
+
+static void stop_signals_mask(int how)
+{
+        sigset_t s;
+
+        sigemptyset(&s);
+        sigaddset(&s, SIGTERM);
+        sigaddset(&s, SIGINT);
+        sigaddset(&s, SIGHUP);
+        pthread_sigmask(how, &s, NULL);
+}
+
+/* daemonize(): fork; the parent waits for the child's readiness byte and
+ * exits with 0 (ready) or 1. In the child *ret_fd is the pipe to report on. */
+static int daemonize(int *ret_fd)
+{
+        int p[2];
+        pid_t pid;
+        char c;
+        ssize_t n;
+
+        if (pipe2(p, O_CLOEXEC) < 0)
+                return -errno;
+        pid = fork();
+        if (pid < 0)
+                return -errno;
+        if (pid > 0) {
+                close(p[1]);
+                do
+                        n = read(p[0], &c, 1);
+                while (n < 0 && errno == EINTR);
+                if (n == 1 && c == 'R')
+                        _exit(0);
+                /* The child failed and said why on stderr; reap it if it exited. */
+                (void)waitpid(pid, NULL, WNOHANG);
+                _exit(1);
+        }
+        close(p[0]);
+        if (setsid() < 0)
+                return -errno;
+        *ret_fd = p[1];
+        return 0;
+}
+
+static void json_decrefp_(json_t **j) { json_decref(*j); }
+static void backend_freep_(struct backend **b) { backend_free(*b); }
+
+int main(int argc, char **argv)
+{
+        struct opts o = {};
+        struct daemon d = {};
+        _cleanup_(backend_freep_) struct backend *store = NULL;
+        _cleanup_(json_decrefp_) json_t *labels_owner = NULL;
+        struct fuse_args args = FUSE_ARGS_INIT(0, NULL);
+        struct fuse_session *se = NULL;
+        struct fuse_loop_config *cfg = NULL;
+        struct MHD_Daemon *mhd = NULL;
+        char key[33], mounts[PATH_MAX], pidfile[PATH_MAX + 16] = "", logfile[PATH_MAX + 16] = "";
+        char pidbuf[32];
+        _cleanup_(freep) char *mopts = NULL;
+        struct digest dg;
+        int ready_fd = -1, sock = -1, r, ret = 1;
+        bool mounted = false, registered = false;
+
+        log_set_prefix("stasisd: ");
+        if (log_get_max_level() < LOG_LVL_INFO) /* the log file says when it mounted */
+                log_set_max_level(LOG_LVL_INFO);
+        r = parse_args(argc, argv, &o);
+        labels_owner = o.labels;
+        if (r > 0)
+                return r;
+        if (r < 0)
+                return log_error_errno(r, "%m"), 1;
+        d.labels = o.labels;
+        d.owner = getuid();
+        d.started = time(NULL);
+        d.started_ns = now_ns();
+
+        r = check_mountpoint(o.mountpoint, d.mountpoint);
+        if (r < 0)
+                goto fail;
+        mount_key(d.mountpoint, key);
+        if (!realpath(o.store, d.store)) {
+                r = log_error_errno(-errno, "store %s: %m", o.store);
+                goto fail;
+        }
+        snprintf(mounts, sizeof mounts, "%s/mounts", run_dir());
+        snprintf(d.registry, sizeof d.registry, "%s/%s.json", mounts, key);
+        if (o.state)
+                snprintf(d.state, sizeof d.state, "%s", o.state);
+        else
+                snprintf(d.state, sizeof d.state, "%s/state/%s", run_dir(), key);
+        r = mkdir_p(d.state, 0700);
+        if (r < 0) {
+                log_error_errno(r, "state dir %s: %m", d.state);
+                goto fail;
+        }
+        r = mkdir_p(mounts, 0755);
+        if (r < 0) {
+                log_error_errno(r, "mount registry %s: %m", mounts);
+                goto fail;
+        }
+        snprintf(d.socket, sizeof d.socket, "%s/api.sock", d.state);
+        snprintf(pidfile, sizeof pidfile, "%s/stasisd.pid", d.state);
+        snprintf(logfile, sizeof logfile, "%s/stasisd.log", d.state);
+
+        /* The snapshot: manifest, config and tree; not one pack byte. */
+        r = backend_local_open(d.store, false, &store);
+        if (r < 0) {
+                log_error_errno(r, "open store %s: %m", d.store);
+                goto fail;
+        }
+        r = store_resolve(store, o.ref, &dg);
+        if (r < 0) {
+                log_error_errno(r, "%s: no such snapshot in %s: %m", o.ref, d.store);
+                goto fail;
+        }
+        r = snapshot_open(store, &dg, &d.snap);
+        if (r >= 0)
+                r = snapshot_load_tree(store, d.snap);
+        if (r < 0) {
+                log_error_errno(r, "load snapshot %s: %m", o.ref);
+                goto fail;
+        }
+        digest_str(&dg, d.snapshot);
+        r = cache_open(o.cache, o.cache_size, &d.cache);
+        if (r < 0)
+                goto fail;
+        if (!realpath(o.cache, d.cache_dir))
+                snprintf(d.cache_dir, sizeof d.cache_dir, "%s", o.cache);
+
+        /* Fork before any thread exists. */
+        if (!o.foreground) {
+                r = daemonize(&ready_fd);
+                if (r < 0) {
+                        log_error_errno(r, "daemonize: %m");
+                        goto fail;
+                }
+        }
+        /* Only the main thread takes SIGTERM/SIGINT/SIGHUP (libfuse's workers
+         * block them too): the handler must interrupt the loop's wait. */
+        stop_signals_mask(SIG_BLOCK);
+        r = fs_new(&(struct fs_opts){ .store = store, .snap = d.snap, .cache = d.cache }, &d.fs);
+        if (r < 0) {
+                log_error_errno(r, "filesystem: %m");
+                goto fail;
+        }
+
+        if (asprintf(&mopts, "allow_other,default_permissions,ro,fsname=stasis,subtype=stasis%s%s",
+                     o.fuse_opts ? "," : "", o.fuse_opts ? o.fuse_opts : "") < 0) {
+                r = -ENOMEM;
+                goto fail;
+        }
+        if (fuse_opt_add_arg(&args, "stasisd") < 0 || fuse_opt_add_arg(&args, "-o") < 0 ||
+            fuse_opt_add_arg(&args, mopts) < 0) {
+                r = -ENOMEM;
+                goto fail;
+        }
+        se = fs_session_new(d.fs, &args);
+        if (!se) {
+                r = log_error_errno(-EINVAL, "FUSE session with options '%s' failed", mopts);
+                goto fail;
+        }
+        if (fuse_set_signal_handlers(se) < 0) {
+                r = log_error_errno(-EIO, "signal handlers: %m");
+                goto fail;
+        }
+        if (fuse_session_mount(se, d.mountpoint) < 0) {
+                r = log_error_errno(-EIO, "mount on %s failed", d.mountpoint);
+                goto fail;
+        }
+        mounted = true;
+
+        r = api_socket(d.socket, &sock);
+        if (r < 0) {
+                log_error_errno(r, "control socket %s: %m", d.socket);
+                goto fail;
+        }
+        mhd = MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG, 0, NULL, NULL,
+                               handle, &d, MHD_OPTION_LISTEN_SOCKET, sock,
+                               MHD_OPTION_CONNECTION_TIMEOUT, 30u, MHD_OPTION_END);
+        if (!mhd) {
+                r = log_error_errno(-EIO, "control API on %s failed to start", d.socket);
+                goto fail;
+        }
+        sock = -1; /* MHD owns it now */
+
+        snprintf(pidbuf, sizeof pidbuf, "%ld\n", (long)getpid());
+        r = write_atomic(pidfile, pidbuf, strlen(pidbuf), 0644);
+        if (r >= 0)
+                r = registry_write(&d, logfile);
+        registered = r >= 0;
+        if (r < 0) {
+                log_error_errno(r, "registry entry %s: %m", d.registry);
+                goto fail;
+        }
+
+        log_info("mounted %s (%s) on %s", o.ref, d.snapshot, d.mountpoint);
+        if (ready_fd >= 0) {
+                int lfd = open(logfile, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+                int nfd = open("/dev/null", O_RDWR | O_CLOEXEC);
+                if (lfd >= 0) {
+                        dup2(lfd, STDOUT_FILENO);
+                        dup2(lfd, STDERR_FILENO);
+                        close(lfd);
+                }
+                if (nfd >= 0) {
+                        dup2(nfd, STDIN_FILENO);
+                        close(nfd);
+                }
+                (void)write(ready_fd, "R", 1);
+                close(ready_fd);
+                ready_fd = -1;
+        } else {
+                printf("%s\n", d.mountpoint);
+                fflush(stdout);
+        }
+
+        stop_signals_mask(SIG_UNBLOCK);
+        cfg = fuse_loop_cfg_create();
+        if (!cfg) {
+                r = -ENOMEM;
+                goto fail;
+        }
+        fuse_loop_cfg_set_max_threads(cfg, 16);
+        fuse_loop_cfg_set_idle_threads(cfg, 8);
+        r = fuse_session_loop_mt(se, cfg);
+        log_info("unmounting %s", d.mountpoint);
+        ret = r < 0 ? 1 : 0;
+
+fail:
+        if (registered)
+                (void)unlink(d.registry);
+        if (mhd)
+                MHD_stop_daemon(mhd);
+        closep(&sock);
+        if (mounted)
+                (void)unlink(d.socket);
+        if (mounted)
+                (void)unlink(pidfile);
+        if (se) {
+                if (mounted)
+                        fuse_session_unmount(se);
+                fuse_remove_signal_handlers(se);
+                fuse_session_destroy(se);
+        }
+        if (cfg)
+                fuse_loop_cfg_destroy(cfg);
+        fuse_opt_free_args(&args);
+        fs_free(d.fs);
+        cache_free(d.cache);
+        snapshot_free(d.snap);
+        free(o.fuse_opts);
+        if (ready_fd >= 0) /* the parent sees EOF and exits 1 */
+                close(ready_fd);
+        return ret;
+}

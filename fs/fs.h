@@ -1,0 +1,73 @@
+/* fs.h — the stasis FUSE filesystem (libfuse3 low-level API): owns the
+ * kernel-facing inode table and lookup counts, file handles, the lazy chunk
+ * read path (node cache first, then the mount's own store) and the bounded
+ * background readahead. Thread-safe: every handler may run on any thread of
+ * a multithreaded session loop. Knows nothing of HTTP, daemons or mount
+ * registries; does not mount (the caller owns the struct fuse_session).
+ *
+ * For now the filesystem is the snapshot's base layer alone, read-only. The
+ * writable layer (issue 5) hangs off struct fs_inode and keeps the inode
+ * numbering below, so nothing here changes shape when it arrives.
+ *
+ * Counters are plain atomics, readable at any time with fs_get_counters():
+ *   chunks_fetched    chunks read from the store (pack frames decoded)
+ *   bytes_fetched     pack bytes read from the store
+ *   cache_hits        chunks a READ got from the node cache
+ *   cache_misses      chunks a READ had to fetch from the store
+ *   bytes_served      bytes replied to READs
+ *   errors            READs answered with EIO (bad or missing data)
+ *   readahead_chunks  chunks fetched into the cache by readahead */
+#ifndef STASIS_FS_H
+#define STASIS_FS_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "store/backend.h"
+#include "store/cache.h"
+#include "store/snapshot.h"
+
+/* Readahead: at most this many chunks ahead, and at most this many bytes. */
+#define FS_READAHEAD_CHUNKS 4u
+#define FS_READAHEAD_BYTES (4u << 20)
+/* Entry and attribute timeouts for the immutable base, in seconds. */
+#define FS_BASE_TIMEOUT 86400.0
+
+struct fs;
+struct fuse_session;
+struct fuse_args;
+
+struct fs_opts {
+        struct backend *store;  /* borrowed: the mount's own store */
+        struct snapshot *snap;  /* borrowed: its tree loaded */
+        struct cache *cache;    /* borrowed; NULL: no node cache (and no readahead) */
+        unsigned readahead_chunks; /* 0: FS_READAHEAD_CHUNKS; capped by FS_READAHEAD_BYTES */
+        bool no_readahead;
+        unsigned workers;       /* readahead threads; 0: 2 */
+};
+
+struct fs_counters {
+        uint64_t chunks_fetched, bytes_fetched;
+        uint64_t cache_hits, cache_misses;
+        uint64_t bytes_served, errors, readahead_chunks;
+        uint64_t reads, inodes; /* READ requests; inodes the kernel holds */
+};
+
+/* fs_new(): no file data is read; starts the readahead workers. */
+int fs_new(const struct fs_opts *o, struct fs **ret);
+/* fs_free(): stops the workers; call after the session loop returned. */
+struct fs *fs_free(struct fs *fs);
+
+/* fs_session_new(): a FUSE session whose userdata is fs; NULL on failure
+ * (libfuse logs why). The caller mounts, loops, unmounts and destroys it. */
+struct fuse_session *fs_session_new(struct fs *fs, struct fuse_args *args);
+
+void fs_get_counters(const struct fs *fs, struct fs_counters *ret);
+
+/* fs_read_file(): READ without the kernel: len bytes of inode ino at off
+ * into dst, through the cache and the store exactly as a READ. Returns the
+ * count (short at end of file), -EIO for data that could not be fetched or
+ * verified, -ENOENT, -EISDIR, -errno. For tests and tools. */
+ssize_t fs_read_file(struct fs *fs, uint64_t ino, uint64_t off, void *dst, size_t len);
+
+#endif

@@ -1,0 +1,278 @@
+/* read.c — the lazy read path: a chunk comes from the node cache if the
+ * mount may use the hit, else from its pack in the mount's own store
+ * (decoded and SHA-256-verified by chunk_decode), and then goes into the
+ * cache. Bounded readahead runs on a small worker pool and only fills the
+ * cache; a READ never waits for readahead except for a chunk that readahead
+ * is fetching at that moment (single flight per chunk). */
+#include <inttypes.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "fs-internal.h"
+
+void fs_tls_free(void *p)
+{
+        struct fs_tls *t = p;
+
+        if (!t)
+                return;
+        chunk_codec_free(t->codec);
+        free(t->chunk);
+        free(t->frame);
+        free(t);
+}
+
+struct fs_tls *fs_tls_get(struct fs *fs)
+{
+        struct fs_tls *t = pthread_getspecific(fs->tls);
+
+        if (t)
+                return t;
+        t = calloc(1, sizeof *t);
+        if (!t)
+                return NULL;
+        t->codec = chunk_codec_new(CHUNK_LEVEL_DEFAULT);
+        t->chunk = malloc(fs->chunk_size);
+        t->frame = malloc(chunk_bound(fs->chunk_size));
+        if (!t->codec || !t->chunk || !t->frame || pthread_setspecific(fs->tls, t) != 0) {
+                fs_tls_free(t);
+                return NULL;
+        }
+        return t;
+}
+
+/* pack_present(): whether pack i of our tree is in our own store, asked of
+ * the backend once per pack. A cache hit counts only for chunks of present
+ * packs (DESIGN.md "Node cache", isolation): knowing an address that some
+ * other tenant's snapshot put in the cache is not enough to read it. */
+static bool pack_present(struct fs *fs, uint32_t i)
+{
+        int8_t s = atomic_load(&fs->pack_state[i]);
+
+        if (s == 0) {
+                int r = backend_has(fs->store, tree_pack(fs->tree, i));
+                /* A failed check is not memoized: ask again next time. */
+                if (r < 0)
+                        return false;
+                s = r > 0 ? 1 : -1;
+                atomic_store(&fs->pack_state[i], s);
+        }
+        return s > 0;
+}
+
+/* fail_chunk(): one log line per chunk for the mount's lifetime, however
+ * often it is read; always -EIO. */
+static int fail_chunk(struct fs *fs, uint32_t idx, const struct tree_chunk *c, int err,
+                      const char *what)
+{
+        char cs[DIGEST_STR_LEN + 1], ps[DIGEST_STR_LEN + 1];
+
+        if (!atomic_exchange(&fs->logged[idx], 1))
+                log_error_errno(err, "chunk %s (pack %s, offset %" PRIu64 "): %s: %m",
+                                digest_str(&c->addr, cs), digest_str(tree_pack(fs->tree, c->pack), ps),
+                                c->offset, what);
+        return -EIO;
+}
+
+/* fetch(): one chunk from its pack, verified. */
+static int fetch(struct fs *fs, struct fs_tls *t, uint32_t idx, const struct tree_chunk *c,
+                 void *dst)
+{
+        ssize_t n;
+        int r;
+
+        if (!pack_present(fs, c->pack))
+                return fail_chunk(fs, idx, c, -ENOENT, "pack missing from the store");
+        n = backend_read(fs->store, tree_pack(fs->tree, c->pack), c->offset, t->frame, c->clen);
+        if (n < 0)
+                return fail_chunk(fs, idx, c, (int)n, "read failed");
+        atomic_fetch_add(&fs->bytes_fetched, (uint64_t)n);
+        if ((size_t)n < c->clen)
+                return fail_chunk(fs, idx, c, -EBADMSG, "pack truncated");
+        atomic_fetch_add(&fs->chunks_fetched, 1);
+        r = chunk_decode(t->codec, t->frame, c->clen, c->ulen, fs->chunk_size, &c->addr, dst);
+        if (r == -ENOMEM)
+                return r;
+        if (r < 0)
+                return fail_chunk(fs, idx, c, r, "corrupt (bad frame or SHA-256 mismatch)");
+        return 0;
+}
+
+static int cache_hit(struct fs *fs, const struct tree_chunk *c, void *dst)
+{
+        size_t len;
+
+        if (!fs->cache || !pack_present(fs, c->pack))
+                return 0;
+        /* cache_get() checked the entry's XXH3 and address; the length must
+         * also be the one our tree names. */
+        return cache_get(fs->cache, &c->addr, dst, fs->chunk_size, &len) == 1 && len == c->ulen;
+}
+
+/* chunk_get(): chunk idx into dst (chunk_size bytes of room). readahead:
+ * only make sure the chunk is in the cache. 0, -EIO, -ENOMEM. */
+static int chunk_get(struct fs *fs, struct fs_tls *t, uint32_t idx, void *dst, bool readahead)
+{
+        struct tree_chunk c;
+        bool hit;
+        int r;
+
+        r = tree_chunk(fs->tree, idx, &c);
+        if (r < 0)
+                return -EIO;
+        if (readahead ? (!fs->cache || cache_has(fs->cache, &c.addr) > 0)
+                      : cache_hit(fs, &c, dst)) {
+                if (!readahead)
+                        atomic_fetch_add(&fs->cache_hits, 1);
+                return 0;
+        }
+
+        /* Single flight: whoever fetches a chunk first fills the cache for
+         * the others waiting here. */
+        pthread_mutex_lock(&fs->fetch_lock);
+        while (fs->inflight[idx])
+                pthread_cond_wait(&fs->fetch_cond, &fs->fetch_lock);
+        fs->inflight[idx] = 1;
+        pthread_mutex_unlock(&fs->fetch_lock);
+
+        hit = readahead ? cache_has(fs->cache, &c.addr) > 0 : cache_hit(fs, &c, dst);
+        if (hit) {
+                if (!readahead)
+                        atomic_fetch_add(&fs->cache_hits, 1);
+                r = 0;
+        } else {
+                if (readahead)
+                        atomic_fetch_add(&fs->readahead_chunks, 1);
+                else
+                        atomic_fetch_add(&fs->cache_misses, 1);
+                r = fetch(fs, t, idx, &c, dst);
+                if (r >= 0 && fs->cache)
+                        (void)cache_put(fs->cache, &c.addr, dst, c.ulen); /* best effort */
+        }
+
+        pthread_mutex_lock(&fs->fetch_lock);
+        fs->inflight[idx] = 0;
+        pthread_cond_broadcast(&fs->fetch_cond);
+        pthread_mutex_unlock(&fs->fetch_lock);
+        return r;
+}
+
+static void readahead_queue(struct fs *fs, const struct tree_inode *inode, uint32_t first,
+                            uint32_t end)
+{
+        uint32_t todo[FS_READAHEAD_CHUNKS * 16];
+        size_t n = 0;
+
+        for (uint32_t i = first; i < end && n < ELEMENTSOF(todo); i++) {
+                uint32_t idx = tree_file_chunk(fs->tree, inode, i);
+                if (idx != TREE_HOLE)
+                        todo[n++] = idx;
+        }
+        if (!n)
+                return;
+        pthread_mutex_lock(&fs->ra_lock);
+        /* A full queue drops work: readahead is a hint, never a backlog. */
+        for (size_t i = 0; i < n && fs->ra_len < fs->ra_cap; i++)
+                fs->ra_queue[(fs->ra_head + fs->ra_len++) % fs->ra_cap] = todo[i];
+        pthread_cond_signal(&fs->ra_cond);
+        pthread_mutex_unlock(&fs->ra_lock);
+}
+
+static void *readahead_worker(void *p)
+{
+        struct fs *fs = p;
+        struct fs_tls *t = fs_tls_get(fs);
+
+        for (;;) {
+                uint32_t idx;
+
+                pthread_mutex_lock(&fs->ra_lock);
+                while (!fs->ra_stop && fs->ra_len == 0)
+                        pthread_cond_wait(&fs->ra_cond, &fs->ra_lock);
+                if (fs->ra_stop) {
+                        pthread_mutex_unlock(&fs->ra_lock);
+                        break;
+                }
+                idx = fs->ra_queue[fs->ra_head];
+                fs->ra_head = (fs->ra_head + 1) % fs->ra_cap;
+                fs->ra_len--;
+                pthread_mutex_unlock(&fs->ra_lock);
+
+                if (t)
+                        (void)chunk_get(fs, t, idx, t->chunk, true);
+        }
+        return NULL;
+}
+
+int fs_readahead_start(struct fs *fs, unsigned workers)
+{
+        fs->ra_cap = 64;
+        fs->ra_queue = calloc(fs->ra_cap, sizeof *fs->ra_queue);
+        fs->ra_threads = calloc(workers, sizeof *fs->ra_threads);
+        if (!fs->ra_queue || !fs->ra_threads)
+                return -ENOMEM;
+        for (unsigned i = 0; i < workers; i++) {
+                int r = pthread_create(&fs->ra_threads[i], NULL, readahead_worker, fs);
+                if (r != 0)
+                        return -r;
+                fs->n_ra_threads++;
+        }
+        return 0;
+}
+
+void fs_readahead_stop(struct fs *fs)
+{
+        pthread_mutex_lock(&fs->ra_lock);
+        fs->ra_stop = true;
+        pthread_cond_broadcast(&fs->ra_cond);
+        pthread_mutex_unlock(&fs->ra_lock);
+        for (unsigned i = 0; i < fs->n_ra_threads; i++)
+                pthread_join(fs->ra_threads[i], NULL);
+        fs->n_ra_threads = 0;
+}
+
+int fs_read_data(struct fs *fs, const struct tree_inode *inode, struct fs_file *f, uint64_t off,
+                 size_t len, uint8_t *dst)
+{
+        uint64_t pos = off, end = off + len, cs = fs->chunk_size;
+        struct fs_tls *t = fs_tls_get(fs);
+
+        if (!t)
+                return -ENOMEM;
+        while (pos < end) {
+                uint32_t ci = (uint32_t)(pos / cs), idx;
+                uint64_t coff = pos % cs, n = MIN(cs - coff, end - pos);
+                struct tree_chunk c;
+                int r;
+
+                idx = tree_file_chunk(fs->tree, inode, ci);
+                if (idx == TREE_HOLE) {
+                        memset(dst + (pos - off), 0, n); /* never fetched */
+                } else {
+                        r = chunk_get(fs, t, idx, t->chunk, false);
+                        if (r < 0)
+                                return r;
+                        if (tree_chunk(fs->tree, idx, &c) < 0 || coff + n > c.ulen)
+                                return -EIO; /* tree_load() rules this out */
+                        memcpy(dst + (pos - off), t->chunk + coff, n);
+                }
+                pos += n;
+        }
+
+        /* Sequential? The second READ that starts where the last one ended
+         * queues the next ra_chunks chunks, each chunk at most once. */
+        if (f && fs->ra_chunks) {
+                uint64_t expect = atomic_exchange(&f->next_off, end);
+                if (expect == off && off > 0) {
+                        uint32_t nch = tree_file_nchunks(fs->tree, inode);
+                        uint32_t last = (uint32_t)((end - 1) / cs);
+                        uint32_t from = MAX((uint32_t)atomic_load(&f->ra_next), last + 1);
+                        uint32_t to = MIN(nch, last + 1 + fs->ra_chunks);
+                        if (from < to) {
+                                atomic_store(&f->ra_next, to);
+                                readahead_queue(fs, inode, from, to);
+                        }
+                }
+        }
+        return 0;
+}
