@@ -213,12 +213,17 @@ static void *worker_main(void *arg)
                 pthread_cond_broadcast(&r->cond);
                 pthread_mutex_unlock(&r->lock);
 
-                e = atomic_load(&r->error) ? 0 : (codec && buf) ? write_file(r, codec, buf, &j) : -ENOMEM;
+                /* After an error elsewhere, files still queued are not
+                 * written at all; they are removed like a failed one. */
+                e = atomic_load(&r->error) ? -ECANCELED
+                    : (codec && buf)       ? write_file(r, codec, buf, &j)
+                                           : -ENOMEM;
                 close(j.fd);
                 if (e < 0) {
-                        /* Never leave a file holding partial data behind. */
+                        /* Never leave a file holding partial or no data behind. */
                         (void)unlinkat(r->rootfd, j.path, 0);
-                        set_error(r, e);
+                        if (e != -ECANCELED)
+                                set_error(r, e);
                 } else {
                         atomic_fetch_add(&r->files, 1);
                 }
@@ -277,6 +282,8 @@ static int walk(struct restore *r)
 {
         _cleanup_(freep) struct frame *stack = NULL;
         _cleanup_(freep) char **first_path = NULL; /* by inode position: hardlink targets */
+        _cleanup_(freep) uint8_t *buf = NULL;
+        struct chunk_codec *codec = NULL;
         size_t depth = 0, a_stack = 0;
         uint32_t n = tree_n_inodes(r->t);
         struct tree_inode root;
@@ -368,6 +375,24 @@ static int walk(struct restore *r)
                                 e = log_error_errno(errno, "create %s: %m", path);
                                 goto out;
                         }
+                        if (ti.attr.nlink > 1) {
+                                /* Its other names are linked to it right after: write
+                                 * it here, so a failure never leaves a link to a
+                                 * file without its data. */
+                                struct rjob j = { .fd = fd, .ti = ti, .path = path };
+                                if (!codec)
+                                        codec = chunk_codec_new(CHUNK_LEVEL_DEFAULT);
+                                if (!buf)
+                                        buf = malloc(tree_chunk_size(r->t));
+                                e = codec && buf ? write_file(r, codec, buf, &j) : -ENOMEM;
+                                close(fd);
+                                if (e < 0) {
+                                        (void)unlinkat(f->fd, name, 0);
+                                        goto out;
+                                }
+                                atomic_fetch_add(&r->files, 1);
+                                break;
+                        }
                         jp = strdup(path);
                         if (!jp) {
                                 close(fd);
@@ -413,6 +438,7 @@ out:
         }
         for (uint32_t i = 0; i < n; i++)
                 free(first_path[i]);
+        chunk_codec_free(codec);
         return e;
 }
 
