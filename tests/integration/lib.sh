@@ -27,8 +27,13 @@ unset STASIS_STORE
 rm -rf "$T"
 mkdir -p "$T"
 
+# A test may define on_exit_hook (e.g. to stop background jobs); it runs
+# first, whatever the outcome.
 _on_exit() {
         local rc=$?
+        if declare -F on_exit_hook >/dev/null; then
+                on_exit_hook || true
+        fi
         if ((rc == 0)); then
                 rm -rf "$T"
                 echo "$TEST_NAME: PASS"
