@@ -26,7 +26,9 @@ for e in json.load(open(db)):
     rel = os.path.relpath(f, root)
     if rel.split(os.sep)[0] in dirs and f not in seen:
         seen.add(f)
-        print(f)
+# Largest first, one file per clang-tidy: keeps all $JOBS busy to the end.
+for f in sorted(seen, key=lambda f: -os.path.getsize(f)):
+    print(f)
 PY
 )
         if ((${#files[@]} == 0)); then
@@ -36,7 +38,7 @@ PY
         echo "tidy: clang-tidy on ${#files[@]} file(s), $JOBS at a time"
         local out rc
         out=$(printf '%s\n' "${files[@]}" |
-                xargs -P "$JOBS" -n 4 clang-tidy -p "$BUILD" --quiet \
+                xargs -P "$JOBS" -n 1 clang-tidy -p "$BUILD" --quiet \
                         --extra-arg=-Wno-unknown-warning-option 2>&1)
         rc=$?
         # Drop clang-tidy's chatter; keep findings.
