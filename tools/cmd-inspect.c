@@ -107,7 +107,7 @@ int cmd_inspect(const struct cli_command *cmd, int argc, char **argv)
         _cleanup_(json_decrefp) json_t *tags = NULL, *out = NULL;
         const char *store = NULL, *key;
         bool json = false;
-        struct counts n;
+        struct counts n = {};
         struct digest d;
         char ctx[512], what[512], ds[DIGEST_STR_LEN + 1], h[32];
         json_t *v;

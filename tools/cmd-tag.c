@@ -39,8 +39,6 @@ int cmd_tag(const struct cli_command *cmd, int argc, char **argv)
         /* The store must exist: REF has to resolve in it. */
         if (cli_open_store(store, false, &b) < 0 || cli_resolve(b, argv[optind], &d) < 0)
                 return EXIT_FAIL;
-        r = store_tag(b, &d, tag);
-        if (r < 0)
-                return log_error_errno(r, "%m"), EXIT_FAIL;
-        return EXIT_OK;
+        /* store_tag() logs why it failed. */
+        return store_tag(b, &d, tag) < 0 ? EXIT_FAIL : EXIT_OK;
 }

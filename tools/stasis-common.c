@@ -117,19 +117,11 @@ int cli_open_store(const char *opt, bool create, struct backend **ret)
 
 int cli_resolve(struct backend *b, const char *ref, struct digest *ret)
 {
-        int r;
-
         if (strncmp(ref, "oci://", 6) == 0)
                 return log_error_errno(EOPNOTSUPP, "%s: oci:// references are not supported yet",
                                        ref);
-        r = store_resolve(b, ref, ret);
-        if (r == -ENOENT)
-                return log_error_errno(r, "%s: no such snapshot or tag in the store", ref);
-        if (r == -EINVAL)
-                return log_error_errno(r, "%s: not a tag or a sha256:<64 hex> digest", ref);
-        if (r < 0)
-                return log_error_errno(r, "%s: %m", ref);
-        return 0;
+        /* store_resolve() logs why a reference does not resolve. */
+        return store_resolve(b, ref, ret);
 }
 
 static int tag_cmp(const void *a, const void *b)
