@@ -15,7 +15,8 @@ static json_t *digest_json(const struct digest *d)
         return d ? json_string(digest_str(d, s)) : json_null();
 }
 
-/* Both commands take the same options. */
+/* Both commands take the same options. Returns CLI_CONTINUE to go on, else
+ * the exit status (after --help or a usage error). */
 static int parse_ref_options(const struct cli_command *cmd, int argc, char **argv,
                              const char **ret_store, bool *ret_json)
 {
@@ -40,7 +41,8 @@ static int parse_ref_options(const struct cli_command *cmd, int argc, char **arg
                                 return r;
                 }
         }
-        return cli_nargs(cmd, argc, argv, 1, 1);
+        r = cli_nargs(cmd, argc, argv, 1, 1);
+        return r ? r : CLI_CONTINUE;
 }
 
 static void print_tags(const json_t *tags)
@@ -114,7 +116,7 @@ int cmd_inspect(const struct cli_command *cmd, int argc, char **argv)
         int r;
 
         r = parse_ref_options(cmd, argc, argv, &store, &json);
-        if (r)
+        if (r != CLI_CONTINUE)
                 return r;
         snprintf(what, sizeof what, "inspect %s", argv[optind]);
         cli_set_context(ctx, what);
@@ -192,7 +194,7 @@ int cmd_log(const struct cli_command *cmd, int argc, char **argv)
         int r;
 
         r = parse_ref_options(cmd, argc, argv, &store, &json);
-        if (r)
+        if (r != CLI_CONTINUE)
                 return r;
         snprintf(what, sizeof what, "log %s", argv[optind]);
         cli_set_context(ctx, what);
