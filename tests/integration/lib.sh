@@ -99,7 +99,14 @@ st() {
         fi
 }
 
-# digest_of DIR / listing_of DIR OUT: treedigest of a tree.
+# settle_atimes DIR: read every symlink target once. readlink() may update a
+# symlink's atime (relatime) and no flag prevents it, so a tree whose links
+# were never read would change under the first reader (commit included).
+settle_atimes() {
+        "$TREEDIGEST" "$1" >/dev/null
+}
+
+# digest_of DIR: treedigest of a tree.
 digest_of() {
         "$TREEDIGEST" "$@"
 }

@@ -115,7 +115,7 @@ cd - >/dev/null
 step "settle symlink atimes, then list the source"
 # readlink() may update a symlink's atime (relatime); nothing can read a
 # target without that, so read every target once before we compare.
-"$TREEDIGEST" "$src" >/dev/null
+settle_atimes "$src"
 "$TREEDIGEST" --list "$src" >"$T/src.before"
 grep -q 'xattr:security.capability=' "$T/src.before" || fail "listing lacks security.capability"
 grep -q 'xattr:system.posix_acl_default=' "$T/src.before" || fail "listing lacks default ACLs"
