@@ -31,7 +31,8 @@ find "$mp" -xdev >/dev/null
 step "digest through the mountpoint equals the source"
 "$TREEDIGEST" --list --no-atime "$mp" >"$T/mnt.list"
 if ! cmp -s "$T/src.list" "$T/mnt.list"; then
-        diff -u "$T/src.list" "$T/mnt.list" | head -40 >&2
+        diff -u "$T/src.list" "$T/mnt.list" >"$T/diff" || true
+        head -40 "$T/diff" >&2
         fail "treedigest of the mount differs from $dir"
 fi
 (($(counter "$mp" errors) == 0)) || fail "read errors"

@@ -29,10 +29,15 @@ _mount_on_exit() {
                         "$STASIS" umount --lazy "$m" >/dev/null 2>&1 || umount -l "$m" 2>/dev/null || true
                 fi
         done
+        # A sanitizer build's daemon reports into its log file, not to us.
+        if ((rc == 0)) && grep -l "Sanitizer" "$T"/run/state/*/stasisd.log "$T"/state*/stasisd.log >/dev/null 2>&1; then
+                echo "$TEST_NAME: FAIL: a sanitizer report in a stasisd log" >&2
+                rc=1
+        fi
         # Dump the daemons' logs of a failed test.
         if ((rc != 0 && rc != 77)); then
                 for f in "$T"/run/state/*/stasisd.log "$T"/state*/stasisd.log; do
-                        [[ -f $f ]] && { echo "--- $f" >&2; tail -20 "$f" >&2; }
+                        [[ -f $f ]] && { echo "--- $f" >&2; tail -60 "$f" >&2; }
                 done
         fi
         (exit $rc)
