@@ -91,9 +91,8 @@ static int mkdir_p(const char *path, mode_t mode)
 {
         char buf[PATH_MAX];
 
-        if (strlen(path) >= sizeof buf)
+        if ((size_t)snprintf(buf, sizeof buf, "%s", path) >= sizeof buf)
                 return -ENAMETOOLONG;
-        strcpy(buf, path);
         for (char *p = buf + 1; *p; p++) {
                 if (*p != '/')
                         continue;
@@ -107,11 +106,13 @@ static int mkdir_p(const char *path, mode_t mode)
         return 0;
 }
 
-static const char *run_dir(void)
+static const char *env_or(const char *name, const char *dflt)
 {
-        const char *e = getenv("STASIS_RUN_DIR");
-        return e && *e ? e : RUN_DEFAULT;
+        const char *e = getenv(name);
+        return e && *e ? e : dflt;
 }
+
+static const char *run_dir(void) { return env_or("STASIS_RUN_DIR", RUN_DEFAULT); }
 
 /* write_atomic(): path gets data by temp file + rename. */
 static int write_atomic(const char *path, const char *data, size_t len, mode_t mode)
@@ -283,9 +284,8 @@ static int api_socket(const char *path, int *ret)
         _cleanup_(closep) int fd = -1;
         mode_t old;
 
-        if (strlen(path) >= sizeof sa.sun_path)
+        if ((size_t)snprintf(sa.sun_path, sizeof sa.sun_path, "%s", path) >= sizeof sa.sun_path)
                 return -ENAMETOOLONG;
-        strcpy(sa.sun_path, path);
         fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
         if (fd < 0)
                 return -errno;
@@ -400,11 +400,9 @@ static int parse_args(int argc, char **argv, struct opts *o)
         o->ref = argv[optind];
         o->mountpoint = argv[optind + 1];
         if (!o->store)
-                o->store = getenv("STASIS_STORE") && *getenv("STASIS_STORE") ? getenv("STASIS_STORE")
-                                                                               : STORE_DEFAULT;
+                o->store = env_or("STASIS_STORE", STORE_DEFAULT);
         if (!o->cache)
-                o->cache = getenv("STASIS_CACHE") && *getenv("STASIS_CACHE") ? getenv("STASIS_CACHE")
-                                                                               : CACHE_DEFAULT;
+                o->cache = env_or("STASIS_CACHE", CACHE_DEFAULT);
         return 0;
 }
 

@@ -167,6 +167,12 @@ static void fill_entry(const struct fs *fs, const struct tree_inode *ti, struct 
 
 static struct fs *req_fs(fuse_req_t req) { return fuse_req_userdata(req); }
 
+/* file_of(): the struct fs_file that do_open() put in the handle slot. */
+static struct fs_file *file_of(const struct fuse_file_info *fi)
+{
+        return (struct fs_file *)(uintptr_t)fi->fh; // NOLINT(performance-no-int-to-ptr): FUSE's handle slot is a u64
+}
+
 /* ---- handlers ---- */
 
 static void op_init(void *userdata, struct fuse_conn_info *conn)
@@ -325,7 +331,8 @@ static int do_readdir(struct fs *fs, uint64_t ino, size_t size, off_t off, bool 
                         memset(&e, 0, sizeof e); /* e.ino 0: the kernel makes no inode */
                         e.attr.st_ino = d ? d->ino : dir->ino;
                         e.attr.st_mode = S_IFDIR;
-                        strcpy(dot, k == 0 ? "." : "..");
+                        memcpy(dot, "..", 3);
+                        dot[k == 0 ? 1 : 2] = 0;
                         name = dot;
                 } else {
                         r = tree_dirent(fs->tree, &dir->base, (uint32_t)(k - 2), &name, &len, &child);
@@ -425,7 +432,7 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
         if (r < 0)
                 fuse_reply_err(req, -r);
         else if (fuse_reply_open(req, fi) == -ENOENT) /* the open was interrupted */
-                free((struct fs_file *)(uintptr_t)fi->fh);
+                free(file_of(fi));
 }
 
 static ssize_t do_read(struct fs *fs, struct fs_file *f, size_t size, off_t off, uint8_t **ret)
@@ -464,7 +471,7 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
         ssize_t n;
 
         (void)ino;
-        n = do_read(req_fs(req), (struct fs_file *)(uintptr_t)fi->fh, size, off, &buf);
+        n = do_read(req_fs(req), file_of(fi), size, off, &buf);
         if (n < 0)
                 fuse_reply_err(req, (int)-n);
         else
@@ -474,7 +481,7 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 static void op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
         (void)ino;
-        free((struct fs_file *)(uintptr_t)fi->fh);
+        free(file_of(fi));
         fuse_reply_err(req, 0);
 }
 
@@ -516,7 +523,7 @@ static void op_lseek(fuse_req_t req, fuse_ino_t ino, off_t off, int whence,
         int r;
 
         (void)ino;
-        r = do_lseek(req_fs(req), (struct fs_file *)(uintptr_t)fi->fh, off, whence, &res);
+        r = do_lseek(req_fs(req), file_of(fi), off, whence, &res);
         if (r < 0)
                 fuse_reply_err(req, -r);
         else

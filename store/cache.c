@@ -53,13 +53,18 @@ static int config_read(int dirfd, uint64_t *ret)
 {
         _cleanup_(freep) char *s = NULL;
         unsigned long long v;
+        char *end;
         size_t len;
         int r;
 
         r = read_file_at(dirfd, "config", 4096, &s, &len);
         if (r < 0)
                 return r;
-        if (sscanf(s, "size_bound %llu", &v) != 1 || v < CACHE_SIZE_MIN)
+        if (strncmp(s, "size_bound ", 11) != 0 || s[11] < '0' || s[11] > '9')
+                return -EBADMSG;
+        errno = 0;
+        v = strtoull(s + 11, &end, 10);
+        if (errno || (*end && *end != '\n') || v < CACHE_SIZE_MIN)
                 return -EBADMSG;
         *ret = v;
         return 0;

@@ -73,10 +73,10 @@ static int abs_path(const char *path, char ret[static PATH_MAX])
         len = strlen(path);
         if (len == 0 || len >= PATH_MAX)
                 return -EINVAL;
-        strcpy(a, path);
+        memcpy(a, path, len + 1);
         while (len > 1 && a[len - 1] == '/')
                 a[--len] = 0;
-        strcpy(b, a);
+        memcpy(b, a, len + 1);
         base = basename(a);
         if (!realpath(dirname(b), dir))
                 return -errno;
@@ -114,7 +114,7 @@ static int registry_find(const char *mp, json_t **ret, char ret_path[static PATH
                 if (m && strcmp(m, mp) == 0) {
                         closedir(d);
                         *ret = j;
-                        strcpy(ret_path, p);
+                        memcpy(ret_path, p, strlen(p) + 1); /* p fits: same size */
                         return 0;
                 }
                 json_decref(j);
@@ -481,9 +481,8 @@ static int api_get(const char *sock, const char *path, json_t **ret)
         json_t *j;
         int r;
 
-        if (strlen(sock) >= sizeof sa.sun_path)
+        if ((size_t)snprintf(sa.sun_path, sizeof sa.sun_path, "%s", sock) >= sizeof sa.sun_path)
                 return log_error_errno(-ENAMETOOLONG, "control socket %s: %m", sock);
-        strcpy(sa.sun_path, sock);
         fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
         if (fd < 0)
                 return log_error_errno(-errno, "socket: %m");
@@ -521,8 +520,10 @@ static int api_get(const char *sock, const char *path, json_t **ret)
         if (!buf)
                 return log_error_errno(-EPROTO, "control socket %s: no answer", sock);
         buf[len] = 0;
-        if (sscanf(buf, "HTTP/1.%*1[01] %u", &code) != 1 || !(body = strstr(buf, "\r\n\r\n")))
+        if ((strncmp(buf, "HTTP/1.1 ", 9) != 0 && strncmp(buf, "HTTP/1.0 ", 9) != 0) ||
+            !(body = strstr(buf, "\r\n\r\n")))
                 return log_error_errno(-EPROTO, "control socket %s: not an HTTP answer", sock);
+        code = (unsigned)strtoul(buf + 9, NULL, 10);
         body += 4;
         if (code != 200)
                 return log_error_errno(-EPROTO, "control socket %s: HTTP %u: %s", sock, code, body);
