@@ -47,7 +47,7 @@ record() { # NAME RESULT SECONDS NOTE
 ctest_step() {
         local name=$1 dir=$2 target=$3 n
         if [[ ${status[$4]:-} != PASS ]]; then
-                record "$name" SKIP 0 "its build ($4) did not pass"
+                record "$name" SKIP 0 "its build ($4) was ${status[$4]:-not run}"
                 return
         fi
         n=$(ctest --test-dir "$dir" -N 2>/dev/null | sed -n 's/^Total Tests: *//p')
