@@ -101,7 +101,7 @@ clean:
 	rm -rf $(BUILD) $(ASAN_BUILD) $(FUZZ_BUILD)
 
 help:
-	@sed -n '2,12p' Makefile | sed 's/^# \{0,1\}//'
+	@sed -n '2,10p' Makefile | sed 's/^# \{0,1\}//'
 	@echo
 	@echo "Knobs (make VAR=value): TEST_VARIANTS='$(TEST_VARIANTS)' FUZZ_SECONDS=$(FUZZ_SECONDS)"
 	@echo "  FUZZ_JOBS=$(FUZZ_JOBS) CTEST_JOBS=$(CTEST_JOBS) JOBS=$(JOBS) BUILD_TYPE=$(BUILD_TYPE)"
