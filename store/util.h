@@ -66,11 +66,20 @@ int log_get_max_level(void);
 void log_set_prefix(const char *prefix);
 int log_internal(int level, int err, const char *fmt, ...) _printf_(3, 4);
 
+/* Tells clang's static analyzer that the *_errno() forms return < 0, so
+ * `return log_error_errno(r, ...)` is never taken for success. No code. */
+#ifdef __clang_analyzer__
+#define LOG_ANALYZER_ASSUME_NEG_(r) do { if ((r) >= 0) __builtin_unreachable(); } while (0)
+#else
+#define LOG_ANALYZER_ASSUME_NEG_(r) do { } while (0)
+#endif
 #define log_full_errno(level, err, ...)                                          \
         ({                                                                       \
                 int _lv_ = (level), _e_ = (err);                                 \
-                log_get_max_level() >= _lv_ ? log_internal(_lv_, _e_, __VA_ARGS__) \
-                                            : -abs(_e_);                         \
+                int _r_ = log_get_max_level() >= _lv_ ? log_internal(_lv_, _e_, __VA_ARGS__) \
+                                                      : -abs(_e_);               \
+                LOG_ANALYZER_ASSUME_NEG_(_r_);                                   \
+                _r_;                                                             \
         })
 #define log_error_errno(err, ...) log_full_errno(LOG_LVL_ERR, err, __VA_ARGS__)
 #define log_warning_errno(err, ...) log_full_errno(LOG_LVL_WARNING, err, __VA_ARGS__)
