@@ -444,7 +444,8 @@ static int walk(struct commit *c)
                         closedir(dir);
                         goto free_names;
                 }
-                qsort(names, n_names, sizeof *names, name_cmp);
+                if (n_names > 1)
+                        qsort(names, n_names, sizeof *names, name_cmp);
 
                 for (size_t i = 0; i < n_names; i++) {
                         _cleanup_(freep) char *path = NULL;
@@ -462,8 +463,8 @@ static int walk(struct commit *c)
                         }
                         if (!S_ISDIR(st.st_mode) && st.st_nlink > 1) {
                                 key = (struct hardlink){ .dev = st.st_dev, .ino = st.st_ino };
-                                /* links[] is kept sorted: inserts are rare. */
-                                hl = bsearch(&key, links, n_links, sizeof *links, hl_cmp);
+                                if (n_links > 0)
+                                        hl = bsearch(&key, links, n_links, sizeof *links, hl_cmp);
                         }
                         if (hl) {
                                 idx = hl->idx;
@@ -510,9 +511,14 @@ static int walk(struct commit *c)
                                                 r = -ENOMEM;
                                                 break;
                                         }
+                                        size_t at = n_links;
                                         key.idx = idx;
-                                        links[n_links++] = key;
-                                        qsort(links, n_links, sizeof *links, hl_cmp);
+                                        /* keep links[] sorted: insert in place */
+                                        while (at > 0 && hl_cmp(&links[at - 1], &key) > 0)
+                                                at--;
+                                        memmove(&links[at + 1], &links[at], (n_links - at) * sizeof *links);
+                                        links[at] = key;
+                                        n_links++;
                                 }
                                 if (S_ISREG(st.st_mode)) {
                                         r = queue_file(c, idx);
