@@ -103,7 +103,7 @@ st() {
 # symlink's atime (relatime) and no flag prevents it, so a tree whose links
 # were never read would change under the first reader (commit included).
 settle_atimes() {
-        find "$1" -type l -exec readlink -- {} + >/dev/null
+        "$TREEDIGEST" --settle-links "$1" # not find(1): it would bump directory atimes
 }
 
 # digest_of DIR: treedigest of a tree.
