@@ -13,6 +13,8 @@ struct chunk_codec {
         ZSTD_CCtx *cctx;
         ZSTD_DCtx *dctx;
         int level;
+        void *scratch;
+        size_t scratch_len;
 };
 
 int chunk_size_valid(uint64_t size)
@@ -43,9 +45,24 @@ struct chunk_codec *chunk_codec_free(struct chunk_codec *c)
         if (c) {
                 ZSTD_freeCCtx(c->cctx);
                 ZSTD_freeDCtx(c->dctx);
+                free(c->scratch);
                 free(c);
         }
         return NULL;
+}
+
+void *chunk_codec_scratch(struct chunk_codec *c, size_t len)
+{
+        if (!c)
+                return NULL;
+        if (len > c->scratch_len) {
+                void *p = realloc(c->scratch, len);
+                if (!p)
+                        return NULL;
+                c->scratch = p;
+                c->scratch_len = len;
+        }
+        return c->scratch;
 }
 
 size_t chunk_bound(size_t len)

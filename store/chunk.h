@@ -29,6 +29,11 @@ struct chunk_codec;
 struct chunk_codec *chunk_codec_new(int level);
 struct chunk_codec *chunk_codec_free(struct chunk_codec *c);
 
+/* chunk_codec_scratch(): a buffer of at least len bytes owned by the codec,
+ * valid until the next call or chunk_codec_free(); NULL on ENOMEM. Saves a
+ * large allocation per chunk on hot paths. */
+void *chunk_codec_scratch(struct chunk_codec *c, size_t len);
+
 /* chunk_bound(): worst-case frame size for len bytes of input. */
 size_t chunk_bound(size_t len);
 

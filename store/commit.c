@@ -6,16 +6,13 @@
  *                                per small file, one per JOB_BYTES range of a
  *                                large one, so a single big file still keeps
  *                                every core busy;
- *   workers (one per CPU)        read a job's chunks (O_NOATIME), hash them
- *                                (SHA-256 + XXH3), look each address up in the
- *                                parent's tree and in this commit's chunk map,
- *                                compress only new ones and append them to the
- *                                open pack; whoever fills a pack seals it and
- *                                writes it outside the pack lock;
+ *   workers (one per CPU)        read a job's chunks (O_NOATIME) and hand them
+ *                                to the packer (packer.h), which hashes them,
+ *                                reuses what the parent has, and compresses and
+ *                                packs only new chunks;
  *   finish (the calling thread)  builds the tree and publishes the snapshot.
  *
- * Lock order: pack_lock, then map_lock; qlock and prog_lock nest with
- * nothing. No lock is held across I/O.
+ * qlock and prog_lock nest with nothing; no lock is held across I/O.
  *
  * Inode numbers: the root is TREE_ROOT_INO. With a parent, a path that was
  * there before with the same file type keeps its number (so a generation
@@ -33,6 +30,7 @@
 #include <sys/xattr.h>
 
 #include "chunk.h"
+#include "packer.h"
 #include "tree.h"
 #include "util.h"
 
@@ -56,7 +54,7 @@ struct inode {
         size_t n_xattrs, a_xattrs;
         /* regular files */
         uint32_t nchunks;
-        uint32_t *chunks;   /* commit chunk-table indices or TREE_HOLE */
+        uint32_t *chunks;   /* packer refs or TREE_HOLE */
         uint64_t (*extents)[2];
         size_t n_extents;
         atomic_uint jobs_left;
@@ -66,17 +64,6 @@ struct dirent_rec {
         uint32_t dir;   /* inode index */
         uint32_t child; /* inode index */
         char *name;
-};
-
-/* One entry of this commit's chunk table. */
-struct centry {
-        struct digest addr;
-        uint64_t xxh3;
-        uint32_t ulen;
-        uint32_t clen;
-        uint64_t offset;
-        int32_t pack;          /* index into packs[], or -1 while compressing */
-        int32_t parent_chunk;  /* index in the parent's tree, or -1 */
 };
 
 struct job {
@@ -109,29 +96,14 @@ struct commit {
         bool walk_done;
         atomic_int error; /* first error, 0 if none */
 
-        /* chunk table: entries[] plus an open-addressed index; map_lock */
-        pthread_mutex_t map_lock;
-        struct centry *entries;
-        size_t n_entries, a_entries;
-        uint32_t *slots; /* entry index + 1; 0 empty */
-        size_t n_slots;
-
-        /* packs: pack_lock */
-        pthread_mutex_t pack_lock;
-        uint8_t *open_pack;
-        size_t open_len, open_cap;
-        int32_t open_id;
-        struct digest *packs; /* by id, filled when written */
-        size_t n_packs, a_packs;
+        struct packer *packer;
 
         /* progress: prog_lock */
         pthread_mutex_t prog_lock;
         uint64_t prog_last_ns;
         atomic_uint_fast64_t bytes_done, bytes_total;
 
-        /* stats, atomics */
-        atomic_uint_fast64_t bytes_read, chunks_new, chunks_reused, chunks_total, bytes_new,
-                bytes_packed, packs_new;
+        atomic_uint_fast64_t bytes_read;
 };
 
 static void set_error(struct commit *c, int r)
@@ -545,135 +517,12 @@ static int walk(struct commit *c)
         return 0;
 }
 
-/* ---- chunk table ---- */
-
-static uint64_t addr_hash(const struct digest *d)
-{
-        uint64_t h;
-        memcpy(&h, d->b, sizeof h);
-        return h;
-}
-
-static int map_rehash(struct commit *c)
-{
-        size_t n = c->n_slots ? c->n_slots * 2 : 4096;
-        uint32_t *s = calloc(n, sizeof *s);
-        if (!s)
-                return -ENOMEM;
-        for (size_t i = 0; i < c->n_entries; i++) {
-                size_t k = addr_hash(&c->entries[i].addr) & (n - 1);
-                while (s[k])
-                        k = (k + 1) & (n - 1);
-                s[k] = (uint32_t)i + 1;
-        }
-        free(c->slots);
-        c->slots = s;
-        c->n_slots = n;
-        return 0;
-}
-
-/* map_get_or_add(): *ret = entry index; returns 1 if this call added it (the
- * caller then owns filling it in), 0 if it existed, -errno. */
-static int map_get_or_add(struct commit *c, const struct digest *addr, uint64_t xxh3, uint32_t ulen,
-                          int32_t parent_chunk, uint32_t *ret)
-{
-        size_t k;
-        int r = 0;
-
-        pthread_mutex_lock(&c->map_lock);
-        if ((c->n_entries + 1) * 2 > c->n_slots) {
-                r = map_rehash(c);
-                if (r < 0)
-                        goto out;
-        }
-        for (k = addr_hash(addr) & (c->n_slots - 1); c->slots[k]; k = (k + 1) & (c->n_slots - 1)) {
-                if (digest_eq(&c->entries[c->slots[k] - 1].addr, addr)) {
-                        *ret = c->slots[k] - 1;
-                        goto out;
-                }
-        }
-        if (c->n_entries >= UINT32_MAX - 2) {
-                r = -EFBIG;
-                goto out;
-        }
-        r = grow((void **)&c->entries, &c->a_entries, c->n_entries + 1, sizeof *c->entries);
-        if (r < 0)
-                goto out;
-        c->entries[c->n_entries] = (struct centry){
-                .addr = *addr, .xxh3 = xxh3, .ulen = ulen, .pack = -1, .parent_chunk = parent_chunk,
-        };
-        c->slots[k] = (uint32_t)c->n_entries + 1;
-        *ret = (uint32_t)c->n_entries++;
-        r = 1;
-out:
-        pthread_mutex_unlock(&c->map_lock);
-        return r;
-}
-
-/* ---- packs ---- */
-
-static int pack_write(struct commit *c, int32_t id, uint8_t *data, size_t len)
-{
-        struct digest d;
-        int r = blob_write_data(c->b, data, len, &d);
-        free(data);
-        if (r < 0)
-                return log_error_errno(r, "write pack: %m");
-        pthread_mutex_lock(&c->pack_lock);
-        c->packs[id] = d;
-        pthread_mutex_unlock(&c->pack_lock);
-        atomic_fetch_add(&c->packs_new, 1);
-        return 0;
-}
-
-/* pack_append(): copy frame into the open pack; seal and write it if full. */
-static int pack_append(struct commit *c, uint32_t entry, const void *frame, size_t len)
-{
-        uint8_t *seal = NULL;
-        size_t seal_len = 0;
-        int32_t seal_id = -1;
-        int r = 0;
-
-        pthread_mutex_lock(&c->pack_lock);
-        if (!c->open_pack) {
-                c->open_cap = PACK_TARGET + chunk_bound(c->cs);
-                c->open_pack = malloc(c->open_cap);
-                r = grow((void **)&c->packs, &c->a_packs, c->n_packs + 1, sizeof *c->packs);
-                if (!c->open_pack || r < 0) {
-                        free(c->open_pack);
-                        c->open_pack = NULL;
-                        pthread_mutex_unlock(&c->pack_lock);
-                        return -ENOMEM;
-                }
-                c->open_id = (int32_t)c->n_packs++;
-                c->open_len = 0;
-        }
-        memcpy(c->open_pack + c->open_len, frame, len);
-        pthread_mutex_lock(&c->map_lock);
-        c->entries[entry].pack = c->open_id;
-        c->entries[entry].offset = c->open_len;
-        c->entries[entry].clen = (uint32_t)len;
-        pthread_mutex_unlock(&c->map_lock);
-        c->open_len += len;
-        if (c->open_len >= PACK_TARGET) {
-                seal = TAKE_PTR(c->open_pack);
-                seal_len = c->open_len;
-                seal_id = c->open_id;
-        }
-        pthread_mutex_unlock(&c->pack_lock);
-
-        if (seal)
-                r = pack_write(c, seal_id, seal, seal_len);
-        return r;
-}
-
 /* ---- workers ---- */
 
 struct worker {
         struct commit *c;
         struct chunk_codec *codec;
-        uint8_t *buf, *frame;
-        size_t frame_cap;
+        uint8_t *buf;
 };
 
 static void progress(struct commit *c, uint64_t add)
@@ -709,12 +558,7 @@ static int process_chunk(struct worker *w, struct inode *in, int fd, uint32_t i)
         uint64_t size = (uint64_t)in->st.st_size;
         uint64_t off = (uint64_t)i * c->cs;
         uint32_t len = (uint32_t)MIN((uint64_t)c->cs, size - off);
-        struct digest addr;
-        uint32_t idx, pidx;
-        int32_t parent_chunk = -1;
-        uint64_t x;
         ssize_t n;
-        size_t flen;
         int r;
 
         if (!range_has_data(in, off, off + len)) {
@@ -727,27 +571,10 @@ static int process_chunk(struct worker *w, struct inode *in, int fd, uint32_t i)
         if ((size_t)n != len)
                 return log_error_errno(EBUSY, "%s: file shrank while being committed", in->path);
         atomic_fetch_add(&c->bytes_read, len);
-        atomic_fetch_add(&c->chunks_total, 1);
-        digest_sha256(w->buf, len, &addr);
-        x = chunk_xxh3(w->buf, len);
-
-        if (c->ptree && tree_chunk_find(c->ptree, &addr, &pidx) == 0)
-                parent_chunk = (int32_t)pidx;
-        r = map_get_or_add(c, &addr, x, len, parent_chunk, &idx);
+        r = packer_add(c->packer, w->codec, w->buf, len, &in->chunks[i]);
         if (r < 0)
-                return r;
-        in->chunks[i] = idx;
-        if (r == 0 || parent_chunk >= 0) {
-                atomic_fetch_add(&c->chunks_reused, 1);
-                return 0;
-        }
-        r = chunk_compress(w->codec, w->buf, len, w->frame, w->frame_cap, &flen);
-        if (r < 0)
-                return log_error_errno(r, "compress %s: %m", in->path);
-        atomic_fetch_add(&c->chunks_new, 1);
-        atomic_fetch_add(&c->bytes_new, len);
-        atomic_fetch_add(&c->bytes_packed, flen);
-        return pack_append(c, idx, w->frame, flen);
+                return log_error_errno(r, "store %s: %m", in->path);
+        return 0;
 }
 
 static int process_job(struct worker *w, const struct job *j)
@@ -825,47 +652,18 @@ static void *worker_main(void *arg)
 static int build_tree(struct commit *c, void **ret_blob, size_t *ret_len, struct digest *ret_digest)
 {
         struct tree_builder *tb = tree_builder_new(c->cs);
-        _cleanup_(freep) uint32_t *handles = NULL, *bpack = NULL, *ppack = NULL, *bchunk = NULL, *tmp = NULL;
+        _cleanup_(freep) uint32_t *handles = NULL, *bchunk = NULL, *tmp = NULL;
+        size_t n_refs = 0;
         int r = -ENOMEM;
 
         if (!tb)
                 return -ENOMEM;
         handles = calloc(MAX(c->n_inodes, (size_t)1), sizeof *handles);
-        bpack = calloc(MAX(c->n_packs, (size_t)1), sizeof *bpack);
-        ppack = calloc(c->ptree ? MAX(tree_n_packs(c->ptree), 1u) : 1u, sizeof *ppack);
-        bchunk = calloc(MAX(c->n_entries, (size_t)1), sizeof *bchunk);
-        if (!handles || !bpack || !ppack || !bchunk)
+        if (!handles)
                 goto fail;
-
-        for (size_t i = 0; i < c->n_packs; i++) {
-                r = tree_builder_add_pack(tb, &c->packs[i], &bpack[i]);
-                if (r < 0)
-                        goto fail;
-        }
-        if (c->ptree)
-                for (uint32_t i = 0; i < tree_n_packs(c->ptree); i++) {
-                        r = tree_builder_add_pack(tb, tree_pack(c->ptree, i), &ppack[i]);
-                        if (r < 0)
-                                goto fail;
-                }
-        for (size_t i = 0; i < c->n_entries; i++) {
-                const struct centry *e = &c->entries[i];
-                struct tree_chunk tc;
-                if (e->parent_chunk >= 0) {
-                        r = tree_chunk(c->ptree, (uint32_t)e->parent_chunk, &tc);
-                        if (r < 0)
-                                goto fail;
-                        tc.pack = ppack[tc.pack];
-                } else {
-                        tc = (struct tree_chunk){
-                                .addr = e->addr, .xxh3 = e->xxh3, .offset = e->offset,
-                                .pack = bpack[e->pack], .clen = e->clen, .ulen = e->ulen,
-                        };
-                }
-                r = tree_builder_add_chunk(tb, &tc, &bchunk[i]);
-                if (r < 0)
-                        goto fail;
-        }
+        r = packer_add_to_builder(c->packer, tb, &bchunk, &n_refs);
+        if (r < 0)
+                goto fail;
 
         for (size_t i = 0; i < c->n_inodes; i++) {
                 struct inode *in = c->inodes[i];
@@ -922,7 +720,7 @@ static int build_tree(struct commit *c, void **ret_blob, size_t *ret_len, struct
                         goto fail;
         }
         tree_builder_set_next_ino(tb, c->next_ino);
-        r = tree_builder_finish(tb, 9, ret_blob, ret_len, ret_digest);
+        r = tree_builder_finish(tb, CHUNK_LEVEL_DEFAULT, ret_blob, ret_len, ret_digest);
 fail:
         tree_builder_free(tb);
         return r;
@@ -948,14 +746,9 @@ static void commit_release(struct commit *c)
                 free(c->dirents[i].name);
         free(c->dirents);
         free(c->jobs);
-        free(c->entries);
-        free(c->slots);
-        free(c->open_pack);
-        free(c->packs);
+        packer_free(c->packer);
         pthread_mutex_destroy(&c->qlock);
         pthread_cond_destroy(&c->qcond);
-        pthread_mutex_destroy(&c->map_lock);
-        pthread_mutex_destroy(&c->pack_lock);
         pthread_mutex_destroy(&c->prog_lock);
 }
 
@@ -971,7 +764,8 @@ static json_t *stats_json(const struct commit_stats *s)
 int store_commit(struct backend *b, const struct commit_opts *o, struct digest *ret,
                  struct commit_stats *ret_stats)
 {
-        struct commit c = { .b = b, .o = o, .dirfd = -1, .open_id = -1 };
+        struct commit c = { .b = b, .o = o, .dirfd = -1 };
+        struct packer_stats ps;
         _cleanup_(freep) pthread_t *threads = NULL;
         _cleanup_(freep) struct worker *workers = NULL;
         _cleanup_(freep) void *blob = NULL;
@@ -988,8 +782,6 @@ int store_commit(struct backend *b, const struct commit_opts *o, struct digest *
                 return -EINVAL;
         pthread_mutex_init(&c.qlock, NULL);
         pthread_cond_init(&c.qcond, NULL);
-        pthread_mutex_init(&c.map_lock, NULL);
-        pthread_mutex_init(&c.pack_lock, NULL);
         pthread_mutex_init(&c.prog_lock, NULL);
 
         if (o->parent) {
@@ -1008,7 +800,17 @@ int store_commit(struct backend *b, const struct commit_opts *o, struct digest *
                                     CHUNK_SIZE_MIN, CHUNK_SIZE_MAX);
                 goto fail;
         }
-        c.dirfd = open(o->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        r = packer_new(b, c.cs, o->level ? o->level : CHUNK_LEVEL_DEFAULT, &c.packer);
+        if (r < 0)
+                goto fail;
+        if (c.ptree) {
+                r = packer_add_known(c.packer, c.ptree);
+                if (r < 0)
+                        goto fail;
+        }
+        c.dirfd = open(o->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOATIME);
+        if (c.dirfd < 0 && errno == EPERM)
+                c.dirfd = open(o->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
         if (c.dirfd < 0) {
                 r = log_error_errno(errno, "open %s: %m", o->dir);
                 goto fail;
@@ -1026,9 +828,7 @@ int store_commit(struct backend *b, const struct commit_opts *o, struct digest *
                 w->c = &c;
                 w->codec = chunk_codec_new(o->level ? o->level : CHUNK_LEVEL_DEFAULT);
                 w->buf = malloc(c.cs);
-                w->frame_cap = chunk_bound(c.cs);
-                w->frame = malloc(w->frame_cap);
-                if (!w->codec || !w->buf || !w->frame) {
+                if (!w->codec || !w->buf) {
                         r = -ENOMEM;
                         goto join;
                 }
@@ -1039,6 +839,7 @@ int store_commit(struct backend *b, const struct commit_opts *o, struct digest *
         }
 
         r = walk(&c);
+        log_debug("commit: walk done after %.3f s", (double)(now_ns() - t0) / 1e9);
 join:
         if (r < 0)
                 set_error(&c, r);
@@ -1051,16 +852,15 @@ join:
         for (unsigned i = 0; i < nthreads; i++) {
                 chunk_codec_free(workers[i].codec);
                 free(workers[i].buf);
-                free(workers[i].frame);
         }
         r = atomic_load(&c.error);
         if (r < 0)
                 goto fail;
-        if (c.open_pack && c.open_len > 0) {
-                r = pack_write(&c, c.open_id, TAKE_PTR(c.open_pack), c.open_len);
-                if (r < 0)
-                        goto fail;
-        }
+        log_debug("commit: workers done after %.3f s", (double)(now_ns() - t0) / 1e9);
+        r = packer_flush(c.packer);
+        if (r < 0)
+                goto fail;
+        log_debug("commit: packs written after %.3f s", (double)(now_ns() - t0) / 1e9);
 
         r = build_tree(&c, &blob, &blob_len, &tree_digest);
         if (r < 0) {
@@ -1068,6 +868,7 @@ join:
                 goto fail;
         }
 
+        log_debug("commit: tree built after %.3f s (%zu bytes)", (double)(now_ns() - t0) / 1e9, blob_len);
         for (size_t i = 0; i < c.n_inodes; i++) {
                 mode_t m = c.inodes[i]->st.st_mode;
                 if (S_ISREG(m)) {
@@ -1081,12 +882,13 @@ join:
                         st.others++;
         }
         st.bytes_read = atomic_load(&c.bytes_read);
-        st.chunks_total = atomic_load(&c.chunks_total);
-        st.chunks_new = atomic_load(&c.chunks_new);
-        st.chunks_reused = atomic_load(&c.chunks_reused);
-        st.bytes_new = atomic_load(&c.bytes_new);
-        st.bytes_packed = atomic_load(&c.bytes_packed);
-        st.packs_new = atomic_load(&c.packs_new);
+        packer_get_stats(c.packer, &ps);
+        st.chunks_total = ps.chunks_total;
+        st.chunks_new = ps.chunks_new;
+        st.chunks_reused = ps.chunks_reused;
+        st.bytes_new = ps.bytes_new;
+        st.bytes_packed = ps.bytes_packed;
+        st.packs_new = ps.packs_new;
         st.tree_bytes = blob_len;
         stats = stats_json(&st);
         if (!stats) {
@@ -1109,6 +911,7 @@ join:
                              &result);
         if (r < 0)
                 goto fail;
+        log_debug("commit: published after %.3f s", (double)(now_ns() - t0) / 1e9);
         if (o->progress)
                 o->progress(o->progress_ctx, "commit", atomic_load(&c.bytes_total),
                             atomic_load(&c.bytes_total));

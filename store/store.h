@@ -12,5 +12,6 @@
 #include "tree.h"
 #include "snapshot.h"
 #include "commit.h"
+#include "packer.h"
 
 #endif
