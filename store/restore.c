@@ -170,8 +170,8 @@ static int write_file(struct restore *r, struct chunk_codec *codec, uint8_t *buf
                                 return log_error_errno(EBADMSG, "%s: data extent over a hole chunk", j->path);
                         if (have != k) {
                                 e = snapshot_read_chunk(r->b, r->s, idx, codec, buf);
-                                if (e < 0)
-                                        return log_error_errno(e, "restore %s: chunk %u of the file: %m", j->path, k);
+                                if (e < 0) /* logged, naming the chunk and its pack */
+                                        return e;
                                 atomic_fetch_add(&r->chunks_read, 1);
                                 have = k;
                         }
@@ -500,10 +500,8 @@ int store_restore(struct backend *b, const struct digest *snap, const char *dir,
         e = atomic_load(&r.error);
         if (e == 0)
                 e = we;
-        if (e < 0) {
-                log_error("restore into %s failed; it holds a partial tree (every file in it was verified)", dir);
+        if (e < 0) /* logged where it happened; dir holds a partial tree of verified files */
                 goto out;
-        }
         if (syncfs(r.rootfd) < 0) {
                 e = log_error_errno(errno, "sync %s: %m", dir);
                 goto out;

@@ -321,6 +321,8 @@ int snapshot_open(struct backend *b, const struct digest *manifest, struct snaps
         if (r < 0)
                 return log_error_errno(r, "snapshot %s: read manifest: %m", ms);
         r = manifest_parse(mbuf, mlen, &s, &config_size);
+        if (r == -EBADMSG) /* the parser named the problem */
+                return r;
         if (r < 0)
                 return log_error_errno(r, "snapshot %s: manifest rejected", ms);
 
@@ -336,6 +338,8 @@ int snapshot_open(struct backend *b, const struct digest *manifest, struct snaps
                 return log_error_errno(-EBADMSG, "snapshot %s: config %s is %zu bytes, manifest says %" PRIu64,
                                        ms, cs, clen, config_size);
         r = snapshot_config_parse(cbuf, clen, &s->config);
+        if (r == -EBADMSG) /* the parser named the problem */
+                return r;
         if (r < 0)
                 return log_error_errno(r, "snapshot %s: config %s rejected", ms, cs);
 
@@ -369,6 +373,8 @@ int snapshot_load_tree(struct backend *b, struct snapshot *s)
                 return log_error_errno(-EBADMSG, "snapshot %s: tree %s is %zu bytes, manifest says %" PRIu64,
                                        ms, ts, len, s->tree_size);
         r = tree_load(buf, len, &s->tree_digest, &t);
+        if (r == -EBADMSG) /* the parser named the problem */
+                return r;
         if (r < 0)
                 return log_error_errno(r, "snapshot %s: tree %s rejected: %m", ms, ts);
         if (tree_chunk_size(t) != s->config.chunk_size)
