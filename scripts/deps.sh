@@ -23,7 +23,8 @@ PACKAGES=(
         libjansson-dev libmicrohttpd-dev libarchive-dev libcriterion-dev
         # runtime tools used by tests, the demo and the benchmarks
         fuse3 zstd attr acl xxd time python3
-        casync skopeo docker-registry runc umoci
+        casync skopeo docker-registry runc umoci busybox-static
+        git sqlite3 fio apache2-utils
         squashfuse squashfs-tools erofs-utils
         gnuplot-nox pigz hyperfine restic borgbackup
 )

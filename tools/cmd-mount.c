@@ -29,11 +29,6 @@
 
 #include "cli.h"
 
-/* Declared here until cli.h lists them with the other commands. */
-int cmd_mount(const struct cli_command *cmd, int argc, char **argv);
-int cmd_umount(const struct cli_command *cmd, int argc, char **argv);
-int cmd_status(const struct cli_command *cmd, int argc, char **argv);
-
 #define RUN_DEFAULT "/run/stasis"
 #define UMOUNT_WAIT_NS (10 * NSEC_PER_SEC)
 

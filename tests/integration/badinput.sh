@@ -54,18 +54,25 @@ usage tag good '-leading-dash'
 step "help and version exit 0 on stdout"
 expect_exit 0 "$STASIS" --help
 grep -q '^  commit' "$T/out" || fail "--help does not list commit"
-grep -qE '^  (mount|push|pull) ' "$T/out" && fail "--help lists commands that are not available yet"
-for c in commit restore inspect log diff verify gc tag; do
-        expect_exit 0 "$STASIS" "$c" --help
-        grep -q "^usage: stasis $c" "$T/out" || fail "$c --help has no usage line"
-done
+cp "$T/out" "$T/help"
 expect_exit 0 "$STASIS" --version
 grep -qE '^stasis [0-9]' "$T/out" || fail "--version prints no version"
 
-step "later commands are refused, not half-run"
-for c in mount push pull checkpoint pause status unpause umount import bench; do
-        expect_exit 1 "$STASIS" "$c" x
-        expect_one_error_line "^stasis: $c: not available yet$"
+step "every command of DESIGN.md either works or is refused, not half-run"
+# A command that is listed in --help has its own --help and usage line; one
+# that is not there yet is refused with one line and exit 1.
+for c in commit restore inspect log diff verify gc tag push pull mount checkpoint pause status \
+        unpause umount import bench; do
+        if grep -qE "^  $c " "$T/help"; then
+                expect_exit 0 "$STASIS" "$c" --help
+                grep -q "^usage: stasis $c" "$T/out" || fail "$c --help has no usage line"
+        else
+                expect_exit 1 "$STASIS" "$c" x
+                expect_one_error_line "^stasis: $c: not available yet$"
+        fi
+done
+for c in commit restore inspect log diff verify gc tag mount status umount; do
+        grep -qE "^  $c " "$T/help" || fail "--help does not list $c"
 done
 
 step "a missing store is an error, and is not created"
