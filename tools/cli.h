@@ -46,9 +46,8 @@ int cmd_diff(const struct cli_command *cmd, int argc, char **argv);
 int cmd_verify(const struct cli_command *cmd, int argc, char **argv);
 int cmd_gc(const struct cli_command *cmd, int argc, char **argv);
 int cmd_tag(const struct cli_command *cmd, int argc, char **argv);
-int cmd_mount(const struct cli_command *cmd, int argc, char **argv);
-int cmd_umount(const struct cli_command *cmd, int argc, char **argv);
-int cmd_status(const struct cli_command *cmd, int argc, char **argv);
+int cmd_push(const struct cli_command *cmd, int argc, char **argv);
+int cmd_pull(const struct cli_command *cmd, int argc, char **argv);
 
 /* Options every command takes; getopt_long values above 255 are ours. */
 enum {
@@ -64,11 +63,26 @@ enum {
         OPT_GRACE,
         OPT_KEEP_LAST,
         OPT_DRY_RUN,
+        /* registry options (see CLI_COMMON_OPTIONS) and push/pull's own */
+        OPT_REGISTRY_CONFIG,
+        OPT_CA_CERT,
+        OPT_INSECURE,
+        OPT_FETCH_TIMEOUT,
+        OPT_JOBS,
+        OPT_MOUNT_FROM,
 };
-#define CLI_COMMON_OPTIONS                                          \
-        { "store", required_argument, NULL, OPT_STORE },            \
-        { "help", no_argument, NULL, OPT_HELP },                    \
-        { "verbose", no_argument, NULL, 'v' }
+/* The registry options are common because --store and REF may be oci://
+ * anywhere; cli_common_option() turns each into its environment variable
+ * (store/oci.h OCI_ENV_*), which the registry backend reads when a command
+ * opens one and a daemon that a command starts inherits. */
+#define CLI_COMMON_OPTIONS                                                     \
+        { "store", required_argument, NULL, OPT_STORE },                       \
+        { "help", no_argument, NULL, OPT_HELP },                               \
+        { "verbose", no_argument, NULL, 'v' },                                 \
+        { "registry-config", required_argument, NULL, OPT_REGISTRY_CONFIG },   \
+        { "ca-cert", required_argument, NULL, OPT_CA_CERT },                   \
+        { "insecure", no_argument, NULL, OPT_INSECURE },                       \
+        { "fetch-timeout", required_argument, NULL, OPT_FETCH_TIMEOUT }
 /* Options and arguments may come in any order (GNU getopt permutes). */
 #define CLI_SHORTOPTS "v"
 
@@ -97,9 +111,11 @@ void cli_set_context(char buf[static 512], const char *what);
 
 /* cli_store_path(): --store, else $STASIS_STORE, else STORE_DEFAULT. */
 const char *cli_store_path(const char *opt);
-/* cli_open_store(): open the local store at cli_store_path(opt); create it
- * only if create. Logs, and returns -errno, for a missing store, an oci://
- * store (not supported yet) or anything else. */
+/* cli_open_store(): open the store at cli_store_path(opt): a local
+ * directory (created only if create), or oci://HOST[:PORT]/REPO, a registry
+ * repository read lazily (registry options from the environment, see
+ * CLI_COMMON_OPTIONS). Logs, and returns -errno, for a missing store, an
+ * unreachable registry, refused credentials or anything else. */
 int cli_open_store(const char *opt, bool create, struct backend **ret);
 /* cli_resolve(): a tag or sha256: digest in the store; logs and returns
  * -errno if it does not resolve. */

@@ -6,6 +6,7 @@
 #include <sys/stat.h>
 
 #include "cli.h"
+#include "store/oci.h"
 
 int cli_usage(const struct cli_command *cmd, const char *fmt, ...)
 {
@@ -34,6 +35,28 @@ int cli_common_option(const struct cli_command *cmd, int opt, char **argv)
         case 'v':
                 log_set_max_level(MIN(log_get_max_level() + 1, LOG_LVL_DEBUG));
                 return CLI_CONTINUE;
+        case OPT_REGISTRY_CONFIG:
+        case OPT_CA_CERT:
+        case OPT_INSECURE:
+        case OPT_FETCH_TIMEOUT: {
+                const char *env = opt == OPT_REGISTRY_CONFIG ? OCI_ENV_CONFIG
+                                  : opt == OPT_CA_CERT       ? OCI_ENV_CA_CERT
+                                  : opt == OPT_INSECURE      ? OCI_ENV_INSECURE
+                                                             : OCI_ENV_FETCH_TIMEOUT;
+                const char *val = opt == OPT_INSECURE ? "1" : optarg;
+                char *end;
+                double sec;
+
+                if (opt == OPT_FETCH_TIMEOUT) {
+                        errno = 0;
+                        sec = strtod(val, &end);
+                        if (errno || end == val || *end || !(sec > 0) || sec > 86400)
+                                return cli_usage(cmd, "--fetch-timeout %s: expected seconds, 0 < s <= 86400", val);
+                }
+                if (setenv(env, val, 1) < 0)
+                        return cli_usage(cmd, "%s: %m", argv[optind - 1]);
+                return CLI_CONTINUE;
+        }
         case '?':
                 /* getopt's own message is off (opterr = 0): say it once, our way.
                  * optopt is 0 for an unknown long option, the option's value
@@ -99,9 +122,17 @@ int cli_open_store(const char *opt, bool create, struct backend **ret)
         struct stat st;
         int r;
 
-        if (strncmp(path, "oci://", 6) == 0)
-                return log_error_errno(EOPNOTSUPP, "store %s: oci:// stores are not supported yet",
-                                       path);
+        if (strncmp(path, "oci://", 6) == 0) {
+                struct registry_opts o = {};
+                struct oci_ref ref;
+
+                if (oci_ref_parse(path, &ref) < 0 || ref.tag[0] || ref.has_digest)
+                        return log_error_errno(EINVAL, "store %s: expected oci://HOST[:PORT]/REPO", path);
+                r = registry_opts_from_env(&o);
+                if (r < 0)
+                        return r;
+                return backend_oci_open(ref.host, ref.repo, &o, ret); /* logs */
+        }
         if (!create && stat(path, &st) < 0)
                 return log_error_errno(errno, "store %s: %m", path);
         r = backend_local_open(path, create, &b);
