@@ -9,7 +9,13 @@
 
 #define STORE_HELP                                                                          \
         "  --store S         the store: a local directory (default $STASIS_STORE, else\n"    \
-        "                    " STORE_DEFAULT ")\n"
+        "                    " STORE_DEFAULT "), or oci://HOST[:PORT]/REPO\n"
+#define REGISTRY_HELP                                                                       \
+        "  --registry-config FILE  docker config.json with credentials (default\n"            \
+        "                    $DOCKER_CONFIG/config.json, else ~/.docker/config.json)\n"         \
+        "  --ca-cert FILE    trust the CAs in FILE (PEM) instead of the system's\n"              \
+        "  --insecure        allow plain HTTP and unverified TLS\n"                              \
+        "  --fetch-timeout SECONDS  deadline of one registry read, retries included (30)\n"
 #define COMMON_HELP                                                                         \
         "  -v, --verbose     more log output (repeat for debug)\n"                           \
         "  --help            this text\n"
@@ -113,48 +119,40 @@ const struct cli_command cli_commands[] = {
                         "it already names another snapshot.\n\n" STORE_HELP COMMON_HELP,
         },
         /* Later issues. Not listed in --help as working commands. */
-        { .name = "push" },
-        { .name = "pull" },
         {
-                .name = "mount",
-                .run = cmd_mount,
-                .usage = "[--store S] [--cache DIR] [--cache-size N] [--state DIR] [--label K=V]... "
-                         "[--foreground] [--no-prefetch] [-o OPTS] REF MOUNTPOINT",
-                .summary = "mount a snapshot lazily; returns when reads work",
-                .help = "Start stasisd to mount snapshot REF on MOUNTPOINT. No file data is read at\n"
-                        "mount time: chunks are fetched on first read, verified, and kept in the\n"
-                        "node cache shared by every mount. A dead mount on MOUNTPOINT is cleaned up\n"
-                        "first.\n\n" STORE_HELP
-                        "  --cache DIR       node chunk cache (default $STASIS_CACHE, else /var/cache/stasis)\n"
-                        "  --cache-size N    the cache's size bound (256M, 10G), recorded in DIR\n"
-                        "  --state DIR       pid, log and api.sock (default $STASIS_RUN_DIR/state/<hash>)\n"
-                        "  --label K=V       a label in the mount registry entry (repeatable)\n"
-                        "  --foreground      run stasisd in the foreground\n"
-                        "  --no-prefetch     accepted; access-trace prefetch comes later\n"
-                        "  -o OPTS           extra FUSE mount options, e.g. suid,dev\n"
-                        "Mounted allow_other,default_permissions; noatime by nature.\n" COMMON_HELP,
+                .name = "push",
+                .run = cmd_push,
+                .usage = "[--store S] [--json] [--jobs N] [--mount-from REPO] REF oci://HOST[:PORT]/REPO:TAG",
+                .summary = "copy a snapshot to an OCI registry; only blobs it lacks",
+                .help = "Upload snapshot REF's blobs that the registry lacks (HEAD first), then its\n"
+                        "manifest, tagged TAG; prints the manifest digest. A push that fails\n"
+                        "publishes no manifest; run it again and it uploads only what is missing.\n\n" STORE_HELP
+                        "  --jobs N          blobs uploaded at once (default 4)\n"
+                        "  --mount-from REPO  mount blobs from repository REPO of the same registry\n"
+                        "                    instead of uploading them, where it has them\n"
+                        "  --json            print digest, blobs_total, blobs_uploaded, blobs_skipped,\n"
+                        "                    blobs_mounted, bytes_total, bytes_uploaded, requests,\n"
+                        "                    retries, wall_ns as one JSON object\n" REGISTRY_HELP COMMON_HELP,
         },
+        {
+                .name = "pull",
+                .run = cmd_pull,
+                .usage = "[--store S] [--json] [--jobs N] [--tag T] oci://HOST[:PORT]/REPO[:TAG|@DIGEST]",
+                .summary = "copy a snapshot from an OCI registry into the store, verified",
+                .help = "Download the snapshot's blobs that the store lacks, verifying each, then\n"
+                        "its manifest; check the whole snapshot and tag it TAG (or --tag T; a\n"
+                        "pull by digest without --tag adds an untagged root). Prints the digest.\n\n" STORE_HELP
+                        "  --jobs N          blobs downloaded at once (default 4)\n"
+                        "  --tag T           the local tag (default: the reference's tag)\n"
+                        "  --json            print the digest and counters as one JSON object\n" REGISTRY_HELP
+                        COMMON_HELP,
+        },
+        { .name = "mount" },
         { .name = "checkpoint" },
         { .name = "pause" },
-        {
-                .name = "status",
-                .run = cmd_status,
-                .usage = "[--json] MOUNTPOINT",
-                .summary = "chunks and bytes fetched, cache hits/misses, errors",
-                .help = "Ask the mount's stasisd (its control socket, found in the mount registry)\n"
-                        "for its counters.\n\n"
-                        "  --json            the daemon's status JSON\n" COMMON_HELP,
-        },
+        { .name = "status" },
         { .name = "unpause" },
-        {
-                .name = "umount",
-                .run = cmd_umount,
-                .usage = "[--lazy] MOUNTPOINT",
-                .summary = "unmount and stop its stasisd (also after a crash)",
-                .help = "Unmount MOUNTPOINT, wait for its stasisd to exit, and clean up after a\n"
-                        "daemon that died (ENOTCONN mount, registry entry, socket).\n\n"
-                        "  --lazy            detach even if files are open\n" COMMON_HELP,
-        },
+        { .name = "umount" },
         { .name = "import" },
         { .name = "bench" },
 };
