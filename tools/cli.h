@@ -48,6 +48,9 @@ int cmd_gc(const struct cli_command *cmd, int argc, char **argv);
 int cmd_tag(const struct cli_command *cmd, int argc, char **argv);
 int cmd_push(const struct cli_command *cmd, int argc, char **argv);
 int cmd_pull(const struct cli_command *cmd, int argc, char **argv);
+int cmd_mount(const struct cli_command *cmd, int argc, char **argv);
+int cmd_umount(const struct cli_command *cmd, int argc, char **argv);
+int cmd_status(const struct cli_command *cmd, int argc, char **argv);
 
 /* Options every command takes; getopt_long values above 255 are ours. */
 enum {

@@ -147,12 +147,46 @@ const struct cli_command cli_commands[] = {
                         "  --json            print the digest and counters as one JSON object\n" REGISTRY_HELP
                         COMMON_HELP,
         },
-        { .name = "mount" },
+        {
+                .name = "mount",
+                .run = cmd_mount,
+                .usage = "[--store S] [--cache DIR] [--cache-size N] [--state DIR] [--label K=V]... "
+                         "[--foreground] [--no-prefetch] [-o OPTS] REF MOUNTPOINT",
+                .summary = "mount a snapshot lazily; returns when reads work",
+                .help = "Start stasisd to mount snapshot REF on MOUNTPOINT. No file data is read at\n"
+                        "mount time: chunks are fetched on first read, verified, and kept in the\n"
+                        "node cache shared by every mount. A dead mount on MOUNTPOINT is cleaned up\n"
+                        "first.\n\n" STORE_HELP
+                        "  --cache DIR       node chunk cache (default $STASIS_CACHE, else /var/cache/stasis)\n"
+                        "  --cache-size N    the cache's size bound (256M, 10G), recorded in DIR\n"
+                        "  --state DIR       pid, log and api.sock (default $STASIS_RUN_DIR/state/<hash>)\n"
+                        "  --label K=V       a label in the mount registry entry (repeatable)\n"
+                        "  --foreground      run stasisd in the foreground\n"
+                        "  --no-prefetch     accepted; access-trace prefetch comes later\n"
+                        "  -o OPTS           extra FUSE mount options, e.g. suid,dev\n"
+                        "Mounted allow_other,default_permissions; noatime by nature.\n" COMMON_HELP,
+        },
         { .name = "checkpoint" },
         { .name = "pause" },
-        { .name = "status" },
+        {
+                .name = "status",
+                .run = cmd_status,
+                .usage = "[--json] MOUNTPOINT",
+                .summary = "chunks and bytes fetched, cache hits/misses, errors",
+                .help = "Ask the mount's stasisd (its control socket, found in the mount registry)\n"
+                        "for its counters.\n\n"
+                        "  --json            the daemon's status JSON\n" COMMON_HELP,
+        },
         { .name = "unpause" },
-        { .name = "umount" },
+        {
+                .name = "umount",
+                .run = cmd_umount,
+                .usage = "[--lazy] MOUNTPOINT",
+                .summary = "unmount and stop its stasisd (also after a crash)",
+                .help = "Unmount MOUNTPOINT, wait for its stasisd to exit, and clean up after a\n"
+                        "daemon that died (ENOTCONN mount, registry entry, socket).\n\n"
+                        "  --lazy            detach even if files are open\n" COMMON_HELP,
+        },
         { .name = "import" },
         { .name = "bench" },
 };
