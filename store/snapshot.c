@@ -700,7 +700,12 @@ int snapshot_publish(struct backend *b, const struct snapshot_new *n, struct dig
                 return log_error_errno(r, "publish: write tree blob: %m");
         need[n_need++] = tree_digest;
 
-        format_rfc3339((int64_t)time(NULL), created);
+        if (n->created) {
+                if (!rfc3339_valid(n->created) || strlen(n->created) >= sizeof created)
+                        return log_error_errno(-EINVAL, "publish: created \"%.40s\" is not an RFC 3339 time", n->created);
+                snprintf(created, sizeof created, "%s", n->created);
+        } else
+                format_rfc3339((int64_t)time(NULL), created);
         labels = n->labels ? json_incref(n->labels) : json_object();
         stats = n->stats ? json_incref(n->stats) : json_object();
         if (!labels || !stats)

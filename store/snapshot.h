@@ -95,6 +95,9 @@ struct snapshot_new {
         json_t *stats;  /* may be NULL */
         json_t *image;  /* may be NULL */
         const char *tag; /* may be NULL */
+        /* created: RFC 3339 UTC "YYYY-MM-DDTHH:MM:SSZ", or NULL for now. An import
+         * passes its image's, so importing one image twice gives one digest. */
+        const char *created;
 };
 /* snapshot_publish(): with every pack the tree names already stored, write the
  * tree, config and manifest blobs, then under the index lock check that every
