@@ -130,7 +130,7 @@ int cmd_inspect(const struct cli_command *cmd, int argc, char **argv)
 
         if (json) {
                 out = json_pack("{s:o, s:O, s:o, s:I, s:s, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, "
-                                "s:I, s:I, s:I, s:O}",
+                                "s:I, s:I, s:I, s:O, s:o}",
                                 "digest", digest_json(&d),
                                 "tags", tags,
                                 "parent", digest_json(s->config.has_parent ? &s->config.parent : NULL),
@@ -148,7 +148,8 @@ int cmd_inspect(const struct cli_command *cmd, int argc, char **argv)
                                 "packs", (json_int_t)s->n_packs,
                                 "pack_bytes", (json_int_t)n.pack_bytes,
                                 "tree_bytes", (json_int_t)s->tree_size,
-                                "labels", s->config.labels);
+                                "labels", s->config.labels,
+                                "image", s->config.image ? json_incref(s->config.image) : json_null());
                 if (!out)
                         return log_error_errno(ENOMEM, "build JSON: %m"), EXIT_FAIL;
                 return cli_print_json(out) < 0 ? EXIT_FAIL : EXIT_OK;
@@ -178,6 +179,12 @@ int cmd_inspect(const struct cli_command *cmd, int argc, char **argv)
         json_object_foreach(s->config.labels, key, v)
                 printf(" %s=%s", key, json_is_string(v) ? json_string_value(v) : "?");
         printf("\n");
+        if (s->config.image) {
+                /* The image config it was imported from (Entrypoint, Env, ...). */
+                const json_t *ic = json_object_get(s->config.image, "config");
+                _cleanup_(freep) char *txt = json_dumps(ic ? ic : s->config.image, JSON_COMPACT | JSON_SORT_KEYS);
+                printf("image:       %s\n", txt ? txt : "?");
+        }
         if (fflush(stdout) == EOF)
                 return log_error_errno(errno, "write stdout: %m"), EXIT_FAIL;
         return EXIT_OK;

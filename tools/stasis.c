@@ -62,7 +62,9 @@ const struct cli_command cli_commands[] = {
                 .summary = "files, bytes, chunks, packs, parent, generation, chunk size",
                 .help = "Describe snapshot REF: digest, tags, parent, generation, creation time,\n"
                         "chunk size, counts of files, directories, symlinks and other inodes,\n"
-                        "logical bytes, chunks, packs (count and bytes), tree bytes, labels.\n\n" STORE_HELP
+                        "logical bytes, chunks, packs (count and bytes), tree bytes, labels, and\n"
+                        "for an imported image its OCI image config (\"image\": Entrypoint, Cmd,\n"
+                        "Env, User, WorkingDir, ExposedPorts, Labels).\n\n" STORE_HELP
                         "  --json            one JSON object instead of text\n" COMMON_HELP,
         },
         {
