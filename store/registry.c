@@ -92,6 +92,16 @@ static void set_error(struct reg_response *r, const char *fmt, ...)
         va_end(ap);
 }
 
+static void errf(char *buf, size_t n, const char *fmt, ...) _printf_(3, 4);
+static void errf(char *buf, size_t n, const char *fmt, ...)
+{
+        va_list ap;
+
+        va_start(ap, fmt);
+        (void)vsnprintf(buf, n, fmt, ap);
+        va_end(ap);
+}
+
 static void wipe_free(char *s)
 {
         if (!s)
@@ -906,7 +916,10 @@ int registry_new(const char *host, const struct registry_opts *o, const char *sc
                 r = ping(reg, scope, &resp);
         }
         if (r < 0) {
-                snprintf(ret_err, REG_ERR_MAX, "%s", resp.error[0] ? resp.error : strerror(-r));
+                errf(ret_err, REG_ERR_MAX, "%s%s", resp.error[0] ? resp.error : strerror(-r),
+                         r == -EPROTO && !reg->insecure && resp.status == 0
+                                 ? " (TLS failed; --ca-cert FILE trusts a private CA, --insecure allows plain HTTP)"
+                                 : "");
                 goto fail;
         }
         reg_response_release(&resp);
