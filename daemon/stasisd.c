@@ -4,7 +4,10 @@
  * unix socket, and registers itself in the node's mount registry.
  *
  *   stasisd [--store S] [--cache DIR] [--cache-size N] [--state DIR]
- *           [--label K=V]... [--foreground] [-o OPTS] [-v] REF MOUNTPOINT
+ *           [--label K=V]... [--foreground] [-o OPTS] [-v] REF|--empty MOUNTPOINT
+ *
+ * --empty mounts an empty snapshot (a root directory alone, nothing read
+ * from any store), so a sandbox can start from nothing.
  *
  * Readiness: unless --foreground, stasisd forks before it starts any thread;
  * the parent exits 0 only once the child has mounted, started its API and
@@ -19,15 +22,19 @@
  *                          cache, labels, started. Clients find a mount by
  *                          its "mountpoint" field.
  *   RUN/state/<key>/       default state dir: stasisd.pid, stasisd.log,
- *                          api.sock (mode 0600)
+ *                          api.sock (mode 0600), and the writable layer
+ *                          (HEAD, layers/; docs/writable-layer.md). A
+ *                          remount with the same state dir (and the same
+ *                          base) presents the same tree and bytes.
  *
  * Control API (libmicrohttpd, HTTP/1.1 over the unix socket; the peer must
  * be root or the uid stasisd runs as, checked with SO_PEERCRED):
- *   GET /api/v1/status   JSON: the fs counters, snapshot, store, mountpoint,
- *                        pid, uptime
+ *   GET /api/v1/status   JSON: the fs counters (dirty_chunks and dirty_bytes
+ *                        of the writable layer among them), snapshot, store,
+ *                        mountpoint, pid, uptime
  *   GET /metrics         the same counters as Prometheus text
  * The mount is noatime by nature (the kernel never updates atime on FUSE
- * inodes) and read-only until the writable layer lands. */
+ * inodes). */
 #define FUSE_USE_VERSION 312
 #include <fuse_lowlevel.h>
 
@@ -59,7 +66,7 @@ struct opts {
         uint64_t cache_size;
         json_t *labels;
         char *fuse_opts; /* user's -o, joined with commas */
-        bool foreground;
+        bool foreground, empty;
 };
 
 /* Everything the control API reads; immutable while it runs, except the fs
@@ -84,7 +91,7 @@ struct daemon {
 static void usage(FILE *f)
 {
         fprintf(f, "usage: stasisd [--store S] [--cache DIR] [--cache-size N] [--state DIR]\n"
-                   "               [--label K=V]... [--foreground] [-o OPTS] [-v] REF MOUNTPOINT\n");
+                   "               [--label K=V]... [--foreground] [-o OPTS] [-v] REF|--empty MOUNTPOINT\n");
 }
 
 static int mkdir_p(const char *path, mode_t mode)
@@ -145,7 +152,8 @@ static json_t *status_json(const struct daemon *d)
         fs_get_counters(d->fs, &c);
         cache_get_stats(d->cache, &cs);
         return json_pack("{s:s, s:s, s:s, s:s, s:s, s:I, s:I, s:I, s:O,"
-                         " s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}",
+                         " s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I,"
+                         " s:I, s:I, s:I, s:I, s:I}",
                          "mountpoint", d->mountpoint, "snapshot", d->snapshot, "store", d->store,
                          "cache", d->cache_dir, "state_dir", d->state,
                          "pid", (json_int_t)getpid(),
@@ -163,7 +171,12 @@ static json_t *status_json(const struct daemon *d)
                          "inodes", (json_int_t)c.inodes,
                          "cache_puts", (json_int_t)cs.puts,
                          "cache_bad_entries", (json_int_t)cs.bad_entries,
-                         "cache_evictions", (json_int_t)cs.evictions);
+                         "cache_evictions", (json_int_t)cs.evictions,
+                         "dirty_chunks", (json_int_t)c.dirty_chunks,
+                         "dirty_bytes", (json_int_t)c.dirty_bytes,
+                         "copied_up", (json_int_t)c.copied_up,
+                         "bytes_written", (json_int_t)c.bytes_written,
+                         "journal_bytes", (json_int_t)c.journal_bytes);
 }
 
 static char *metrics_text(const struct daemon *d)
@@ -194,6 +207,18 @@ static char *metrics_text(const struct daemon *d)
                      "# HELP stasis_readahead_chunks_total Chunks fetched by readahead.\n"
                      "# TYPE stasis_readahead_chunks_total counter\n"
                      "stasis_readahead_chunks_total %" PRIu64 "\n"
+                     "# HELP stasis_dirty_chunks Chunks present (dirty) in the writable layer.\n"
+                     "# TYPE stasis_dirty_chunks gauge\n"
+                     "stasis_dirty_chunks %" PRIu64 "\n"
+                     "# HELP stasis_dirty_bytes Bytes of those chunks.\n"
+                     "# TYPE stasis_dirty_bytes gauge\n"
+                     "stasis_dirty_bytes %" PRIu64 "\n"
+                     "# HELP stasis_copied_up_total Chunks copied up from the base for partial writes.\n"
+                     "# TYPE stasis_copied_up_total counter\n"
+                     "stasis_copied_up_total %" PRIu64 "\n"
+                     "# HELP stasis_bytes_written_total Bytes of WRITEs.\n"
+                     "# TYPE stasis_bytes_written_total counter\n"
+                     "stasis_bytes_written_total %" PRIu64 "\n"
                      "# HELP stasis_inodes Inodes the kernel holds.\n"
                      "# TYPE stasis_inodes gauge\n"
                      "stasis_inodes %" PRIu64 "\n"
@@ -201,7 +226,8 @@ static char *metrics_text(const struct daemon *d)
                      "# TYPE stasis_uptime_seconds gauge\n"
                      "stasis_uptime_seconds %" PRIu64 "\n",
                      c.chunks_fetched, c.bytes_fetched, c.cache_hits, c.cache_misses,
-                     c.bytes_served, c.errors, c.readahead_chunks, c.inodes,
+                     c.bytes_served, c.errors, c.readahead_chunks, c.dirty_chunks, c.dirty_bytes,
+                     c.copied_up, c.bytes_written, c.inodes,
                      (uint64_t)((now_ns() - d->started_ns) / NSEC_PER_SEC)) < 0)
                 return NULL;
         return s;
@@ -332,7 +358,7 @@ static int registry_write(const struct daemon *d, const char *log_path)
 
 static int parse_args(int argc, char **argv, struct opts *o)
 {
-        enum { OPT_STORE = 0x100, OPT_CACHE, OPT_CACHE_SIZE, OPT_STATE, OPT_LABEL, OPT_FG, OPT_HELP };
+        enum { OPT_STORE = 0x100, OPT_CACHE, OPT_CACHE_SIZE, OPT_STATE, OPT_LABEL, OPT_FG, OPT_HELP, OPT_EMPTY };
         static const struct option options[] = {
                 { "store", required_argument, NULL, OPT_STORE },
                 { "cache", required_argument, NULL, OPT_CACHE },
@@ -340,6 +366,7 @@ static int parse_args(int argc, char **argv, struct opts *o)
                 { "state", required_argument, NULL, OPT_STATE },
                 { "label", required_argument, NULL, OPT_LABEL },
                 { "foreground", no_argument, NULL, OPT_FG },
+                { "empty", no_argument, NULL, OPT_EMPTY },
                 { "help", no_argument, NULL, OPT_HELP },
                 { "verbose", no_argument, NULL, 'v' },
                 {},
@@ -355,6 +382,7 @@ static int parse_args(int argc, char **argv, struct opts *o)
                 case OPT_CACHE: o->cache = optarg; break;
                 case OPT_STATE: o->state = optarg; break;
                 case OPT_FG: o->foreground = true; break;
+                case OPT_EMPTY: o->empty = true; break;
                 case OPT_CACHE_SIZE:
                         if (parse_size(optarg, &o->cache_size) < 0 || o->cache_size < CACHE_SIZE_MIN) {
                                 fprintf(stderr, "stasisd: bad --cache-size '%s' (at least 1M)\n", optarg);
@@ -393,12 +421,12 @@ static int parse_args(int argc, char **argv, struct opts *o)
                         return 2;
                 }
         }
-        if (argc - optind != 2) {
+        if (argc - optind != (o->empty ? 1 : 2)) {
                 usage(stderr);
                 return 2;
         }
-        o->ref = argv[optind];
-        o->mountpoint = argv[optind + 1];
+        o->ref = o->empty ? "--empty" : argv[optind];
+        o->mountpoint = argv[argc - 1];
         if (!o->store)
                 o->store = env_or("STASIS_STORE", STORE_DEFAULT);
         if (!o->cache)
@@ -480,6 +508,46 @@ static int daemonize(int *ret_fd)
         return 0;
 }
 
+/* empty_snapshot(): a snapshot of one empty root directory, owned by the
+ * caller, in memory only. */
+static int empty_snapshot(struct snapshot **ret)
+{
+        struct tree_builder *tb = tree_builder_new(CHUNK_SIZE_DEFAULT);
+        struct timespec now;
+        _cleanup_(freep) void *blob = NULL;
+        struct snapshot *s;
+        struct digest dg;
+        uint32_t h;
+        size_t len;
+        int r;
+
+        if (!tb)
+                return -ENOMEM;
+        clock_gettime(CLOCK_REALTIME, &now);
+        r = tree_builder_add_inode(tb, &(struct tree_attr){ .ino = TREE_ROOT_INO, .mode = S_IFDIR | 0755,
+                                                            .uid = getuid(), .gid = getgid(), .nlink = 2,
+                                                            .atime = now, .mtime = now, .ctime = now },
+                                   &h);
+        if (r >= 0) {
+                tree_builder_set_next_ino(tb, TREE_ROOT_INO + 1);
+                r = tree_builder_finish(tb, 3, &blob, &len, &dg);
+        }
+        tree_builder_free(tb);
+        if (r < 0)
+                return r;
+        s = calloc(1, sizeof *s);
+        if (!s)
+                return -ENOMEM;
+        s->config.chunk_size = CHUNK_SIZE_DEFAULT;
+        r = tree_load(blob, len, &dg, &s->tree);
+        if (r < 0) {
+                free(s);
+                return r;
+        }
+        *ret = s;
+        return 0;
+}
+
 static void json_decrefp_(json_t **j) { json_decref(*j); }
 static void backend_freep_(struct backend **b) { backend_free(*b); }
 
@@ -519,8 +587,11 @@ int main(int argc, char **argv)
                 goto fail;
         mount_key(d.mountpoint, key);
         if (!realpath(o.store, d.store)) {
-                r = log_error_errno(-errno, "store %s: %m", o.store);
-                goto fail;
+                if (!o.empty) {
+                        r = log_error_errno(-errno, "store %s: %m", o.store);
+                        goto fail;
+                }
+                snprintf(d.store, sizeof d.store, "%s", o.store); /* not read */
         }
         snprintf(mounts, sizeof mounts, "%s/mounts", run_dir());
         snprintf(d.registry, sizeof d.registry, "%s/%s.json", mounts, key);
@@ -543,24 +614,34 @@ int main(int argc, char **argv)
         snprintf(logfile, sizeof logfile, "%s/stasisd.log", d.state);
 
         /* The snapshot: manifest, config and tree; not one pack byte. */
-        r = backend_local_open(d.store, false, &store);
-        if (r < 0) {
-                log_error_errno(r, "open store %s: %m", d.store);
-                goto fail;
+        if (o.empty) {
+                store = backend_memory_new();
+                r = store ? empty_snapshot(&d.snap) : -ENOMEM;
+                if (r < 0) {
+                        log_error_errno(r, "empty snapshot: %m");
+                        goto fail;
+                }
+                snprintf(d.snapshot, sizeof d.snapshot, "empty");
+        } else {
+                r = backend_local_open(d.store, false, &store);
+                if (r < 0) {
+                        log_error_errno(r, "open store %s: %m", d.store);
+                        goto fail;
+                }
+                r = store_resolve(store, o.ref, &dg);
+                if (r < 0) {
+                        log_error_errno(r, "%s: no such snapshot in %s: %m", o.ref, d.store);
+                        goto fail;
+                }
+                r = snapshot_open(store, &dg, &d.snap);
+                if (r >= 0)
+                        r = snapshot_load_tree(store, d.snap);
+                if (r < 0) {
+                        log_error_errno(r, "load snapshot %s: %m", o.ref);
+                        goto fail;
+                }
+                digest_str(&dg, d.snapshot);
         }
-        r = store_resolve(store, o.ref, &dg);
-        if (r < 0) {
-                log_error_errno(r, "%s: no such snapshot in %s: %m", o.ref, d.store);
-                goto fail;
-        }
-        r = snapshot_open(store, &dg, &d.snap);
-        if (r >= 0)
-                r = snapshot_load_tree(store, d.snap);
-        if (r < 0) {
-                log_error_errno(r, "load snapshot %s: %m", o.ref);
-                goto fail;
-        }
-        digest_str(&dg, d.snapshot);
         r = cache_open(o.cache, o.cache_size, &d.cache);
         if (r < 0)
                 goto fail;
@@ -578,13 +659,15 @@ int main(int argc, char **argv)
         /* Only the main thread takes SIGTERM/SIGINT/SIGHUP (libfuse's workers
          * block them too): the handler must interrupt the loop's wait. */
         stop_signals_mask(SIG_BLOCK);
-        r = fs_new(&(struct fs_opts){ .store = store, .snap = d.snap, .cache = d.cache }, &d.fs);
+        r = fs_new(&(struct fs_opts){ .store = store, .snap = d.snap, .cache = d.cache,
+                                      .state_dir = d.state, .base_name = d.snapshot },
+                   &d.fs);
         if (r < 0) {
                 log_error_errno(r, "filesystem: %m");
                 goto fail;
         }
 
-        if (asprintf(&mopts, "allow_other,default_permissions,ro,fsname=stasis,subtype=stasis%s%s",
+        if (asprintf(&mopts, "allow_other,default_permissions,fsname=stasis,subtype=stasis%s%s",
                      o.fuse_opts ? "," : "", o.fuse_opts ? o.fuse_opts : "") < 0) {
                 r = -ENOMEM;
                 goto fail;

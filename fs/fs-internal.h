@@ -1,44 +1,101 @@
-/* fs-internal.h — what fs.c (FUSE handlers, inode table) and read.c (chunk
- * fetch, readahead) share. Not a public header.
+/* fs-internal.h — what fs.c (FUSE handlers), layer.c (the writable layer:
+ * model, journal, data files), acl.c and read.c (chunk fetch, readahead)
+ * share. Not a public header.
  *
  * Inode numbering (the one place it is written down):
- *   kernel nodeid == stasis inode number ("ino"), and FUSE_ROOT_ID == 1 ==
- *   TREE_ROOT_INO. Base inodes keep the persistent number the tree gives
- *   them (stable across generations; a hardlink group is one inode). The
- *   writable layer (issue 5) will number the inodes it creates from the
- *   tree's next_ino upward, persisted in its state directory, so a nodeid is
- *   never reused for another file while the mount lives and the generation
- *   stays 0. st_ino reported to userspace is the same number. There is thus
- *   no translation table: struct fs_inode exists only to hold the lookup
- *   count (and, later, the writable-layer state) of inodes the kernel knows.
+ *   kernel nodeid == stasis inode number ("ino") == st_ino, and
+ *   FUSE_ROOT_ID == 1 == TREE_ROOT_INO. Base inodes keep the persistent
+ *   number the tree gives them (stable across generations; a hardlink group
+ *   is one inode, so copy-on-write is keyed by inode and a hardlinked base
+ *   file stays one nodeid). The writable layer numbers the inodes it creates
+ *   from the tree's next_ino upward; the counter is persisted in the layer's
+ *   journal (NEXTINO and every ATTR of a new inode), so a number is never
+ *   reused for another file, neither while the mount lives nor after a
+ *   remount of the same state dir, and the FUSE generation stays 0. The
+ *   layer's data file of an inode is named by the same number
+ *   (layers/<id>/data/<ino>). There is thus no translation table: struct
+ *   fs_inode holds the kernel's lookup count and the layer's state of an
+ *   inode, and exists while either is non-trivial.
  *
- * Locks (never nested; never held across fuse_reply_*, store or cache I/O):
- *   fs->inodes_lock   the inode hash table and every fs_inode.nlookup
- *   fs->fetch_lock    fs->inflight (one fetch per chunk at a time)
+ * Locks, in the order they may be taken (never the other way round):
+ *   fs->lock          the inode table, every fs_inode field marked "lock",
+ *                     next_ino, the copy-up in-flight list, fs->jseq
+ *   fs->jlock         journal write order (jnext), never held across I/O
+ *   fs->fetch_lock    fs->inflight (one base fetch per chunk at a time)
  *   fs->ra_lock       the readahead queue and ra_stop
+ * fetch_lock and ra_lock are never taken with fs->lock held. No lock is
+ * held across fuse_reply_*, store or cache I/O, or writes to the layer's
+ * files; a journal record is built and applied under fs->lock, takes a
+ * sequence number there, and is written in sequence order after the
+ * unlock (see layer.c).
  * Everything else is immutable after fs_new() or atomic. */
 #ifndef STASIS_FS_INTERNAL_H
 #define STASIS_FS_INTERNAL_H
 
 #include <pthread.h>
 #include <stdatomic.h>
+#include <sys/stat.h>
 
 #include "fs.h"
 #include "store/chunk.h"
 #include "store/tree.h"
 #include "store/util.h"
 
+/* ---- the in-memory model of the writable layer ---- */
+
+/* A directory entry of a materialized directory. Cookies are readdir
+ * offsets: base entries keep the offsets the base listing gave them (i + 3),
+ * new entries get increasing ones, so a readdir in progress neither repeats
+ * nor skips an entry that stayed. */
+struct wl_dirent {
+        uint64_t cookie, ino;
+        char *name;   /* NULL: deleted (a slot awaiting compaction) */
+        int32_t hnext; /* hash chain, index into ents; -1 ends */
+};
+
+struct wl_dir {
+        struct wl_dirent *ents; /* ascending cookie */
+        size_t n, cap, n_live;
+        int32_t *buckets;
+        size_t n_buckets;
+        uint64_t next_cookie;
+};
+
+struct wl_xattr {
+        char *name;
+        void *value;
+        size_t len;
+};
+
 struct fs_inode {
-        uint64_t ino;           /* == nodeid; immutable */
-        uint64_t parent;        /* ino of a directory holding it (for ".."); immutable */
-        struct tree_inode base; /* its base-layer inode; immutable */
-        uint64_t nlookup;       /* inodes_lock */
-        struct fs_inode *next;  /* hash chain; inodes_lock */
+        uint64_t ino;            /* immutable */
+        bool in_base;            /* immutable: the base tree has this ino */
+        struct tree_inode base;  /* immutable; valid if in_base */
+        struct fs_inode *next;   /* hash chain; lock */
+        uint64_t nlookup;        /* kernel lookups; lock */
+        uint32_t nopen;          /* open handles; lock */
+        bool modified;           /* attr differs from the base (or new); lock */
+        struct tree_attr attr;   /* current attributes; lock. A regular file
+                                  * with a data file: size == the data file's */
+        uint64_t parent;         /* a directory holding it (".."); lock */
+        struct wl_dir *dir;      /* materialized listing, NULL: the base's; lock */
+        struct wl_xattr *xattrs; /* materialized xattrs if xattrs_own; lock */
+        size_t n_xattrs;         /* lock */
+        bool xattrs_own;         /* lock */
+        char *symlink;           /* a layer symlink's target; lock */
+        /* Regular files. */
+        bool has_data;           /* layers/<id>/data/<ino> exists; lock */
+        bool creating_data;      /* someone creates it now; lock */
+        bool times_dirty;        /* a WRITE changed mtime, not journaled yet; lock */
+        uint64_t base_limit;     /* base bytes at offsets >= this are gone; lock */
+        uint8_t *present;        /* one byte per chunk: in the layer; lock */
+        size_t n_present;        /* bytes allocated in present; lock */
 };
 
 /* An open regular file (fi->fh). */
 struct fs_file {
-        struct fs_inode *inode;    /* pinned by the kernel while open */
+        struct fs_inode *inode;         /* pinned by nopen */
+        atomic_int fd;                  /* the data file, opened lazily; -1 */
         atomic_uint_fast64_t next_off;  /* where a sequential READ would start */
         atomic_uint_fast32_t ra_next;   /* first chunk readahead has not queued */
 };
@@ -51,6 +108,13 @@ struct fs_tls {
         uint8_t *frame; /* chunk_bound(chunk_size) bytes */
 };
 
+/* A chunk being copied up (fs->copying). */
+struct wl_copy {
+        uint64_t ino;
+        uint32_t chunk;
+        struct wl_copy *next;
+};
+
 struct fs {
         /* Immutable after fs_new(). */
         struct backend *store;
@@ -61,12 +125,25 @@ struct fs {
         unsigned ra_chunks; /* 0: readahead off */
         pthread_key_t tls;
         bool tls_ok;
+        int state_fd, layer_fd, data_fd; /* STATE/, STATE/layers/<id>/, .../data/ */
+        char state_dir[4096];
+        bool acl; /* FUSE_CAP_POSIX_ACL negotiated; set once in init */
 
-        /* Inode table. */
-        pthread_mutex_t inodes_lock;
-        struct fs_inode **buckets; /* inodes_lock */
-        size_t n_buckets, n_inodes; /* inodes_lock */
-        struct fs_inode root;      /* never freed; nlookup unused */
+        /* The model. */
+        pthread_mutex_t lock;
+        pthread_cond_t cond;       /* copy-ups and data-file creation finishing */
+        struct fs_inode **buckets; /* lock */
+        size_t n_buckets, n_inodes; /* lock */
+        uint64_t next_ino;         /* lock */
+        struct wl_copy *copying;   /* lock */
+        uint64_t jseq;             /* next journal sequence number to hand out; lock */
+
+        /* The journal. */
+        pthread_mutex_t jlock;
+        pthread_cond_t jcond;
+        uint64_t jnext;  /* sequence number whose turn it is to write; jlock */
+        int journal_fd;  /* immutable while serving */
+        atomic_bool broken; /* a journal write failed: refuse changes */
 
         /* Per pack: 0 not checked yet, 1 present in our store, -1 absent. */
         _Atomic int8_t *pack_state;
@@ -87,7 +164,7 @@ struct fs {
 
         atomic_uint_fast64_t chunks_fetched, bytes_fetched, cache_hits, cache_misses;
         atomic_uint_fast64_t bytes_served, errors, readahead_chunks, reads;
-        atomic_uint_fast64_t total_blocks; /* statfs, computed once; 0: not yet */
+        atomic_uint_fast64_t dirty_chunks, dirty_bytes, copied_up, bytes_written, journal_bytes;
 };
 
 /* read.c */
@@ -95,10 +172,83 @@ struct fs_tls *fs_tls_get(struct fs *fs);
 void fs_tls_free(void *p);
 int fs_readahead_start(struct fs *fs, unsigned workers);
 void fs_readahead_stop(struct fs *fs);
-/* fs_read_data(): len bytes of regular file inode at off into dst (off <
+/* fs_read_data(): len bytes of base regular file inode at off into dst (off <
  * size, off + len <= size); holes as zeros. Queues readahead through f if
  * non-NULL. 0, -EIO, -ENOMEM. */
 int fs_read_data(struct fs *fs, const struct tree_inode *inode, struct fs_file *f, uint64_t off,
                  size_t len, uint8_t *dst);
+
+/* ---- layer.c: the model (call with fs->lock held unless said otherwise) ---- */
+
+/* Journal operations (docs/writable-layer.md has the byte layout). */
+enum wl_op_type {
+        WL_OP_ATTR = 1,    /* ino: attributes (creates a new inode) */
+        WL_OP_LINK = 2,    /* ino: dir, ino2: child, name */
+        WL_OP_UNLINK = 3,  /* ino: dir, name */
+        WL_OP_SYMLINK = 4, /* ino, value: target */
+        WL_OP_XSET = 5,    /* ino, name, value */
+        WL_OP_XDEL = 6,    /* ino, name */
+        WL_OP_DIRNEW = 7,  /* ino: its listing starts empty */
+        WL_OP_XCLEAR = 8,  /* ino: its xattrs start empty */
+        WL_OP_NEXTINO = 9, /* ino: next_ino is at least this */
+};
+
+/* A transaction being built: ops appended, applied and journaled as one. */
+struct wl_txn {
+        uint8_t *buf;
+        size_t len, cap;
+        int err;     /* building failed (ENOMEM) or applying failed */
+        uint64_t seq;
+};
+
+void wl_txn_attr(struct wl_txn *t, const struct tree_attr *a, uint64_t parent);
+void wl_txn_op(struct wl_txn *t, enum wl_op_type type, uint64_t ino, uint64_t ino2,
+               const char *name, const void *value, size_t value_len);
+/* wl_txn_apply(): apply t to the model and give it its journal sequence
+ * number; fs->lock held. Then, after the unlock, wl_txn_write() writes it
+ * in sequence order (every applied transaction must be written, even a
+ * failed one, which only advances the order) and frees its buffer. 0, or
+ * -errno: the change may be in memory but not on disk, and the fs refuses
+ * further changes. wl_txn_commit(): both, and the unlock between. */
+void wl_txn_apply(struct fs *fs, struct wl_txn *t);
+int wl_txn_write(struct fs *fs, struct wl_txn *t);
+int wl_txn_commit(struct fs *fs, struct wl_txn *t);
+
+struct fs_inode *ino_get(struct fs *fs, uint64_t ino);
+/* ino_load(): the table's inode, else one made from the base tree and
+ * inserted. -ENOENT, -ENOMEM. */
+int ino_load(struct fs *fs, uint64_t ino, struct fs_inode **ret);
+/* ino_maybe_free(): drop p if nothing holds it; *ret_dead (may be NULL) gets
+ * whether its data files are to be removed (call wl_data_remove() after the
+ * unlock). */
+void ino_maybe_free(struct fs *fs, struct fs_inode *p, bool *ret_dead);
+int dir_lookup(struct fs *fs, struct fs_inode *dir, const char *name, uint64_t *ret_ino);
+size_t dir_count(struct fs *fs, struct fs_inode *dir);
+/* child_attr(): current attributes of ino without inserting it. */
+int child_attr(struct fs *fs, uint64_t ino, struct tree_attr *ret);
+
+/* ---- layer.c: state dir and data files (no lock held) ---- */
+int wl_open(struct fs *fs, const char *state_dir, const char *base);
+void wl_close(struct fs *fs);
+/* wl_free_all(): free every inode of the table (at fs_free()). */
+void wl_free_all(struct fs *fs);
+/* wl_data_ensure(): create p's data file if missing. */
+int wl_data_ensure(struct fs *fs, struct fs_inode *p);
+int wl_data_open(struct fs *fs, uint64_t ino, int flags);
+void wl_data_remove(struct fs *fs, uint64_t ino);
+/* wl_mark_present(): persist chunks [first, end) as present (fs->lock not held). */
+int wl_mark_present(struct fs *fs, struct fs_inode *p, uint32_t first, uint32_t end);
+int wl_set_base_limit(struct fs *fs, struct fs_inode *p, uint64_t limit);
+int wl_sync(struct fs *fs, struct fs_inode *p, bool data_only);
+
+/* ---- acl.c ---- */
+/* acl_to_mode(): *mode's permission bits as an access ACL sets them;
+ * *ret_minimal if the ACL says no more than the mode. -EINVAL for a bad ACL. */
+int acl_to_mode(const void *v, size_t len, mode_t *mode, bool *ret_minimal);
+/* acl_chmod(): rewrite an access ACL for a new mode (in place). */
+void acl_chmod(void *v, size_t len, mode_t mode);
+/* acl_create(): from a parent's default ACL, the new inode's access ACL
+ * (into *ret_access, malloc'd, NULL if minimal) and mode. */
+int acl_create(const void *dflt, size_t len, mode_t *mode, void **ret_access, size_t *ret_len);
 
 #endif

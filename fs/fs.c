@@ -1,7 +1,16 @@
-/* fs.c — FUSE handlers and the inode table. Each handler is a thin adapter:
- * it gets struct fs from fuse_req_userdata(), calls one do_*() function that
- * returns -errno, and replies exactly once. See fs-internal.h for the inode
- * numbering and the lock rules. */
+/* fs.c — FUSE handlers. Each handler is a thin adapter: it gets struct fs
+ * from fuse_req_userdata(), calls one do_*() function that returns -errno,
+ * and replies exactly once. See fs-internal.h for the inode numbering and
+ * the lock rules, layer.c for how a change reaches the state directory.
+ *
+ * Data path (block copy-on-write): a regular file's bytes come from its
+ * data file in the layer for chunks marked present there, and from the base
+ * tree (through the node cache) for the others, up to base_limit, the
+ * smallest size the file has had since it entered the layer; beyond it a
+ * non-present chunk reads as zeros. The first write to a non-present chunk
+ * copies up that one chunk (fetching the base bytes only if the write does
+ * not cover them) and then marks it present; the data is in the data file
+ * before the mark, and both before the reply. */
 #define FUSE_USE_VERSION 312
 #include <fuse_lowlevel.h>
 
@@ -11,35 +20,35 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
+#include <sys/xattr.h>
+#include <time.h>
+
+#include <linux/falloc.h>
 
 #include "fs-internal.h"
 
-/* ---- inode table ---- */
+#define ACL_ACCESS "system.posix_acl_access"
+#define ACL_DEFAULT "system.posix_acl_default"
 
-static size_t bucket_of(const struct fs *fs, uint64_t ino)
+static struct fs *req_fs(fuse_req_t req) { return fuse_req_userdata(req); }
+
+/* file_of(): the struct fs_file that do_open() put in the handle slot. */
+static struct fs_file *file_of(const struct fuse_file_info *fi)
 {
-        return (size_t)((ino * 0x9e3779b97f4a7c15ull) >> 20) & (fs->n_buckets - 1);
+        return (struct fs_file *)(uintptr_t)fi->fh; // NOLINT(performance-no-int-to-ptr): FUSE's handle slot is a u64
 }
 
-static int table_grow(struct fs *fs)
+static struct timespec now_real(void)
 {
-        size_t n = fs->n_buckets * 2;
-        struct fs_inode **b = calloc(n, sizeof *b);
+        struct timespec ts;
 
-        if (!b)
-                return -ENOMEM;
-        for (size_t i = 0; i < fs->n_buckets; i++)
-                for (struct fs_inode *p = fs->buckets[i], *next; p; p = next) {
-                        size_t h = (size_t)((p->ino * 0x9e3779b97f4a7c15ull) >> 20) & (n - 1);
-                        next = p->next;
-                        p->next = b[h];
-                        b[h] = p;
-                }
-        free(fs->buckets);
-        fs->buckets = b;
-        fs->n_buckets = n;
-        return 0;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        return ts;
 }
+
+static bool broken(struct fs *fs) { return atomic_load(&fs->broken); }
+
+/* ---- inode table (kernel side) ---- */
 
 /* inode_find(): the inode the kernel knows as nodeid ino, or NULL. The
  * pointer stays valid while the kernel holds a lookup count, that is for
@@ -48,88 +57,41 @@ static struct fs_inode *inode_find(struct fs *fs, uint64_t ino)
 {
         struct fs_inode *p;
 
-        if (ino == FUSE_ROOT_ID)
-                return &fs->root;
-        pthread_mutex_lock(&fs->inodes_lock);
-        for (p = fs->buckets[bucket_of(fs, ino)]; p; p = p->next)
-                if (p->ino == ino)
-                        break;
-        pthread_mutex_unlock(&fs->inodes_lock);
+        pthread_mutex_lock(&fs->lock);
+        p = ino_get(fs, ino);
+        pthread_mutex_unlock(&fs->lock);
         return p;
 }
 
-/* inode_ref(): +1 lookup count for the inode about to be handed to the
- * kernel (fuse_reply_entry or a readdirplus entry), creating it. */
-static int inode_ref(struct fs *fs, const struct tree_inode *ti, uint64_t parent)
-{
-        struct fs_inode *p, *n = NULL;
-        size_t h;
-
-        if (ti->attr.ino == FUSE_ROOT_ID)
-                return 0; /* pinned; never forgotten */
-        pthread_mutex_lock(&fs->inodes_lock);
-        h = bucket_of(fs, ti->attr.ino);
-        for (p = fs->buckets[h]; p; p = p->next)
-                if (p->ino == ti->attr.ino)
-                        break;
-        if (!p) {
-                pthread_mutex_unlock(&fs->inodes_lock);
-                /* Allocate outside the lock, then look again. */
-                n = calloc(1, sizeof *n);
-                if (!n)
-                        return -ENOMEM;
-                *n = (struct fs_inode){ .ino = ti->attr.ino, .parent = parent, .base = *ti };
-                pthread_mutex_lock(&fs->inodes_lock);
-                h = bucket_of(fs, ti->attr.ino);
-                for (p = fs->buckets[h]; p; p = p->next)
-                        if (p->ino == ti->attr.ino)
-                                break;
-                if (!p) {
-                        p = TAKE_PTR(n);
-                        p->next = fs->buckets[h];
-                        fs->buckets[h] = p;
-                        fs->n_inodes++;
-                        if (fs->n_inodes > fs->n_buckets)
-                                (void)table_grow(fs); /* a long chain is only slower */
-                }
-        }
-        p->nlookup++;
-        pthread_mutex_unlock(&fs->inodes_lock);
-        free(n);
-        return 0;
-}
-
-/* inode_forget(): -n lookups; the inode goes at 0. A count going negative
- * means our bookkeeping is wrong: abort rather than serve a freed inode. */
+/* inode_forget(): -n lookups; the inode goes at 0 unless the layer still
+ * needs it. A count going negative means our bookkeeping is wrong: abort
+ * rather than serve a freed inode. */
 static void inode_forget(struct fs *fs, uint64_t ino, uint64_t n)
 {
-        struct fs_inode **pp, *dead = NULL;
+        struct fs_inode *p;
+        bool dead = false;
 
         if (ino == FUSE_ROOT_ID)
                 return;
-        pthread_mutex_lock(&fs->inodes_lock);
-        for (pp = &fs->buckets[bucket_of(fs, ino)]; *pp; pp = &(*pp)->next)
-                if ((*pp)->ino == ino)
-                        break;
-        if (!*pp || (*pp)->nlookup < n) {
+        pthread_mutex_lock(&fs->lock);
+        p = ino_get(fs, ino);
+        if (!p || p->nlookup < n) {
                 log_error("forget of inode %" PRIu64 " by %" PRIu64 " below zero", ino, n);
                 abort();
         }
-        (*pp)->nlookup -= n;
-        if ((*pp)->nlookup == 0) {
-                dead = *pp;
-                *pp = dead->next;
-                fs->n_inodes--;
-        }
-        pthread_mutex_unlock(&fs->inodes_lock);
-        free(dead);
+        p->nlookup -= n;
+        if (p->nlookup == 0)
+                ino_maybe_free(fs, p, &dead);
+        pthread_mutex_unlock(&fs->lock);
+        if (dead)
+                wl_data_remove(fs, ino);
 }
 
 /* ---- attributes ---- */
 
-static void fill_stat(const struct fs *fs, const struct tree_inode *ti, struct stat *st)
+static void fill_stat(const struct fs *fs, const struct fs_inode *p, const struct tree_attr *a,
+                      struct stat *st)
 {
-        const struct tree_attr *a = &ti->attr;
         uint64_t blocks = 0;
 
         memset(st, 0, sizeof *st);
@@ -145,47 +107,66 @@ static void fill_stat(const struct fs *fs, const struct tree_inode *ti, struct s
         st->st_ctim = a->ctime;
         st->st_blksize = 4096;
         if (S_ISREG(a->mode)) {
-                uint32_t n = tree_extent_count(fs->tree, ti);
-                for (uint32_t i = 0; i < n; i++) {
-                        uint64_t off, len;
-                        tree_extent(fs->tree, ti, i, &off, &len);
-                        blocks += DIV_ROUND_UP(len, 512);
+                if (p && p->has_data) {
+                        blocks = DIV_ROUND_UP(a->size, 4096) * 8;
+                } else if (!p || p->in_base) {
+                        struct tree_inode ti;
+                        const struct tree_inode *b = p ? &p->base : NULL;
+                        if (!b && tree_inode(fs->tree, a->ino, &ti) == 0)
+                                b = &ti;
+                        for (uint32_t i = 0, n = b ? tree_extent_count(fs->tree, b) : 0; i < n; i++) {
+                                uint64_t off, len;
+                                tree_extent(fs->tree, b, i, &off, &len);
+                                blocks += DIV_ROUND_UP(len, 512);
+                        }
                 }
         }
         st->st_blocks = (blkcnt_t)blocks;
 }
 
-static void fill_entry(const struct fs *fs, const struct tree_inode *ti, struct fuse_entry_param *e)
+static void fill_entry(const struct fs *fs, const struct fs_inode *p, struct fuse_entry_param *e)
 {
         memset(e, 0, sizeof *e);
-        e->ino = ti->attr.ino;
+        e->ino = p->ino;
         e->generation = 0;
         e->attr_timeout = FS_BASE_TIMEOUT;
         e->entry_timeout = FS_BASE_TIMEOUT;
-        fill_stat(fs, ti, &e->attr);
+        fill_stat(fs, p, &p->attr, &e->attr);
 }
 
-static struct fs *req_fs(fuse_req_t req) { return fuse_req_userdata(req); }
-
-/* file_of(): the struct fs_file that do_open() put in the handle slot. */
-static struct fs_file *file_of(const struct fuse_file_info *fi)
+/* ref_locked(): +1 lookup of ino for an entry about to be handed to the
+ * kernel; fills e. fs->lock held. */
+static int ref_locked(struct fs *fs, uint64_t ino, uint64_t parent, struct fuse_entry_param *e)
 {
-        return (struct fs_file *)(uintptr_t)fi->fh; // NOLINT(performance-no-int-to-ptr): FUSE's handle slot is a u64
+        struct fs_inode *p;
+        int r = ino_load(fs, ino, &p);
+
+        if (r < 0)
+                return r == -ENOENT ? -EIO : r;
+        if (p->nlookup == 0 && !p->modified && S_ISDIR(p->attr.mode))
+                p->parent = parent;
+        p->nlookup++;
+        fill_entry(fs, p, e);
+        return 0;
 }
 
 /* ---- handlers ---- */
 
 static void op_init(void *userdata, struct fuse_conn_info *conn)
 {
-        (void)userdata;
-        /* Under writeback cache (issue 5) the kernel would leave suid/sgid
-         * clearing to us on WRITEs that lack the writer's credentials: we do
-         * it ourselves, so never ask the kernel to delegate it. */
+        struct fs *fs = userdata;
+
+        /* Under writeback cache the kernel would leave suid/sgid clearing
+         * to us on WRITEs that lack the writer's credentials: we clear the
+         * bits ourselves (write and chown paths), so never ask the kernel to
+         * delegate it. */
         conn->want &= ~FUSE_CAP_HANDLE_KILLPRIV;
-        /* The base is immutable: the kernel may cache everything. Data from
-         * the cache is verified and copied, never spliced. */
+        /* Data from the cache is verified and copied, never spliced. We are
+         * the only writer: no need to invalidate on attribute changes. O_TRUNC
+         * arrives as a SETATTR, one truncate path. */
         conn->want &= ~(FUSE_CAP_SPLICE_READ | FUSE_CAP_SPLICE_WRITE | FUSE_CAP_SPLICE_MOVE |
-                        FUSE_CAP_AUTO_INVAL_DATA | FUSE_CAP_READDIRPLUS_AUTO);
+                        FUSE_CAP_AUTO_INVAL_DATA | FUSE_CAP_READDIRPLUS_AUTO |
+                        FUSE_CAP_ATOMIC_O_TRUNC);
         if (conn->capable & FUSE_CAP_READDIRPLUS)
                 conn->want |= FUSE_CAP_READDIRPLUS;
         if (conn->capable & FUSE_CAP_ASYNC_READ)
@@ -194,32 +175,35 @@ static void op_init(void *userdata, struct fuse_conn_info *conn)
                 conn->want |= FUSE_CAP_CACHE_SYMLINKS;
         if (conn->capable & FUSE_CAP_PARALLEL_DIROPS)
                 conn->want |= FUSE_CAP_PARALLEL_DIROPS;
-        /* ACLs travel as system.posix_acl_* xattrs; let the kernel enforce them. */
-        if (conn->capable & FUSE_CAP_POSIX_ACL)
-                conn->want |= FUSE_CAP_POSIX_ACL;
+        if (conn->capable & FUSE_CAP_WRITEBACK_CACHE)
+                conn->want |= FUSE_CAP_WRITEBACK_CACHE;
+        /* ACLs travel as system.posix_acl_* xattrs; the kernel enforces
+         * them, we keep the mode in sync and apply umask or the default ACL
+         * at creation (hence DONT_MASK). */
+        if ((conn->capable & FUSE_CAP_POSIX_ACL) && (conn->capable & FUSE_CAP_DONT_MASK)) {
+                conn->want |= FUSE_CAP_POSIX_ACL | FUSE_CAP_DONT_MASK;
+                fs->acl = true;
+        }
 }
 
 static int do_lookup(struct fs *fs, uint64_t parent, const char *name, struct fuse_entry_param *e)
 {
-        struct fs_inode *dir = inode_find(fs, parent);
-        struct tree_inode ti;
+        struct fs_inode *dir;
         uint64_t ino;
         int r;
 
-        if (!dir)
-                return -ESTALE;
-        if (!S_ISDIR(dir->base.attr.mode))
-                return -ENOTDIR;
         if (strlen(name) > TREE_NAME_MAX)
                 return -ENAMETOOLONG;
-        r = tree_lookup(fs->tree, &dir->base, name, strlen(name), &ino);
-        if (r < 0)
-                return r;
-        r = tree_inode(fs->tree, ino, &ti);
-        if (r < 0)
-                return -EIO;
-        fill_entry(fs, &ti, e);
-        return inode_ref(fs, &ti, parent);
+        pthread_mutex_lock(&fs->lock);
+        dir = ino_get(fs, parent);
+        if (!dir)
+                r = -ESTALE;
+        else
+                r = dir_lookup(fs, dir, name, &ino);
+        if (r >= 0)
+                r = ref_locked(fs, ino, parent, e);
+        pthread_mutex_unlock(&fs->lock);
+        return r;
 }
 
 static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
@@ -228,7 +212,7 @@ static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
         int r = do_lookup(req_fs(req), parent, name, &e);
 
         if (r == -ENOENT) {
-                /* A negative entry the kernel may cache as long as the base lives. */
+                /* A negative entry: every create goes through this kernel. */
                 memset(&e, 0, sizeof e);
                 e.entry_timeout = FS_BASE_TIMEOUT;
                 fuse_reply_entry(req, &e);
@@ -253,34 +237,649 @@ static void op_forget_multi(fuse_req_t req, size_t count, struct fuse_forget_dat
         fuse_reply_none(req);
 }
 
+static int do_getattr(struct fs *fs, uint64_t ino, struct stat *st)
+{
+        struct fs_inode *p;
+
+        pthread_mutex_lock(&fs->lock);
+        p = ino_get(fs, ino);
+        if (p)
+                fill_stat(fs, p, &p->attr, st);
+        pthread_mutex_unlock(&fs->lock);
+        return p ? 0 : -ESTALE;
+}
+
 static void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
-        struct fs *fs = req_fs(req);
-        struct fs_inode *p = inode_find(fs, ino);
         struct stat st;
+        int r = do_getattr(req_fs(req), ino, &st);
 
         (void)fi;
-        if (!p) {
-                fuse_reply_err(req, ESTALE);
-                return;
+        if (r < 0)
+                fuse_reply_err(req, -r);
+        else
+                fuse_reply_attr(req, &st, FS_BASE_TIMEOUT);
+}
+
+/* in_group(): the caller is in group gid (its fsgid or a supplementary group). */
+static bool in_group(fuse_req_t req, gid_t gid)
+{
+        const struct fuse_ctx *ctx = fuse_req_ctx(req);
+        gid_t groups[64];
+        int n;
+
+        if (ctx->gid == gid)
+                return true;
+        n = fuse_req_getgroups(req, (int)ELEMENTSOF(groups), groups);
+        for (int i = 0; i < n && i < (int)ELEMENTSOF(groups); i++)
+                if (groups[i] == gid)
+                        return true;
+        return false;
+}
+
+/* file_fd(): the data file of an open handle, opened on first use. */
+static int file_fd(struct fs *fs, struct fs_file *f)
+{
+        int fd = atomic_load(&f->fd), expect = -1;
+
+        if (fd >= 0)
+                return fd;
+        fd = wl_data_open(fs, f->inode->ino, O_RDWR);
+        if (fd < 0)
+                return fd;
+        if (!atomic_compare_exchange_strong(&f->fd, &expect, fd)) {
+                close(fd);
+                return expect;
         }
-        fill_stat(fs, &p->base, &st);
-        fuse_reply_attr(req, &st, FS_BASE_TIMEOUT);
+        return fd;
+}
+
+/* truncate_data(): size of p's data becomes size. */
+static int truncate_data(struct fs *fs, struct fs_inode *p, struct fs_file *f, uint64_t size)
+{
+        _cleanup_(closep) int own = -1;
+        bool lower = false;
+        int fd, r;
+
+        r = wl_data_ensure(fs, p);
+        if (r < 0)
+                return r;
+        fd = f ? file_fd(fs, f) : (own = wl_data_open(fs, p->ino, O_RDWR));
+        if (fd < 0)
+                return fd;
+        /* Data first; the base limit after it (a crash between is repaired
+         * at load: base_limit <= the data file's size). */
+        if (ftruncate(fd, (off_t)size) < 0)
+                return -errno;
+        pthread_mutex_lock(&fs->lock);
+        p->attr.size = size;
+        if (size < p->base_limit) {
+                p->base_limit = size;
+                lower = true;
+        }
+        pthread_mutex_unlock(&fs->lock);
+        if (lower)
+                return wl_set_base_limit(fs, p, size);
+        return 0;
+}
+
+static int do_setattr(fuse_req_t req, struct fs *fs, uint64_t ino, const struct stat *in, int valid,
+                      struct fuse_file_info *fi, struct stat *ret)
+{
+        const struct fuse_ctx *ctx = fuse_req_ctx(req);
+        struct fs_inode *p = inode_find(fs, ino);
+        struct timespec now = now_real();
+        struct wl_txn t = {};
+        struct tree_attr a;
+        bool sgid_ok = true;
+        int r;
+
+        if (!p)
+                return -ESTALE;
+        if (broken(fs))
+                return -EIO;
+        if (valid & FUSE_SET_ATTR_MODE)
+                sgid_ok = ctx->uid == 0 || in_group(req, (valid & FUSE_SET_ATTR_GID) ? in->st_gid : p->attr.gid);
+        if (valid & FUSE_SET_ATTR_SIZE) {
+                if (S_ISDIR(p->attr.mode))
+                        return -EISDIR;
+                if (!S_ISREG(p->attr.mode))
+                        return -EINVAL;
+                r = truncate_data(fs, p, fi ? file_of(fi) : NULL, (uint64_t)in->st_size);
+                if (r < 0)
+                        return r;
+        }
+
+        pthread_mutex_lock(&fs->lock);
+        a = p->attr;
+        if (valid & FUSE_SET_ATTR_MODE) {
+                a.mode = (a.mode & S_IFMT) | (in->st_mode & 07777);
+                /* As setattr_copy(): no sgid for a group the caller is not in. */
+                if (!sgid_ok)
+                        a.mode &= ~(mode_t)S_ISGID;
+        }
+        if (valid & FUSE_SET_ATTR_UID)
+                a.uid = in->st_uid;
+        if (valid & FUSE_SET_ATTR_GID)
+                a.gid = in->st_gid;
+        /* chown clears suid, and sgid with group exec, on non-directories (as
+         * the kernel would; we do not delegate killpriv). */
+        if ((valid & (FUSE_SET_ATTR_UID | FUSE_SET_ATTR_GID)) && !(valid & FUSE_SET_ATTR_MODE) &&
+            !S_ISDIR(a.mode)) {
+                a.mode &= ~(mode_t)S_ISUID;
+                if (a.mode & S_IXGRP)
+                        a.mode &= ~(mode_t)S_ISGID;
+        }
+        if (valid & FUSE_SET_ATTR_ATIME_NOW)
+                a.atime = now;
+        else if (valid & FUSE_SET_ATTR_ATIME)
+                a.atime = in->st_atim;
+        if (valid & FUSE_SET_ATTR_MTIME_NOW)
+                a.mtime = now;
+        else if (valid & FUSE_SET_ATTR_MTIME)
+                a.mtime = in->st_mtim;
+        else if (valid & FUSE_SET_ATTR_SIZE)
+                a.mtime = now;
+        a.ctime = (valid & FUSE_SET_ATTR_CTIME) ? in->st_ctim : now;
+        a.size = p->attr.size;
+        if (fs->acl && (valid & FUSE_SET_ATTR_MODE) && a.mode != p->attr.mode) {
+                const void *v = NULL;
+                size_t len = 0;
+                bool have = false;
+                if (p->xattrs_own) {
+                        for (size_t i = 0; i < p->n_xattrs; i++)
+                                if (strcmp(p->xattrs[i].name, ACL_ACCESS) == 0) {
+                                        v = p->xattrs[i].value;
+                                        len = p->xattrs[i].len;
+                                        have = true;
+                                }
+                } else if (p->in_base)
+                        have = tree_xattr_get(fs->tree, &p->base, ACL_ACCESS, &v, &len) == 0;
+                if (have) {
+                        _cleanup_(freep) void *acl = malloc(len ? len : 1);
+                        if (acl) {
+                                memcpy(acl, v, len);
+                                acl_chmod(acl, len, a.mode);
+                                wl_txn_op(&t, WL_OP_XSET, ino, 0, ACL_ACCESS, acl, len);
+                        } else
+                                t.err = -ENOMEM;
+                }
+        }
+        p->times_dirty = false;
+        wl_txn_attr(&t, &a, p->parent);
+        wl_txn_apply(fs, &t);
+        fill_stat(fs, p, &p->attr, ret);
+        pthread_mutex_unlock(&fs->lock);
+        return wl_txn_write(fs, &t);
+}
+
+static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set,
+                       struct fuse_file_info *fi)
+{
+        struct stat st;
+        int r = do_setattr(req, req_fs(req), ino, attr, to_set, fi, &st);
+
+        if (r < 0)
+                fuse_reply_err(req, -r);
+        else
+                fuse_reply_attr(req, &st, FS_BASE_TIMEOUT);
+}
+
+static int do_readlink(struct fs *fs, uint64_t ino, char **ret)
+{
+        struct fs_inode *p;
+        const char *target = NULL;
+        size_t len;
+        int r = 0;
+
+        pthread_mutex_lock(&fs->lock);
+        p = ino_get(fs, ino);
+        if (!p)
+                r = -ESTALE;
+        else if (!S_ISLNK(p->attr.mode))
+                r = -EINVAL;
+        else if (p->symlink)
+                target = p->symlink;
+        else if (!p->in_base || tree_symlink(fs->tree, &p->base, &target, &len) < 0)
+                r = -EIO;
+        if (r >= 0) {
+                *ret = strdup(target);
+                if (!*ret)
+                        r = -ENOMEM;
+        }
+        pthread_mutex_unlock(&fs->lock);
+        return r;
 }
 
 static void op_readlink(fuse_req_t req, fuse_ino_t ino)
 {
-        struct fs *fs = req_fs(req);
-        struct fs_inode *p = inode_find(fs, ino);
-        const char *target;
-        size_t len;
+        _cleanup_(freep) char *target = NULL;
+        int r = do_readlink(req_fs(req), ino, &target);
 
-        if (!p)
-                fuse_reply_err(req, ESTALE);
-        else if (tree_symlink(fs->tree, &p->base, &target, &len) < 0)
-                fuse_reply_err(req, EINVAL);
+        if (r < 0)
+                fuse_reply_err(req, -r);
         else
                 fuse_reply_readlink(req, target);
+}
+
+/* xattr_lookup(): p's xattr name; fs->lock held. */
+static int xattr_lookup(struct fs *fs, struct fs_inode *p, const char *name, const void **ret,
+                        size_t *ret_len)
+{
+        if (p->xattrs_own) {
+                for (size_t i = 0; i < p->n_xattrs; i++)
+                        if (strcmp(p->xattrs[i].name, name) == 0) {
+                                *ret = p->xattrs[i].value;
+                                *ret_len = p->xattrs[i].len;
+                                return 0;
+                        }
+                return -ENODATA;
+        }
+        if (!p->in_base)
+                return -ENODATA;
+        return tree_xattr_get(fs->tree, &p->base, name, ret, ret_len);
+}
+
+/* do_make(): a new inode named name in parent: mknod, mkdir, symlink, create. */
+static int do_make(fuse_req_t req, struct fs *fs, uint64_t parent, const char *name, mode_t mode,
+                   dev_t rdev, const char *target, struct fuse_entry_param *e, struct fs_inode **ret)
+{
+        const struct fuse_ctx *ctx = fuse_req_ctx(req);
+        struct timespec now = now_real();
+        _cleanup_(freep) void *acl = NULL;
+        struct wl_txn t = {};
+        struct fs_inode *dir, *p;
+        struct tree_attr a = {}, da;
+        uint64_t ino, exist;
+        const void *dflt;
+        size_t dlen = 0, acl_len = 0;
+        bool have_dflt = false;
+        int r;
+
+        if (strlen(name) > TREE_NAME_MAX)
+                return -ENAMETOOLONG;
+        if (target && (strlen(target) == 0 || strlen(target) > TREE_SYMLINK_MAX))
+                return strlen(target) ? -ENAMETOOLONG : -ENOENT;
+        if (broken(fs))
+                return -EIO;
+        pthread_mutex_lock(&fs->lock);
+        dir = ino_get(fs, parent);
+        if (!dir) {
+                r = -ESTALE;
+                goto fail;
+        }
+        if (!S_ISDIR(dir->attr.mode)) {
+                r = -ENOTDIR;
+                goto fail;
+        }
+        if (dir->attr.nlink == 0) {
+                r = -ENOENT;
+                goto fail;
+        }
+        r = dir_lookup(fs, dir, name, &exist);
+        if (r >= 0) {
+                r = -EEXIST;
+                goto fail;
+        }
+        ino = fs->next_ino++;
+        a.ino = ino;
+        a.mode = mode;
+        a.uid = ctx->uid;
+        a.gid = ctx->gid;
+        if (dir->attr.mode & S_ISGID) {
+                a.gid = dir->attr.gid;
+                if (S_ISDIR(mode))
+                        a.mode |= S_ISGID;
+        }
+        if (fs->acl && !S_ISLNK(mode))
+                have_dflt = xattr_lookup(fs, dir, ACL_DEFAULT, &dflt, &dlen) == 0;
+        if (have_dflt) {
+                mode_t m = a.mode;
+                r = acl_create(dflt, dlen, &m, &acl, &acl_len);
+                if (r < 0)
+                        goto fail;
+                a.mode = m;
+        } else if (!S_ISLNK(mode))
+                a.mode &= ~(mode_t)(ctx->umask & 0777);
+        a.nlink = S_ISDIR(mode) ? 2 : 1;
+        a.rdev = rdev;
+        a.size = target ? strlen(target) : 0;
+        a.atime = a.mtime = a.ctime = now;
+
+        wl_txn_op(&t, WL_OP_NEXTINO, ino + 1, 0, NULL, NULL, 0);
+        wl_txn_attr(&t, &a, parent);
+        if (target)
+                wl_txn_op(&t, WL_OP_SYMLINK, ino, 0, NULL, target, strlen(target));
+        if (S_ISDIR(mode))
+                wl_txn_op(&t, WL_OP_DIRNEW, ino, 0, NULL, NULL, 0);
+        if (acl)
+                wl_txn_op(&t, WL_OP_XSET, ino, 0, ACL_ACCESS, acl, acl_len);
+        if (have_dflt && S_ISDIR(mode))
+                wl_txn_op(&t, WL_OP_XSET, ino, 0, ACL_DEFAULT, dflt, dlen);
+        wl_txn_op(&t, WL_OP_LINK, parent, ino, name, NULL, 0);
+        da = dir->attr;
+        da.mtime = da.ctime = now;
+        if (S_ISDIR(mode))
+                da.nlink++;
+        wl_txn_attr(&t, &da, dir->parent);
+        wl_txn_apply(fs, &t);
+        p = ino_get(fs, ino);
+        if (t.err >= 0 && p) {
+                p->nlookup++;
+                if (ret)
+                        p->nopen++; /* create: the handle, before anyone can forget it */
+                fill_entry(fs, p, e);
+        } else if (t.err >= 0)
+                t.err = -EIO;
+        pthread_mutex_unlock(&fs->lock);
+        r = wl_txn_write(fs, &t);
+        if (r >= 0 && ret)
+                *ret = p;
+        return r;
+fail:
+        pthread_mutex_unlock(&fs->lock);
+        return r;
+}
+
+static void reply_entry_or_err(fuse_req_t req, int r, const struct fuse_entry_param *e)
+{
+        if (r < 0)
+                fuse_reply_err(req, -r);
+        else
+                fuse_reply_entry(req, e);
+}
+
+static void op_mknod(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode, dev_t rdev)
+{
+        struct fuse_entry_param e;
+        int r;
+
+        if (!S_ISREG(mode) && !S_ISCHR(mode) && !S_ISBLK(mode) && !S_ISFIFO(mode) && !S_ISSOCK(mode))
+                r = -EINVAL;
+        else
+                r = do_make(req, req_fs(req), parent, name, mode, rdev, NULL, &e, NULL);
+        reply_entry_or_err(req, r, &e);
+}
+
+static void op_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode)
+{
+        struct fuse_entry_param e;
+        int r = do_make(req, req_fs(req), parent, name, S_IFDIR | (mode & 07777), 0, NULL, &e, NULL);
+
+        reply_entry_or_err(req, r, &e);
+}
+
+static void op_symlink(fuse_req_t req, const char *link, fuse_ino_t parent, const char *name)
+{
+        struct fuse_entry_param e;
+        int r = do_make(req, req_fs(req), parent, name, S_IFLNK | 0777, 0, link, &e, NULL);
+
+        reply_entry_or_err(req, r, &e);
+}
+
+/* do_remove(): unlink (dir false) or rmdir (dir true). */
+static int do_remove(struct fs *fs, uint64_t parent, const char *name, bool isdir)
+{
+        struct timespec now = now_real();
+        struct wl_txn t = {};
+        struct fs_inode *dir, *p;
+        struct tree_attr a, da;
+        uint64_t ino;
+        bool dead = false;
+        int r;
+
+        if (strlen(name) > TREE_NAME_MAX)
+                return -ENAMETOOLONG;
+        if (broken(fs))
+                return -EIO;
+        pthread_mutex_lock(&fs->lock);
+        dir = ino_get(fs, parent);
+        r = dir ? dir_lookup(fs, dir, name, &ino) : -ESTALE;
+        if (r >= 0)
+                r = ino_load(fs, ino, &p);
+        if (r < 0)
+                goto fail;
+        if (isdir && !S_ISDIR(p->attr.mode))
+                r = -ENOTDIR;
+        else if (!isdir && S_ISDIR(p->attr.mode))
+                r = -EISDIR;
+        else if (isdir && dir_count(fs, p) > 0)
+                r = -ENOTEMPTY;
+        if (r < 0) {
+                ino_maybe_free(fs, p, NULL);
+                goto fail;
+        }
+        a = p->attr;
+        a.nlink = isdir ? 0 : a.nlink - 1;
+        a.ctime = now;
+        da = dir->attr;
+        da.mtime = da.ctime = now;
+        if (isdir)
+                da.nlink--;
+        wl_txn_op(&t, WL_OP_UNLINK, parent, 0, name, NULL, 0);
+        wl_txn_attr(&t, &a, p->parent);
+        wl_txn_attr(&t, &da, dir->parent);
+        wl_txn_apply(fs, &t);
+        if (t.err >= 0)
+                ino_maybe_free(fs, p, &dead);
+        pthread_mutex_unlock(&fs->lock);
+        r = wl_txn_write(fs, &t);
+        if (r >= 0 && dead)
+                wl_data_remove(fs, ino); /* after the journal says so */
+        return r;
+fail:
+        pthread_mutex_unlock(&fs->lock);
+        return r;
+}
+
+static void op_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+        fuse_reply_err(req, -do_remove(req_fs(req), parent, name, false));
+}
+
+static void op_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+        fuse_reply_err(req, -do_remove(req_fs(req), parent, name, true));
+}
+
+/* A rename's attribute changes, at most one record per inode. */
+struct chg {
+        struct fs_inode *p;
+        struct tree_attr a;
+        uint64_t parent;
+};
+
+static struct chg *chg_of(struct chg *c, size_t *n, struct fs_inode *p)
+{
+        for (size_t i = 0; i < *n; i++)
+                if (c[i].p == p)
+                        return &c[i];
+        c[*n] = (struct chg){ .p = p, .a = p->attr, .parent = p->parent };
+        return &c[(*n)++];
+}
+
+static int do_rename(struct fs *fs, uint64_t oldp, const char *oldname, uint64_t newp,
+                     const char *newname, unsigned flags)
+{
+        struct timespec now = now_real();
+        struct wl_txn t = {};
+        struct fs_inode *od, *nd, *src = NULL, *dst = NULL;
+        struct chg c[4];
+        size_t n = 0;
+        uint64_t sino, dino;
+        bool dead = false;
+        int r;
+
+        if (flags & ~(unsigned)(RENAME_NOREPLACE | RENAME_EXCHANGE))
+                return -EINVAL;
+        if ((flags & RENAME_NOREPLACE) && (flags & RENAME_EXCHANGE))
+                return -EINVAL;
+        if (strlen(oldname) > TREE_NAME_MAX || strlen(newname) > TREE_NAME_MAX)
+                return -ENAMETOOLONG;
+        if (broken(fs))
+                return -EIO;
+        pthread_mutex_lock(&fs->lock);
+        od = ino_get(fs, oldp);
+        nd = ino_get(fs, newp);
+        if (!od || !nd) {
+                r = -ESTALE;
+                goto fail;
+        }
+        r = dir_lookup(fs, od, oldname, &sino);
+        if (r >= 0)
+                r = ino_load(fs, sino, &src);
+        if (r < 0)
+                goto fail;
+        r = dir_lookup(fs, nd, newname, &dino);
+        if (r >= 0)
+                r = ino_load(fs, dino, &dst);
+        else if (r == -ENOENT)
+                r = 0;
+        if (r < 0)
+                goto fail_free;
+        if (dst && (flags & RENAME_NOREPLACE)) {
+                r = -EEXIST;
+                goto fail_free;
+        }
+        if (!dst && (flags & RENAME_EXCHANGE)) {
+                r = -ENOENT;
+                goto fail_free;
+        }
+        if (dst == src) { /* the same inode: nothing to do (POSIX) */
+                r = 0;
+                goto fail_free;
+        }
+        if (dst && !(flags & RENAME_EXCHANGE)) {
+                if (S_ISDIR(src->attr.mode) && !S_ISDIR(dst->attr.mode))
+                        r = -ENOTDIR;
+                else if (!S_ISDIR(src->attr.mode) && S_ISDIR(dst->attr.mode))
+                        r = -EISDIR;
+                else if (S_ISDIR(dst->attr.mode) && dir_count(fs, dst) > 0)
+                        r = -ENOTEMPTY;
+                if (r < 0)
+                        goto fail_free;
+        }
+
+        chg_of(c, &n, od)->a.mtime = now;
+        chg_of(c, &n, od)->a.ctime = now;
+        chg_of(c, &n, nd)->a.mtime = now;
+        chg_of(c, &n, nd)->a.ctime = now;
+        chg_of(c, &n, src)->a.ctime = now;
+        if (flags & RENAME_EXCHANGE) {
+                wl_txn_op(&t, WL_OP_LINK, oldp, dst->ino, oldname, NULL, 0);
+                wl_txn_op(&t, WL_OP_LINK, newp, src->ino, newname, NULL, 0);
+                chg_of(c, &n, dst)->a.ctime = now;
+                if (od != nd) {
+                        if (S_ISDIR(src->attr.mode)) {
+                                chg_of(c, &n, od)->a.nlink--;
+                                chg_of(c, &n, nd)->a.nlink++;
+                                chg_of(c, &n, src)->parent = newp;
+                        }
+                        if (S_ISDIR(dst->attr.mode)) {
+                                chg_of(c, &n, nd)->a.nlink--;
+                                chg_of(c, &n, od)->a.nlink++;
+                                chg_of(c, &n, dst)->parent = oldp;
+                        }
+                }
+        } else {
+                if (dst) {
+                        struct chg *d = chg_of(c, &n, dst);
+                        d->a.ctime = now;
+                        if (S_ISDIR(dst->attr.mode)) {
+                                d->a.nlink = 0;
+                                chg_of(c, &n, nd)->a.nlink--;
+                        } else
+                                d->a.nlink--;
+                }
+                wl_txn_op(&t, WL_OP_UNLINK, oldp, 0, oldname, NULL, 0);
+                wl_txn_op(&t, WL_OP_LINK, newp, src->ino, newname, NULL, 0);
+                if (S_ISDIR(src->attr.mode) && od != nd) {
+                        chg_of(c, &n, od)->a.nlink--;
+                        chg_of(c, &n, nd)->a.nlink++;
+                        chg_of(c, &n, src)->parent = newp;
+                }
+        }
+        for (size_t i = 0; i < n; i++)
+                wl_txn_attr(&t, &c[i].a, c[i].parent);
+        wl_txn_apply(fs, &t);
+        if (dst && t.err >= 0 && !(flags & RENAME_EXCHANGE)) {
+                dino = dst->ino;
+                ino_maybe_free(fs, dst, &dead);
+        }
+        pthread_mutex_unlock(&fs->lock);
+        r = wl_txn_write(fs, &t);
+        if (r >= 0 && dead)
+                wl_data_remove(fs, dino);
+        return r;
+fail_free:
+        if (dst)
+                ino_maybe_free(fs, dst, NULL);
+        ino_maybe_free(fs, src, NULL);
+fail:
+        pthread_mutex_unlock(&fs->lock);
+        return r;
+}
+
+static void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_ino_t newparent,
+                      const char *newname, unsigned int flags)
+{
+        fuse_reply_err(req, -do_rename(req_fs(req), parent, name, newparent, newname, flags));
+}
+
+static int do_link(struct fs *fs, uint64_t ino, uint64_t newp, const char *name,
+                   struct fuse_entry_param *e)
+{
+        struct timespec now = now_real();
+        struct wl_txn t = {};
+        struct fs_inode *p, *dir;
+        struct tree_attr a, da;
+        uint64_t exist;
+        int r = 0;
+
+        if (strlen(name) > TREE_NAME_MAX)
+                return -ENAMETOOLONG;
+        if (broken(fs))
+                return -EIO;
+        pthread_mutex_lock(&fs->lock);
+        p = ino_get(fs, ino);
+        dir = ino_get(fs, newp);
+        if (!p || !dir)
+                r = -ESTALE;
+        else if (S_ISDIR(p->attr.mode))
+                r = -EPERM;
+        else if (!S_ISDIR(dir->attr.mode))
+                r = -ENOTDIR;
+        else if (p->attr.nlink == 0 || dir->attr.nlink == 0)
+                r = -ENOENT;
+        else if (dir_lookup(fs, dir, name, &exist) >= 0)
+                r = -EEXIST;
+        if (r < 0) {
+                pthread_mutex_unlock(&fs->lock);
+                return r;
+        }
+        a = p->attr;
+        a.nlink++;
+        a.ctime = now;
+        da = dir->attr;
+        da.mtime = da.ctime = now;
+        wl_txn_op(&t, WL_OP_LINK, newp, ino, name, NULL, 0);
+        wl_txn_attr(&t, &a, p->parent);
+        wl_txn_attr(&t, &da, dir->parent);
+        wl_txn_apply(fs, &t);
+        if (t.err >= 0) {
+                p->nlookup++;
+                fill_entry(fs, p, e);
+        }
+        pthread_mutex_unlock(&fs->lock);
+        return wl_txn_write(fs, &t);
+}
+
+static void op_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const char *newname)
+{
+        struct fuse_entry_param e;
+        int r = do_link(req_fs(req), ino, newparent, newname, &e);
+
+        reply_entry_or_err(req, r, &e);
 }
 
 static void op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
@@ -291,77 +890,107 @@ static void op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
                 fuse_reply_err(req, ESTALE);
                 return;
         }
-        if (!S_ISDIR(p->base.attr.mode)) {
-                fuse_reply_err(req, ENOTDIR);
-                return;
-        }
         fi->fh = 0;
         fi->keep_cache = 1;
-        fi->cache_readdir = 1; /* an immutable base directory */
+        fi->cache_readdir = 1; /* we are the only writer; changes invalidate it */
         fuse_reply_open(req, fi);
 }
 
-/* do_readdir(): entries of dir from offset off into buf. Offsets are
- * stable: "." is 1, ".." is 2, entry i (in the tree's sorted order) is i + 3;
- * a READDIR at offset k resumes after the entry whose offset is k. For
- * readdirplus every entry but "." and ".." counts as a lookup. */
+/* add_entry(): one entry into buf; counts a lookup for readdirplus (not
+ * for "." and ".."). fs->lock held. 0 added, 1 full, -errno. */
+static int add_entry(struct fs *fs, struct fs_inode *dir, bool plus, char *buf, size_t size,
+                     size_t *used, const char *name, uint64_t ino, uint64_t cookie, bool dot)
+{
+        struct fuse_entry_param e;
+        struct tree_attr a;
+        size_t need;
+        int r;
+
+        memset(&e, 0, sizeof e);
+        if (dot) {
+                e.attr.st_ino = ino;
+                e.attr.st_mode = S_IFDIR;
+        } else {
+                r = child_attr(fs, ino, &a);
+                if (r < 0)
+                        return r;
+                e.ino = ino;
+                e.attr_timeout = e.entry_timeout = FS_BASE_TIMEOUT;
+                fill_stat(fs, ino_get(fs, ino), &a, &e.attr);
+        }
+        if (plus)
+                need = fuse_add_direntry_plus(NULL, buf + *used, size - *used, name, &e, (off_t)cookie);
+        else
+                need = fuse_add_direntry(NULL, buf + *used, size - *used, name, &e.attr, (off_t)cookie);
+        if (need > size - *used)
+                return 1; /* not added: not counted */
+        if (plus && !dot) {
+                r = ref_locked(fs, ino, dir->ino, &e);
+                if (r < 0)
+                        return r;
+        }
+        *used += need;
+        return 0;
+}
+
+/* do_readdir(): entries of dir after offset off into buf. Offsets are
+ * stable under concurrent changes: "." is 1, ".." is 2, a base entry i (in
+ * the tree's sorted order) is i + 3, and an entry the layer added has a
+ * larger offset than any before it (struct wl_dir); a READDIR at offset k
+ * resumes after the entry whose offset is k. */
 static int do_readdir(struct fs *fs, uint64_t ino, size_t size, off_t off, bool plus, char *buf,
                       size_t *ret_len)
 {
-        struct fs_inode *dir = inode_find(fs, ino);
+        struct fs_inode *dir;
         size_t used = 0;
-        uint32_t n;
+        int r = 0;
 
-        if (!dir)
-                return -ESTALE;
-        if (!S_ISDIR(dir->base.attr.mode))
-                return -ENOTDIR;
-        n = tree_dir_count(fs->tree, &dir->base);
-        for (uint64_t k = (uint64_t)off; k < (uint64_t)n + 2; k++) {
-                struct fuse_entry_param e;
-                struct tree_inode ti;
-                const char *name;
-                size_t len, need;
-                uint64_t child;
-                char dot[3];
-                int r;
-
-                if (k < 2) {
-                        struct fs_inode *d = k == 0 ? dir : inode_find(fs, dir->parent);
-                        memset(&e, 0, sizeof e); /* e.ino 0: the kernel makes no inode */
-                        e.attr.st_ino = d ? d->ino : dir->ino;
-                        e.attr.st_mode = S_IFDIR;
-                        memcpy(dot, "..", 3);
-                        dot[k == 0 ? 1 : 2] = 0;
-                        name = dot;
-                } else {
-                        r = tree_dirent(fs->tree, &dir->base, (uint32_t)(k - 2), &name, &len, &child);
-                        if (r < 0)
-                                return -EIO;
-                        r = tree_inode(fs->tree, child, &ti);
-                        if (r < 0)
-                                return -EIO;
-                        fill_entry(fs, &ti, &e);
-                }
-                if (plus)
-                        need = fuse_add_direntry_plus(NULL, buf + used, size - used, name, &e,
-                                                      (off_t)(k + 1));
-                else
-                        need = fuse_add_direntry(NULL, buf + used, size - used, name, &e.attr,
-                                                 (off_t)(k + 1));
-                if (need > size - used)
-                        break; /* not added: not counted */
-                if (plus && k >= 2) {
-                        r = inode_ref(fs, &ti, dir->ino);
-                        if (r < 0 && !used)
-                                return r;
-                        if (r < 0)
-                                break; /* reply what is counted */
-                }
-                used += need;
+        pthread_mutex_lock(&fs->lock);
+        dir = ino_get(fs, ino);
+        if (!dir) {
+                r = -ESTALE;
+                goto out;
         }
-        *ret_len = used;
-        return 0;
+        if (!S_ISDIR(dir->attr.mode)) {
+                r = -ENOTDIR;
+                goto out;
+        }
+        for (uint64_t k = (uint64_t)off; k < 2 && r == 0; k++)
+                r = add_entry(fs, dir, plus, buf, size, &used, k ? ".." : ".", k ? dir->parent : dir->ino,
+                              k + 1, true);
+        if (dir->dir) {
+                const struct wl_dir *d = dir->dir;
+                size_t lo = 0, hi = d->n;
+                while (lo < hi) { /* first entry with cookie > off */
+                        size_t mid = (lo + hi) / 2;
+                        if (d->ents[mid].cookie <= (uint64_t)off)
+                                lo = mid + 1;
+                        else
+                                hi = mid;
+                }
+                for (size_t i = lo; i < d->n && r == 0; i++)
+                        if (d->ents[i].name)
+                                r = add_entry(fs, dir, plus, buf, size, &used, d->ents[i].name,
+                                              d->ents[i].ino, d->ents[i].cookie, false);
+        } else if (dir->in_base) {
+                uint32_t n = tree_dir_count(fs->tree, &dir->base);
+                for (uint64_t k = MAX((uint64_t)off, 2); k < (uint64_t)n + 2 && r == 0; k++) {
+                        const char *name;
+                        size_t len;
+                        uint64_t child;
+                        if (tree_dirent(fs->tree, &dir->base, (uint32_t)(k - 2), &name, &len, &child) < 0)
+                                r = -EIO;
+                        else
+                                r = add_entry(fs, dir, plus, buf, size, &used, name, child, k + 1, false);
+                }
+        }
+        if (r > 0 || (r < 0 && used))
+                r = 0; /* full, or reply what is counted */
+out:
+        pthread_mutex_unlock(&fs->lock);
+        if (r >= 0)
+                *ret_len = used;
+        return r;
 }
 
 static void readdir_common(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, bool plus)
@@ -402,62 +1031,193 @@ static void op_releasedir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info 
         fuse_reply_err(req, 0);
 }
 
-static int do_open(struct fs *fs, uint64_t ino, struct fuse_file_info *fi)
+static void op_fsyncdir(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi)
 {
-        struct fs_inode *p = inode_find(fs, ino);
-        struct fs_file *f;
+        struct fs *fs = req_fs(req);
 
-        if (!p)
-                return -ESTALE;
-        if (S_ISDIR(p->base.attr.mode))
-                return -EISDIR;
-        if (!S_ISREG(p->base.attr.mode))
-                return -EINVAL;
-        /* Read-only until the writable layer lands (issue 5). */
-        if ((fi->flags & O_ACCMODE) != O_RDONLY || (fi->flags & O_TRUNC))
-                return -EROFS;
-        f = calloc(1, sizeof *f);
+        (void)ino;
+        (void)datasync;
+        (void)fi;
+        fuse_reply_err(req, fdatasync(fs->journal_fd) < 0 ? errno : 0);
+}
+
+static int file_new(struct fs *fs, struct fs_inode *p, struct fuse_file_info *fi)
+{
+        struct fs_file *f = calloc(1, sizeof *f);
+
         if (!f)
                 return -ENOMEM;
+        (void)fs;
         f->inode = p;
+        atomic_init(&f->fd, -1);
         fi->fh = (uint64_t)(uintptr_t)f;
-        fi->keep_cache = 1; /* the base is immutable: keep the page cache */
+        fi->keep_cache = 1; /* we are the only writer: keep the page cache */
         return 0;
+}
+
+static void file_free(struct fs *fs, struct fs_file *f)
+{
+        struct fs_inode *p = f->inode;
+        uint64_t ino = p->ino;
+        int fd = atomic_load(&f->fd);
+        bool dead = false;
+
+        if (fd >= 0)
+                close(fd);
+        pthread_mutex_lock(&fs->lock);
+        p->nopen--;
+        ino_maybe_free(fs, p, &dead);
+        pthread_mutex_unlock(&fs->lock);
+        if (dead)
+                wl_data_remove(fs, ino);
+        free(f);
+}
+
+static int do_open(struct fs *fs, uint64_t ino, struct fuse_file_info *fi)
+{
+        struct fs_inode *p;
+        int r = 0;
+
+        pthread_mutex_lock(&fs->lock);
+        p = ino_get(fs, ino);
+        if (!p)
+                r = -ESTALE;
+        else if (S_ISDIR(p->attr.mode))
+                r = -EISDIR;
+        else if (!S_ISREG(p->attr.mode))
+                r = -EINVAL;
+        else
+                p->nopen++;
+        pthread_mutex_unlock(&fs->lock);
+        if (r < 0)
+                return r;
+        /* O_APPEND is the kernel's business under writeback cache (it owns
+         * the size); READs may come on write-only handles too. */
+        r = file_new(fs, p, fi);
+        if (r < 0) {
+                pthread_mutex_lock(&fs->lock);
+                p->nopen--;
+                pthread_mutex_unlock(&fs->lock);
+        }
+        return r;
 }
 
 static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
-        int r = do_open(req_fs(req), ino, fi);
+        struct fs *fs = req_fs(req);
+        int r = do_open(fs, ino, fi);
 
         if (r < 0)
                 fuse_reply_err(req, -r);
         else if (fuse_reply_open(req, fi) == -ENOENT) /* the open was interrupted */
-                free(file_of(fi));
+                file_free(fs, file_of(fi));
 }
 
+static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
+                      struct fuse_file_info *fi)
+{
+        struct fs *fs = req_fs(req);
+        struct fuse_entry_param e;
+        struct fs_inode *p = NULL;
+        int r = do_make(req, fs, parent, name, S_IFREG | (mode & 07777), 0, NULL, &e, &p);
+
+        if (r >= 0) {
+                r = file_new(fs, p, fi);
+                if (r < 0) {
+                        /* The file exists; the kernel's lookup is ours to drop. */
+                        pthread_mutex_lock(&fs->lock);
+                        p->nopen--;
+                        pthread_mutex_unlock(&fs->lock);
+                        inode_forget(fs, p->ino, 1);
+                }
+        }
+        if (r < 0)
+                fuse_reply_err(req, -r);
+        else if (fuse_reply_create(req, &e, fi) == -ENOENT)
+                file_free(fs, file_of(fi));
+}
+
+/* ---- data ---- */
+
+struct span {
+        uint64_t size, base_limit;
+        bool has_data, in_base;
+        struct tree_inode base;
+};
+
+/* do_read(): size bytes at off; present chunks from the data file, the
+ * others from the base (below base_limit) or zeros. */
 static ssize_t do_read(struct fs *fs, struct fs_file *f, size_t size, off_t off, uint8_t **ret)
 {
-        const struct tree_inode *ti = &f->inode->base;
-        _cleanup_(freep) uint8_t *buf = NULL;
-        uint64_t len;
-        int r;
+        struct fs_inode *p = f->inode;
+        _cleanup_(freep) uint8_t *buf = NULL, *pres = NULL;
+        uint64_t cs = fs->chunk_size, len, first, nch, o;
+        struct span s;
+        int r, fd = -1;
 
         atomic_fetch_add(&fs->reads, 1);
         if (off < 0)
                 return -EINVAL;
-        if ((uint64_t)off >= ti->attr.size) {
+        o = (uint64_t)off;
+        pthread_mutex_lock(&fs->lock);
+        s = (struct span){ .size = p->attr.size, .base_limit = p->base_limit,
+                           .has_data = p->has_data, .in_base = p->in_base, .base = p->base };
+        len = o < s.size ? MIN((uint64_t)size, s.size - o) : 0;
+        first = o / cs;
+        nch = len ? (o + len - 1) / cs - first + 1 : 0;
+        if (s.has_data && nch) {
+                pres = calloc(nch, 1);
+                if (pres)
+                        for (uint64_t i = 0; i < nch; i++)
+                                pres[i] = first + i < p->n_present ? p->present[first + i] : 0;
+        }
+        pthread_mutex_unlock(&fs->lock);
+        if (!len) {
                 *ret = NULL;
                 return 0;
         }
-        len = MIN((uint64_t)size, ti->attr.size - (uint64_t)off);
         buf = malloc(len);
-        if (!buf)
+        if (!buf || (s.has_data && !pres))
                 return -ENOMEM;
-        r = fs_read_data(fs, ti, f, (uint64_t)off, len, buf);
-        if (r < 0) {
-                if (r == -EIO)
-                        atomic_fetch_add(&fs->errors, 1);
-                return r;
+        if (!s.has_data) {
+                /* Untouched base file (a new file always has data). */
+                if (!s.in_base)
+                        memset(buf, 0, len);
+                else {
+                        r = fs_read_data(fs, &s.base, f, o, len, buf);
+                        if (r < 0) {
+                                if (r == -EIO)
+                                        atomic_fetch_add(&fs->errors, 1);
+                                return r;
+                        }
+                }
+        } else {
+                fd = file_fd(fs, f);
+                if (fd < 0)
+                        return fd;
+                for (uint64_t pos = o; pos < o + len;) {
+                        uint64_t ci = pos / cs, end = MIN((ci + 1) * cs, o + len);
+                        uint8_t *dst = buf + (pos - o);
+                        if (pres[ci - first]) {
+                                ssize_t n = pread_full(fd, dst, end - pos, pos);
+                                if (n < 0)
+                                        return n;
+                                memset(dst + n, 0, end - pos - (uint64_t)n);
+                        } else {
+                                uint64_t bend = s.in_base ? MIN(end, s.base_limit) : 0;
+                                if (bend > pos) {
+                                        r = fs_read_data(fs, &s.base, NULL, pos, bend - pos, dst);
+                                        if (r < 0) {
+                                                if (r == -EIO)
+                                                        atomic_fetch_add(&fs->errors, 1);
+                                                return r;
+                                        }
+                                } else
+                                        bend = pos;
+                                memset(dst + (bend - pos), 0, end - bend);
+                        }
+                        pos = end;
+                }
         }
         atomic_fetch_add(&fs->bytes_served, len);
         *ret = TAKE_PTR(buf);
@@ -478,30 +1238,298 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
                 fuse_reply_buf(req, (const char *)buf, (size_t)n);
 }
 
-static void op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+static bool copying(struct fs *fs, uint64_t ino, uint32_t ci)
+{
+        for (struct wl_copy *c = fs->copying; c; c = c->next)
+                if (c->ino == ino && c->chunk == ci)
+                        return true;
+        return false;
+}
+
+/* A modification of [off, off + len) of a regular file: claim the chunks
+ * not yet present (one copy-up per chunk at a time), copy up those the
+ * change does not cover, and after the change mark them present. */
+struct cow {
+        uint32_t first, end;     /* chunks touched */
+        struct wl_copy *claimed; /* the non-present ones, ours to copy */
+        size_t n_claimed;
+};
+
+static int cow_begin(struct fs *fs, struct fs_inode *p, int fd, uint64_t off, uint64_t len,
+                     struct cow *c)
+{
+        uint64_t cs = fs->chunk_size, size_after, limit;
+        bool in_base = p->in_base;
+        int r = 0;
+
+        *c = (struct cow){ .first = (uint32_t)(off / cs), .end = (uint32_t)DIV_ROUND_UP(off + len, cs) };
+        pthread_mutex_lock(&fs->lock);
+        for (;;) {
+                bool wait = false;
+                for (uint32_t ci = c->first; ci < c->end; ci++)
+                        if (!(ci < p->n_present && p->present[ci]) && copying(fs, p->ino, ci))
+                                wait = true;
+                if (!wait)
+                        break;
+                pthread_cond_wait(&fs->cond, &fs->lock);
+        }
+        for (uint32_t ci = c->first; ci < c->end; ci++) {
+                struct wl_copy *w;
+                if (ci < p->n_present && p->present[ci])
+                        continue;
+                w = malloc(sizeof *w);
+                if (!w) {
+                        r = -ENOMEM;
+                        break;
+                }
+                *w = (struct wl_copy){ .ino = p->ino, .chunk = ci, .next = fs->copying };
+                fs->copying = w;
+                c->n_claimed++;
+        }
+        size_after = MAX(p->attr.size, off + len);
+        limit = p->base_limit;
+        pthread_mutex_unlock(&fs->lock);
+        if (r < 0)
+                return r;
+
+        for (uint32_t ci = c->first; ci < c->end && r >= 0; ci++) {
+                uint64_t cstart = (uint64_t)ci * cs, cend = MIN(cstart + cs, size_after);
+                bool claimed = false;
+                pthread_mutex_lock(&fs->lock);
+                for (struct wl_copy *w = fs->copying; w; w = w->next)
+                        claimed |= w->ino == p->ino && w->chunk == ci;
+                pthread_mutex_unlock(&fs->lock);
+                if (!claimed || (off <= cstart && off + len >= cend))
+                        continue; /* present, or fully overwritten */
+                /* Whatever an earlier copy-up cut short left here goes. */
+                if (fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)cstart, (off_t)cs) < 0)
+                        r = -errno;
+                if (r >= 0 && in_base && cstart < limit) {
+                        uint64_t n = MIN(cend, limit) - cstart;
+                        _cleanup_(freep) uint8_t *b = malloc(n);
+                        if (!b)
+                                r = -ENOMEM;
+                        if (r >= 0)
+                                r = fs_read_data(fs, &p->base, NULL, cstart, n, b);
+                        if (r >= 0)
+                                r = pwrite_full(fd, b, n, cstart);
+                        if (r >= 0)
+                                atomic_fetch_add(&fs->copied_up, 1);
+                        if (r == -EIO)
+                                atomic_fetch_add(&fs->errors, 1);
+                }
+        }
+        return r;
+}
+
+/* cow_end(): mark the claimed chunks present (if ok) and release them. */
+static int cow_end(struct fs *fs, struct fs_inode *p, struct cow *c, bool ok)
+{
+        int r = 0;
+
+        if (ok)
+                r = wl_mark_present(fs, p, c->first, c->end);
+        pthread_mutex_lock(&fs->lock);
+        for (struct wl_copy **pp = &fs->copying; *pp;) {
+                struct wl_copy *w = *pp;
+                if (w->ino == p->ino && w->chunk >= c->first && w->chunk < c->end) {
+                        *pp = w->next;
+                        free(w);
+                } else
+                        pp = &w->next;
+        }
+        pthread_cond_broadcast(&fs->cond);
+        pthread_mutex_unlock(&fs->lock);
+        return r;
+}
+
+/* touch_data(): after a data change: size, times, and (writer not root)
+ * suid/sgid off, as file_remove_privs() would. Mode changes are journaled;
+ * times are journaled at the next flush, fsync or release. */
+static int touch_data(struct fs *fs, struct fs_inode *p, uint64_t end, bool grow, uid_t writer)
+{
+        struct timespec now = now_real();
+        struct wl_txn t = {};
+        mode_t m;
+
+        pthread_mutex_lock(&fs->lock);
+        if (grow && end > p->attr.size)
+                p->attr.size = end;
+        p->attr.mtime = p->attr.ctime = now;
+        p->times_dirty = true;
+        m = p->attr.mode;
+        if (writer != 0 && ((m & S_ISUID) || (m & (S_ISGID | S_IXGRP)) == (S_ISGID | S_IXGRP))) {
+                struct tree_attr a = p->attr;
+                a.mode &= ~(mode_t)(S_ISUID | S_ISGID);
+                p->times_dirty = false;
+                wl_txn_attr(&t, &a, p->parent);
+                return wl_txn_commit(fs, &t);
+        }
+        pthread_mutex_unlock(&fs->lock);
+        return 0;
+}
+
+static ssize_t do_write(struct fs *fs, struct fs_file *f, const void *buf, size_t size, off_t off,
+                        uid_t writer)
+{
+        struct fs_inode *p = f->inode;
+        struct cow c;
+        int fd, r;
+
+        if (off < 0)
+                return -EINVAL;
+        if (broken(fs))
+                return -EIO;
+        if (size == 0)
+                return 0;
+        r = wl_data_ensure(fs, p);
+        if (r < 0)
+                return r;
+        fd = file_fd(fs, f);
+        if (fd < 0)
+                return fd;
+        r = cow_begin(fs, p, fd, (uint64_t)off, size, &c);
+        if (r >= 0)
+                r = pwrite_full(fd, buf, size, (uint64_t)off);
+        if (r >= 0)
+                r = touch_data(fs, p, (uint64_t)off + size, true, writer);
+        r = MIN(r, cow_end(fs, p, &c, r >= 0));
+        if (r < 0)
+                return r;
+        atomic_fetch_add(&fs->bytes_written, size);
+        return (ssize_t)size;
+}
+
+static void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t size, off_t off,
+                     struct fuse_file_info *fi)
+{
+        ssize_t n;
+
+        (void)ino;
+        n = do_write(req_fs(req), file_of(fi), buf, size, off, fuse_req_ctx(req)->uid);
+        if (n < 0)
+                fuse_reply_err(req, (int)-n);
+        else
+                fuse_reply_write(req, (size_t)n);
+}
+
+static int do_fallocate(struct fs *fs, struct fs_file *f, int mode, off_t off, off_t len)
+{
+        struct fs_inode *p = f->inode;
+        bool zero = mode & (FALLOC_FL_PUNCH_HOLE | FALLOC_FL_ZERO_RANGE);
+        struct cow c = {};
+        int fd, r;
+
+        if (mode & ~(FALLOC_FL_KEEP_SIZE | FALLOC_FL_PUNCH_HOLE | FALLOC_FL_ZERO_RANGE))
+                return -EOPNOTSUPP;
+        if (off < 0 || len <= 0)
+                return -EINVAL;
+        if (broken(fs))
+                return -EIO;
+        r = wl_data_ensure(fs, p);
+        if (r < 0)
+                return r;
+        fd = file_fd(fs, f);
+        if (fd < 0)
+                return fd;
+        if (zero) {
+                uint64_t end = (uint64_t)off + (uint64_t)len;
+                pthread_mutex_lock(&fs->lock);
+                if (mode & FALLOC_FL_KEEP_SIZE)
+                        end = MIN(end, p->attr.size);
+                pthread_mutex_unlock(&fs->lock);
+                if (end > (uint64_t)off)
+                        r = cow_begin(fs, p, fd, (uint64_t)off, end - (uint64_t)off, &c);
+        }
+        if (r >= 0 && fallocate(fd, mode, off, len) < 0)
+                r = -errno;
+        if (r >= 0)
+                r = touch_data(fs, p, (uint64_t)off + (uint64_t)len, !(mode & FALLOC_FL_KEEP_SIZE), 0);
+        if (c.end > c.first)
+                r = MIN(r, cow_end(fs, p, &c, r >= 0));
+        return r;
+}
+
+static void op_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t offset, off_t length,
+                         struct fuse_file_info *fi)
 {
         (void)ino;
-        free(file_of(fi));
+        fuse_reply_err(req, -do_fallocate(req_fs(req), file_of(fi), mode, offset, length));
+}
+
+/* flush_times(): journal the times WRITEs changed. */
+static int flush_times(struct fs *fs, struct fs_inode *p)
+{
+        struct wl_txn t = {};
+
+        pthread_mutex_lock(&fs->lock);
+        if (!p->times_dirty) {
+                pthread_mutex_unlock(&fs->lock);
+                return 0;
+        }
+        p->times_dirty = false;
+        wl_txn_attr(&t, &p->attr, p->parent);
+        return wl_txn_commit(fs, &t);
+}
+
+static void op_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+        (void)ino;
+        fuse_reply_err(req, -flush_times(req_fs(req), file_of(fi)->inode));
+}
+
+static void op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+        struct fs *fs = req_fs(req);
+        struct fs_file *f = file_of(fi);
+
+        (void)ino;
+        (void)flush_times(fs, f->inode);
+        file_free(fs, f);
         fuse_reply_err(req, 0);
 }
 
-/* do_lseek(): SEEK_DATA and SEEK_HOLE from the tree's extents, exact for
- * the immutable base. */
+static void op_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi)
+{
+        struct fs *fs = req_fs(req);
+        struct fs_inode *p = file_of(fi)->inode;
+        int r;
+
+        (void)ino;
+        r = flush_times(fs, p);
+        if (r >= 0)
+                r = wl_sync(fs, p, datasync);
+        fuse_reply_err(req, -r);
+}
+
+/* do_lseek(): SEEK_DATA and SEEK_HOLE. Exact from the tree's extents for
+ * an untouched base file; for a file in the layer, conservative (all data):
+ * never a hole where there is data. */
 static int do_lseek(struct fs *fs, struct fs_file *f, off_t off, int whence, off_t *ret)
 {
-        const struct tree_inode *ti = &f->inode->base;
-        uint64_t size = ti->attr.size, o = (uint64_t)off;
-        uint32_t n = tree_extent_count(fs->tree, ti);
+        struct fs_inode *p = f->inode;
+        uint64_t size, o = (uint64_t)off;
+        bool has_data;
+        uint32_t n;
 
-        if (off < 0)
-                return -ENXIO;
         if (whence != SEEK_DATA && whence != SEEK_HOLE)
                 return -EINVAL;
+        if (off < 0)
+                return -ENXIO;
+        pthread_mutex_lock(&fs->lock);
+        size = p->attr.size;
+        has_data = p->has_data || !p->in_base;
+        pthread_mutex_unlock(&fs->lock);
         if (o >= size)
                 return -ENXIO;
+        if (has_data) {
+                *ret = whence == SEEK_DATA ? off : (off_t)size;
+                return 0;
+        }
+        n = tree_extent_count(fs->tree, &p->base);
         for (uint32_t i = 0; i < n; i++) {
                 uint64_t eo, el;
-                tree_extent(fs->tree, ti, i, &eo, &el);
+                tree_extent(fs->tree, &p->base, i, &eo, &el);
                 if (eo + el <= o)
                         continue;
                 if (whence == SEEK_DATA)
@@ -533,52 +1561,50 @@ static void op_lseek(fuse_req_t req, fuse_ino_t ino, off_t off, int whence,
 static void op_statfs(fuse_req_t req, fuse_ino_t ino)
 {
         struct fs *fs = req_fs(req);
-        uint64_t blocks = atomic_load(&fs->total_blocks);
-        struct statvfs sv = {
-                .f_bsize = 4096,
-                .f_frsize = 4096,
-                .f_namemax = TREE_NAME_MAX,
-                .f_files = tree_n_inodes(fs->tree),
-                .f_flag = ST_RDONLY,
-        };
+        struct statvfs sv;
 
         (void)ino;
-        if (!blocks) {
-                /* Once, on first use: the sum of all allocated extents. */
-                for (uint32_t i = 0; i < tree_n_inodes(fs->tree); i++) {
-                        struct tree_inode ti;
-                        struct stat st;
-                        if (tree_inode_at(fs->tree, i, &ti) < 0)
-                                continue;
-                        fill_stat(fs, &ti, &st);
-                        blocks += ((uint64_t)st.st_blocks + 7) / 8;
-                }
-                atomic_store(&fs->total_blocks, blocks + 1);
+        /* The writable layer's room is the state directory's. */
+        if (fstatvfs(fs->state_fd, &sv) < 0) {
+                fuse_reply_err(req, errno);
+                return;
         }
-        sv.f_blocks = blocks;
+        sv.f_namemax = TREE_NAME_MAX;
+        sv.f_flag = 0;
         fuse_reply_statfs(req, &sv);
 }
 
-/* do_getxattr(): value of name into *ret_value; size 0 asks for the length. */
-static int do_getxattr(struct fs *fs, uint64_t ino, const char *name, size_t size,
-                       const void **ret_value, size_t *ret_len)
+/* ---- xattrs ---- */
+
+static int do_getxattr(struct fs *fs, uint64_t ino, const char *name, size_t size, void **ret,
+                       size_t *ret_len)
 {
-        struct fs_inode *p = inode_find(fs, ino);
+        struct fs_inode *p;
+        const void *v;
+        size_t len = 0;
         int r;
 
-        if (!p)
-                return -ESTALE;
-        r = tree_xattr_get(fs->tree, &p->base, name, ret_value, ret_len);
-        if (r < 0)
-                return r;
-        if (size && *ret_len > size)
-                return -ERANGE;
-        return 0;
+        pthread_mutex_lock(&fs->lock);
+        p = ino_get(fs, ino);
+        r = p ? xattr_lookup(fs, p, name, &v, &len) : -ESTALE;
+        if (r >= 0 && size && len > size)
+                r = -ERANGE;
+        if (r >= 0 && size) {
+                *ret = malloc(len ? len : 1);
+                if (!*ret)
+                        r = -ENOMEM;
+                else
+                        memcpy(*ret, v, len);
+        }
+        pthread_mutex_unlock(&fs->lock);
+        if (r >= 0)
+                *ret_len = len;
+        return r;
 }
 
 static void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t size)
 {
-        const void *value = NULL;
+        _cleanup_(freep) void *value = NULL;
         size_t len = 0;
         int r = do_getxattr(req_fs(req), ino, name, size, &value, &len);
 
@@ -592,22 +1618,30 @@ static void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t
 
 static int do_listxattr(struct fs *fs, uint64_t ino, size_t size, char **ret, size_t *ret_len)
 {
-        struct fs_inode *p = inode_find(fs, ino);
+        struct fs_inode *p;
         _cleanup_(freep) char *buf = NULL;
-        size_t total = 0;
-        uint32_t n;
+        size_t total = 0, n;
+        int r = 0;
 
-        if (!p)
-                return -ESTALE;
-        n = tree_xattr_count(fs->tree, &p->base);
+        pthread_mutex_lock(&fs->lock);
+        p = ino_get(fs, ino);
+        if (!p) {
+                r = -ESTALE;
+                goto out;
+        }
+        n = p->xattrs_own ? p->n_xattrs : p->in_base ? tree_xattr_count(fs->tree, &p->base) : 0;
         for (int pass = 0; pass < 2; pass++) {
                 size_t pos = 0;
-                for (uint32_t i = 0; i < n; i++) {
+                for (size_t i = 0; i < n; i++) {
                         const char *name;
                         const void *v;
                         size_t vl, nl;
-                        if (tree_xattr(fs->tree, &p->base, i, &name, &v, &vl) < 0)
-                                return -EIO;
+                        if (p->xattrs_own)
+                                name = p->xattrs[i].name;
+                        else if (tree_xattr(fs->tree, &p->base, (uint32_t)i, &name, &v, &vl) < 0) {
+                                r = -EIO;
+                                goto out;
+                        }
                         nl = strlen(name) + 1;
                         if (pass)
                                 memcpy(buf + pos, name, nl);
@@ -615,21 +1649,26 @@ static int do_listxattr(struct fs *fs, uint64_t ino, size_t size, char **ret, si
                 }
                 total = pos;
                 if (pass == 0) {
-                        if (size == 0) {
-                                *ret = NULL;
-                                *ret_len = total;
-                                return 0;
+                        if (size == 0)
+                                break;
+                        if (total > size) {
+                                r = -ERANGE;
+                                goto out;
                         }
-                        if (total > size)
-                                return -ERANGE;
                         buf = malloc(total + 1);
-                        if (!buf)
-                                return -ENOMEM;
+                        if (!buf) {
+                                r = -ENOMEM;
+                                goto out;
+                        }
                 }
         }
-        *ret = TAKE_PTR(buf);
-        *ret_len = total;
-        return 0;
+out:
+        pthread_mutex_unlock(&fs->lock);
+        if (r >= 0) {
+                *ret = TAKE_PTR(buf);
+                *ret_len = total;
+        }
+        return r;
 }
 
 static void op_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
@@ -646,24 +1685,104 @@ static void op_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
                 fuse_reply_buf(req, buf, len);
 }
 
+/* do_setxattr(): value NULL removes. An access ACL also sets the mode, and
+ * one the mode says all of is not stored (as the kernel's
+ * posix_acl_update_mode()). */
+static int do_setxattr(struct fs *fs, uint64_t ino, const char *name, const void *value, size_t size,
+                       int flags)
+{
+        struct wl_txn t = {};
+        struct fs_inode *p;
+        struct tree_attr a;
+        const void *old;
+        size_t oldlen;
+        bool exists, drop = false;
+        int r = 0;
+
+        if (strlen(name) > TREE_XATTR_NAME_MAX || !*name)
+                return -ERANGE;
+        if (value && size > TREE_XATTR_VALUE_MAX)
+                return -E2BIG;
+        if (broken(fs))
+                return -EIO;
+        pthread_mutex_lock(&fs->lock);
+        p = ino_get(fs, ino);
+        if (!p) {
+                r = -ESTALE;
+                goto fail;
+        }
+        exists = xattr_lookup(fs, p, name, &old, &oldlen) == 0;
+        if (value && (flags & XATTR_CREATE) && exists)
+                r = -EEXIST;
+        else if ((!value || (flags & XATTR_REPLACE)) && !exists)
+                r = -ENODATA;
+        if (r < 0)
+                goto fail;
+        a = p->attr;
+        a.ctime = now_real();
+        if (fs->acl && value && strcmp(name, ACL_ACCESS) == 0) {
+                mode_t m = a.mode;
+                r = acl_to_mode(value, size, &m, &drop);
+                if (r < 0)
+                        goto fail;
+                a.mode = m;
+        }
+        if (value && !drop)
+                wl_txn_op(&t, WL_OP_XSET, ino, 0, name, value, size);
+        else if (exists)
+                wl_txn_op(&t, WL_OP_XDEL, ino, 0, name, NULL, 0);
+        wl_txn_attr(&t, &a, p->parent);
+        return wl_txn_commit(fs, &t);
+fail:
+        pthread_mutex_unlock(&fs->lock);
+        return r;
+}
+
+static void op_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, const char *value,
+                        size_t size, int flags)
+{
+        fuse_reply_err(req, -do_setxattr(req_fs(req), ino, name, value ? value : "", size, flags));
+}
+
+static void op_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name)
+{
+        fuse_reply_err(req, -do_setxattr(req_fs(req), ino, name, NULL, 0, 0));
+}
+
 static const struct fuse_lowlevel_ops fs_ops = {
         .init = op_init,
         .lookup = op_lookup,
         .forget = op_forget,
         .forget_multi = op_forget_multi,
         .getattr = op_getattr,
+        .setattr = op_setattr,
         .readlink = op_readlink,
+        .mknod = op_mknod,
+        .mkdir = op_mkdir,
+        .unlink = op_unlink,
+        .rmdir = op_rmdir,
+        .symlink = op_symlink,
+        .rename = op_rename,
+        .link = op_link,
+        .open = op_open,
+        .read = op_read,
+        .write = op_write,
+        .flush = op_flush,
+        .release = op_release,
+        .fsync = op_fsync,
         .opendir = op_opendir,
         .readdir = op_readdir,
         .readdirplus = op_readdirplus,
         .releasedir = op_releasedir,
-        .open = op_open,
-        .read = op_read,
-        .release = op_release,
-        .lseek = op_lseek,
+        .fsyncdir = op_fsyncdir,
         .statfs = op_statfs,
+        .setxattr = op_setxattr,
         .getxattr = op_getxattr,
         .listxattr = op_listxattr,
+        .removexattr = op_removexattr,
+        .create = op_create,
+        .fallocate = op_fallocate,
+        .lseek = op_lseek,
         /* access: default_permissions lets the kernel check modes and ACLs. */
 };
 
@@ -674,13 +1793,15 @@ static void fs_freep_(struct fs **p) { fs_free(*p); }
 int fs_new(const struct fs_opts *o, struct fs **ret)
 {
         _cleanup_(fs_freep_) struct fs *fs = NULL;
+        struct fs_inode *root;
         int r;
 
-        if (!o || !o->store || !o->snap || !o->snap->tree || !ret)
+        if (!o || !o->store || !o->snap || !o->snap->tree || !o->state_dir || !o->base_name || !ret)
                 return -EINVAL;
         fs = calloc(1, sizeof *fs);
         if (!fs)
                 return -ENOMEM;
+        fs->state_fd = fs->layer_fd = fs->data_fd = fs->journal_fd = -1;
         fs->store = o->store;
         fs->snap = o->snap;
         fs->tree = o->snap->tree;
@@ -692,7 +1813,10 @@ int fs_new(const struct fs_opts *o, struct fs **ret)
                 unsigned n = o->readahead_chunks ? o->readahead_chunks : FS_READAHEAD_CHUNKS;
                 fs->ra_chunks = MAX(1u, MIN(n, FS_READAHEAD_BYTES / fs->chunk_size));
         }
-        pthread_mutex_init(&fs->inodes_lock, NULL);
+        pthread_mutex_init(&fs->lock, NULL);
+        pthread_cond_init(&fs->cond, NULL);
+        pthread_mutex_init(&fs->jlock, NULL);
+        pthread_cond_init(&fs->jcond, NULL);
         pthread_mutex_init(&fs->fetch_lock, NULL);
         pthread_cond_init(&fs->fetch_cond, NULL);
         pthread_mutex_init(&fs->ra_lock, NULL);
@@ -708,11 +1832,15 @@ int fs_new(const struct fs_opts *o, struct fs **ret)
         fs->inflight = calloc(MAX(fs->n_chunks, 1u), 1);
         if (!fs->buckets || !fs->pack_state || !fs->logged || !fs->inflight)
                 return -ENOMEM;
-        r = tree_inode(fs->tree, TREE_ROOT_INO, &fs->root.base);
+        pthread_mutex_lock(&fs->lock);
+        r = ino_load(fs, TREE_ROOT_INO, &root);
+        pthread_mutex_unlock(&fs->lock);
         if (r < 0)
                 return r;
-        fs->root.ino = FUSE_ROOT_ID;
-        fs->root.parent = FUSE_ROOT_ID;
+        root->parent = FUSE_ROOT_ID;
+        r = wl_open(fs, o->state_dir, o->base_name);
+        if (r < 0)
+                return r;
         if (fs->ra_chunks) {
                 r = fs_readahead_start(fs, o->workers ? o->workers : 2);
                 if (r < 0)
@@ -731,18 +1859,24 @@ struct fs *fs_free(struct fs *fs)
                 fs_tls_free(pthread_getspecific(fs->tls));
                 pthread_key_delete(fs->tls);
         }
-        for (size_t i = 0; fs->buckets && i < fs->n_buckets; i++)
-                for (struct fs_inode *p = fs->buckets[i], *next; p; p = next) {
-                        next = p->next;
-                        free(p);
-                }
+        wl_close(fs);
+        if (fs->buckets)
+                wl_free_all(fs);
+        while (fs->copying) {
+                struct wl_copy *c = fs->copying;
+                fs->copying = c->next;
+                free(c);
+        }
         free(fs->buckets);
         free(fs->pack_state);
         free(fs->logged);
         free(fs->inflight);
         free(fs->ra_queue);
         free(fs->ra_threads);
-        pthread_mutex_destroy(&fs->inodes_lock);
+        pthread_mutex_destroy(&fs->lock);
+        pthread_cond_destroy(&fs->cond);
+        pthread_mutex_destroy(&fs->jlock);
+        pthread_cond_destroy(&fs->jcond);
         pthread_mutex_destroy(&fs->fetch_lock);
         pthread_cond_destroy(&fs->fetch_cond);
         pthread_mutex_destroy(&fs->ra_lock);
@@ -764,9 +1898,9 @@ void fs_get_counters(const struct fs *fs, struct fs_counters *ret)
 
         if (!fs || !ret)
                 return;
-        pthread_mutex_lock(&m->inodes_lock);
+        pthread_mutex_lock(&m->lock);
         ret->inodes = fs->n_inodes;
-        pthread_mutex_unlock(&m->inodes_lock);
+        pthread_mutex_unlock(&m->lock);
         ret->chunks_fetched = atomic_load(&fs->chunks_fetched);
         ret->bytes_fetched = atomic_load(&fs->bytes_fetched);
         ret->cache_hits = atomic_load(&fs->cache_hits);
@@ -775,25 +1909,46 @@ void fs_get_counters(const struct fs *fs, struct fs_counters *ret)
         ret->errors = atomic_load(&fs->errors);
         ret->readahead_chunks = atomic_load(&fs->readahead_chunks);
         ret->reads = atomic_load(&fs->reads);
+        ret->dirty_chunks = atomic_load(&fs->dirty_chunks);
+        ret->dirty_bytes = ret->dirty_chunks * fs->chunk_size;
+        ret->copied_up = atomic_load(&fs->copied_up);
+        ret->bytes_written = atomic_load(&fs->bytes_written);
+        ret->journal_bytes = atomic_load(&fs->journal_bytes);
 }
 
 ssize_t fs_read_file(struct fs *fs, uint64_t ino, uint64_t off, void *dst, size_t len)
 {
-        struct tree_inode ti;
+        struct fs_file f = {};
+        _cleanup_(freep) uint8_t *buf = NULL;
+        struct fs_inode *p;
+        ssize_t n;
         int r;
 
         if (!fs || (!dst && len))
                 return -EINVAL;
-        r = tree_inode(fs->tree, ino, &ti);
+        pthread_mutex_lock(&fs->lock);
+        r = ino_load(fs, ino, &p);
+        if (r >= 0) {
+                if (S_ISDIR(p->attr.mode))
+                        r = -EISDIR;
+                else if (!S_ISREG(p->attr.mode))
+                        r = -EINVAL;
+                else
+                        p->nopen++;
+        }
+        pthread_mutex_unlock(&fs->lock);
         if (r < 0)
                 return r;
-        if (S_ISDIR(ti.attr.mode))
-                return -EISDIR;
-        if (!S_ISREG(ti.attr.mode))
-                return -EINVAL;
-        if (off >= ti.attr.size)
-                return 0;
-        len = (size_t)MIN((uint64_t)len, ti.attr.size - off);
-        r = fs_read_data(fs, &ti, NULL, off, len, dst);
-        return r < 0 ? r : (ssize_t)len;
+        f.inode = p;
+        atomic_init(&f.fd, -1);
+        n = do_read(fs, &f, len, (off_t)off, &buf);
+        if (n > 0)
+                memcpy(dst, buf, (size_t)n);
+        if (atomic_load(&f.fd) >= 0)
+                close(atomic_load(&f.fd));
+        pthread_mutex_lock(&fs->lock);
+        p->nopen--;
+        ino_maybe_free(fs, p, NULL);
+        pthread_mutex_unlock(&fs->lock);
+        return n;
 }

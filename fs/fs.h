@@ -5,9 +5,11 @@
  * a multithreaded session loop. Knows nothing of HTTP, daemons or mount
  * registries; does not mount (the caller owns the struct fuse_session).
  *
- * For now the filesystem is the snapshot's base layer alone, read-only. The
- * writable layer (issue 5) hangs off struct fs_inode and keeps the inode
- * numbering below, so nothing here changes shape when it arrives.
+ * The filesystem is the snapshot's base layer (immutable, lazy) under a
+ * writable layer kept in the mount's state directory (block copy-on-write:
+ * a write copies up the one chunk it touches; docs/writable-layer.md). Every
+ * change stasisd replied to survives kill -9 of stasisd; what fsync or
+ * fsyncdir acknowledged survives a host crash.
  *
  * Counters are plain atomics, readable at any time with fs_get_counters():
  *   chunks_fetched    chunks read from the store (pack frames decoded)
@@ -16,7 +18,12 @@
  *   cache_misses      chunks a READ had to fetch from the store
  *   bytes_served      bytes replied to READs
  *   errors            READs answered with EIO (bad or missing data)
- *   readahead_chunks  chunks fetched into the cache by readahead */
+ *   readahead_chunks  chunks fetched into the cache by readahead
+ *   dirty_chunks      chunks present (and dirty) in the writable layer
+ *   dirty_bytes       their bytes (dirty_chunks x chunk size)
+ *   copied_up         chunks copied up from the base for a partial write
+ *   bytes_written     bytes of WRITEs
+ *   journal_bytes     bytes appended to the layer's journal since mount */
 #ifndef STASIS_FS_H
 #define STASIS_FS_H
 
@@ -30,7 +37,8 @@
 /* Readahead: at most this many chunks ahead, and at most this many bytes. */
 #define FS_READAHEAD_CHUNKS 4u
 #define FS_READAHEAD_BYTES (4u << 20)
-/* Entry and attribute timeouts for the immutable base, in seconds. */
+/* Entry and attribute timeouts, in seconds: stasisd is the only writer
+ * behind its mount, so the kernel may cache as long as it likes. */
 #define FS_BASE_TIMEOUT 86400.0
 
 struct fs;
@@ -44,16 +52,20 @@ struct fs_opts {
         unsigned readahead_chunks; /* 0: FS_READAHEAD_CHUNKS; capped by FS_READAHEAD_BYTES */
         bool no_readahead;
         unsigned workers;       /* readahead threads; 0: 2 */
+        const char *state_dir;  /* the mount's state directory (required) */
+        const char *base_name;  /* what HEAD records as the base: a digest, or "empty" */
 };
 
 struct fs_counters {
         uint64_t chunks_fetched, bytes_fetched;
         uint64_t cache_hits, cache_misses;
         uint64_t bytes_served, errors, readahead_chunks;
-        uint64_t reads, inodes; /* READ requests; inodes the kernel holds */
+        uint64_t reads, inodes; /* READ requests; inodes in the table */
+        uint64_t dirty_chunks, dirty_bytes, copied_up, bytes_written, journal_bytes;
 };
 
-/* fs_new(): no file data is read; starts the readahead workers. */
+/* fs_new(): no file data is read; opens (creating, or replaying) the
+ * writable layer in o->state_dir; starts the readahead workers. */
 int fs_new(const struct fs_opts *o, struct fs **ret);
 /* fs_free(): stops the workers; call after the session loop returned. */
 struct fs *fs_free(struct fs *fs);

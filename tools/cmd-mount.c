@@ -279,6 +279,7 @@ int cmd_mount(const struct cli_command *cmd, int argc, char **argv)
         const char *args[64 + 2 * 32];
         char daemon[PATH_MAX], mp[PATH_MAX], ctx[512], verbose[8] = "-";
         size_t n = 0, n_verbose = 0;
+        bool empty = false;
         uint64_t size;
         pid_t pid;
         int c, r, status;
@@ -322,8 +323,9 @@ int cmd_mount(const struct cli_command *cmd, int argc, char **argv)
                 case OPT_NO_PREFETCH:
                         break; /* there is no access-trace prefetch yet */
                 case OPT_EMPTY:
-                        fprintf(stderr, "stasis: mount: --empty is not available yet\n");
-                        return EXIT_FAIL;
+                        args[++n] = "--empty";
+                        empty = true;
+                        break;
                 default:
                         r = cli_common_option(cmd, c, argv);
                         if (r != CLI_CONTINUE)
@@ -333,7 +335,7 @@ int cmd_mount(const struct cli_command *cmd, int argc, char **argv)
                         break;
                 }
         }
-        r = cli_nargs(cmd, argc, argv, 2, 2);
+        r = cli_nargs(cmd, argc, argv, empty ? 1 : 2, empty ? 1 : 2);
         if (r)
                 return r;
         cli_set_context(ctx, "mount");
@@ -351,9 +353,9 @@ int cmd_mount(const struct cli_command *cmd, int argc, char **argv)
         if (n_verbose)
                 args[++n] = verbose;
 
-        r = abs_path(argv[optind + 1], mp);
+        r = abs_path(argv[argc - 1], mp);
         if (r < 0)
-                return log_error_errno(r, "mountpoint %s: %m", argv[optind + 1]), EXIT_FAIL;
+                return log_error_errno(r, "mountpoint %s: %m", argv[argc - 1]), EXIT_FAIL;
         /* A mount left by a killed daemon is in the way: clean it up first. */
         if (is_dead_mount(mp)) {
                 _cleanup_(json_decrefp_) json_t *e = NULL;
@@ -368,7 +370,8 @@ int cmd_mount(const struct cli_command *cmd, int argc, char **argv)
         if (r < 0)
                 return log_error_errno(r, "stasisd not found (set $STASISD): %m"), EXIT_FAIL;
         args[0] = daemon;
-        args[++n] = argv[optind];
+        if (!empty)
+                args[++n] = argv[optind];
         args[++n] = mp;
         args[++n] = NULL;
 
@@ -594,5 +597,7 @@ int cmd_status(const struct cli_command *cmd, int argc, char **argv)
         printf("served            %s in %" PRIu64 " reads\n", format_bytes(jint(s, "bytes_served"), b2),
                jint(s, "reads"));
         printf("errors            %" PRIu64 "\n", jint(s, "errors"));
+        printf("dirty             %" PRIu64 " chunks (%s) in the writable layer\n", jint(s, "dirty_chunks"),
+               format_bytes(jint(s, "dirty_bytes"), b1));
         return EXIT_OK;
 }

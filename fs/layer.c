@@ -1,0 +1,1200 @@
+/* layer.c — the writable layer: the in-memory model of what changed (inode
+ * table, materialized directories and xattrs), its journal, its data files
+ * and chunk maps in the mount's state directory. docs/writable-layer.md
+ * describes the on-disk format; in short:
+ *
+ *   STATE/HEAD                 "stasis-state 1" / "base <digest|empty>" /
+ *                              "layers <id>...": written once by rename
+ *   STATE/layers/<id>/journal  append-only transactions of model operations
+ *   STATE/layers/<id>/data/<ino>      sparse data file; its size is the file's
+ *   STATE/layers/<id>/data/<ino>.map  64-byte header (base_limit) and one
+ *                              byte per chunk: 1 = present (and dirty) here
+ *
+ * Durability against kill -9 comes from ordering, not from fsync: every
+ * change is in the kernel's page cache (one write() per transaction, data
+ * pwrite()s, the map byte after the data) before its FUSE reply. fsync and
+ * fsyncdir add fdatasync of the journal, data file, map and data dir, for
+ * host crashes. A torn journal tail (only a host crash makes one) fails its
+ * XXH3 and is dropped with the transactions after it.
+ *
+ * One code path changes the model: a handler validates under fs->lock,
+ * builds a transaction of operations, and wl_txn_commit() applies it with
+ * the same apply_op() that replays the journal at mount. So what is served
+ * and what a restart rebuilds cannot drift apart. */
+#include <dirent.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include <linux/falloc.h>
+
+#include "fs-internal.h"
+
+#define JOURNAL_MAGIC "STSWJNL1"
+#define MAP_MAGIC "STSWMAP1"
+#define MAP_HDR 64u
+#define TXN_MAGIC 0x58544c57u /* "WLTX" */
+#define TXN_HDR 24u
+#define OP_HDR 24u
+#define LAYER_ID "1"
+
+_Static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "the layer's records are little-endian");
+
+/* The ATTR operation's value. */
+struct wl_attr_rec {
+        uint32_t mode, uid, gid, nlink;
+        uint64_t size, rdev, parent;
+        int64_t atime_sec, mtime_sec, ctime_sec;
+        uint32_t atime_nsec, mtime_nsec, ctime_nsec, reserved;
+};
+
+/* ---- inode table ---- */
+
+static size_t hash_ino(uint64_t ino, size_t n) { return (size_t)((ino * 0x9e3779b97f4a7c15ull) >> 20) & (n - 1); }
+
+static void table_grow(struct fs *fs)
+{
+        size_t n = fs->n_buckets * 2;
+        struct fs_inode **b = calloc(n, sizeof *b);
+
+        if (!b)
+                return; /* a long chain is only slower */
+        for (size_t i = 0; i < fs->n_buckets; i++)
+                for (struct fs_inode *p = fs->buckets[i], *next; p; p = next) {
+                        size_t h = hash_ino(p->ino, n);
+                        next = p->next;
+                        p->next = b[h];
+                        b[h] = p;
+                }
+        free(fs->buckets);
+        fs->buckets = b;
+        fs->n_buckets = n;
+}
+
+struct fs_inode *ino_get(struct fs *fs, uint64_t ino)
+{
+        struct fs_inode *p;
+
+        for (p = fs->buckets[hash_ino(ino, fs->n_buckets)]; p; p = p->next)
+                if (p->ino == ino)
+                        return p;
+        return NULL;
+}
+
+static struct fs_inode *ino_insert(struct fs *fs, uint64_t ino)
+{
+        struct fs_inode *p = calloc(1, sizeof *p);
+        size_t h;
+
+        if (!p)
+                return NULL;
+        p->ino = ino;
+        p->attr.ino = ino;
+        p->parent = TREE_ROOT_INO;
+        h = hash_ino(ino, fs->n_buckets);
+        p->next = fs->buckets[h];
+        fs->buckets[h] = p;
+        if (++fs->n_inodes > fs->n_buckets)
+                table_grow(fs);
+        return p;
+}
+
+int ino_load(struct fs *fs, uint64_t ino, struct fs_inode **ret)
+{
+        struct fs_inode *p = ino_get(fs, ino);
+        struct tree_inode ti;
+
+        if (!p) {
+                if (tree_inode(fs->tree, ino, &ti) < 0)
+                        return -ENOENT;
+                p = ino_insert(fs, ino);
+                if (!p)
+                        return -ENOMEM;
+                p->in_base = true;
+                p->base = ti;
+                p->attr = ti.attr;
+                p->base_limit = ti.attr.size;
+        }
+        *ret = p;
+        return 0;
+}
+
+static void dir_free(struct wl_dir *d)
+{
+        if (!d)
+                return;
+        for (size_t i = 0; i < d->n; i++)
+                free(d->ents[i].name);
+        free(d->ents);
+        free(d->buckets);
+        free(d);
+}
+
+static void xattrs_free(struct fs_inode *p)
+{
+        for (size_t i = 0; i < p->n_xattrs; i++) {
+                free(p->xattrs[i].name);
+                free(p->xattrs[i].value);
+        }
+        free(p->xattrs);
+        p->xattrs = NULL;
+        p->n_xattrs = 0;
+}
+
+static void inode_destroy(struct fs_inode *p)
+{
+        dir_free(p->dir);
+        xattrs_free(p);
+        free(p->symlink);
+        free(p->present);
+        free(p);
+}
+
+void ino_maybe_free(struct fs *fs, struct fs_inode *p, bool *ret_dead)
+{
+        bool dead = p->modified && p->attr.nlink == 0;
+        struct fs_inode **pp;
+
+        if (ret_dead)
+                *ret_dead = false;
+        if (p->ino == TREE_ROOT_INO || p->nlookup || p->nopen || p->creating_data)
+                return;
+        if (p->modified && !dead)
+                return;
+        for (pp = &fs->buckets[hash_ino(p->ino, fs->n_buckets)]; *pp; pp = &(*pp)->next)
+                if (*pp == p)
+                        break;
+        if (!*pp)
+                return;
+        *pp = p->next;
+        fs->n_inodes--;
+        if (ret_dead)
+                *ret_dead = dead && p->has_data;
+        if (p->has_data && p->present) {
+                for (size_t i = 0; i < p->n_present; i++)
+                        if (p->present[i])
+                                atomic_fetch_sub(&fs->dirty_chunks, 1);
+        }
+        inode_destroy(p);
+}
+
+void wl_free_all(struct fs *fs)
+{
+        for (size_t i = 0; i < fs->n_buckets; i++)
+                for (struct fs_inode *p = fs->buckets[i], *next; p; p = next) {
+                        next = p->next;
+                        inode_destroy(p);
+                }
+        memset(fs->buckets, 0, fs->n_buckets * sizeof *fs->buckets);
+        fs->n_inodes = 0;
+}
+
+int child_attr(struct fs *fs, uint64_t ino, struct tree_attr *ret)
+{
+        struct fs_inode *p = ino_get(fs, ino);
+        struct tree_inode ti;
+
+        if (p) {
+                *ret = p->attr;
+                return 0;
+        }
+        if (tree_inode(fs->tree, ino, &ti) < 0)
+                return -EIO;
+        *ret = ti.attr;
+        return 0;
+}
+
+/* ---- directories ---- */
+
+static uint32_t hash_name(const char *s, size_t len)
+{
+        uint32_t h = 2166136261u;
+
+        for (size_t i = 0; i < len; i++)
+                h = (h ^ (uint8_t)s[i]) * 16777619u;
+        return h;
+}
+
+static int dir_rehash(struct wl_dir *d, size_t nb)
+{
+        int32_t *b = malloc(nb * sizeof *b);
+
+        if (!b)
+                return -ENOMEM;
+        for (size_t i = 0; i < nb; i++)
+                b[i] = -1;
+        for (size_t i = 0; i < d->n; i++) {
+                size_t h;
+                if (!d->ents[i].name)
+                        continue;
+                h = hash_name(d->ents[i].name, strlen(d->ents[i].name)) & (nb - 1);
+                d->ents[i].hnext = b[h];
+                b[h] = (int32_t)i;
+        }
+        free(d->buckets);
+        d->buckets = b;
+        d->n_buckets = nb;
+        return 0;
+}
+
+/* dir_compact(): drop deleted slots (cookies keep their order). */
+static int dir_compact(struct wl_dir *d)
+{
+        size_t j = 0;
+
+        for (size_t i = 0; i < d->n; i++)
+                if (d->ents[i].name)
+                        d->ents[j++] = d->ents[i];
+        d->n = j;
+        return dir_rehash(d, d->n_buckets);
+}
+
+static int32_t dir_find(const struct wl_dir *d, const char *name)
+{
+        size_t len = strlen(name);
+        int32_t i = d->buckets[hash_name(name, len) & (d->n_buckets - 1)];
+
+        for (; i >= 0; i = d->ents[i].hnext)
+                if (strcmp(d->ents[i].name, name) == 0)
+                        return i;
+        return -1;
+}
+
+static int dir_add(struct wl_dir *d, const char *name, uint64_t ino, uint64_t cookie)
+{
+        struct wl_dirent *e;
+        size_t h;
+
+        if (d->n == d->cap) {
+                size_t cap = d->cap ? d->cap * 2 : 16;
+                struct wl_dirent *n = realloc(d->ents, cap * sizeof *n);
+                if (!n)
+                        return -ENOMEM;
+                d->ents = n;
+                d->cap = cap;
+        }
+        if (d->n_live + 1 > d->n_buckets && dir_rehash(d, d->n_buckets * 2) < 0)
+                return -ENOMEM;
+        e = &d->ents[d->n];
+        e->name = strdup(name);
+        if (!e->name)
+                return -ENOMEM;
+        e->ino = ino;
+        e->cookie = cookie ? cookie : d->next_cookie;
+        d->next_cookie = MAX(d->next_cookie, e->cookie + 1);
+        h = hash_name(name, strlen(name)) & (d->n_buckets - 1);
+        e->hnext = d->buckets[h];
+        d->buckets[h] = (int32_t)d->n;
+        d->n++;
+        d->n_live++;
+        return 0;
+}
+
+static struct wl_dir *dir_new(void)
+{
+        struct wl_dir *d = calloc(1, sizeof *d);
+
+        if (!d)
+                return NULL;
+        d->next_cookie = 3; /* 1 ".", 2 "..", as the base listing */
+        if (dir_rehash(d, 16) < 0) {
+                free(d);
+                return NULL;
+        }
+        return d;
+}
+
+/* dir_materialize(): copy a base directory's listing into the layer, each
+ * entry keeping its base readdir offset. */
+static int dir_materialize(struct fs *fs, struct fs_inode *p)
+{
+        struct wl_dir *d;
+        uint32_t n;
+
+        if (p->dir)
+                return 0;
+        if (!S_ISDIR(p->attr.mode))
+                return -ENOTDIR;
+        d = dir_new();
+        if (!d)
+                return -ENOMEM;
+        n = p->in_base ? tree_dir_count(fs->tree, &p->base) : 0;
+        for (uint32_t i = 0; i < n; i++) {
+                const char *name;
+                size_t len;
+                uint64_t child;
+                if (tree_dirent(fs->tree, &p->base, i, &name, &len, &child) < 0 ||
+                    dir_add(d, name, child, (uint64_t)i + 3) < 0) {
+                        dir_free(d);
+                        return -ENOMEM;
+                }
+        }
+        p->dir = d;
+        return 0;
+}
+
+int dir_lookup(struct fs *fs, struct fs_inode *dir, const char *name, uint64_t *ret_ino)
+{
+        int32_t i;
+
+        if (!S_ISDIR(dir->attr.mode))
+                return -ENOTDIR;
+        if (!dir->dir) {
+                if (!dir->in_base)
+                        return -ENOENT;
+                return tree_lookup(fs->tree, &dir->base, name, strlen(name), ret_ino);
+        }
+        i = dir_find(dir->dir, name);
+        if (i < 0)
+                return -ENOENT;
+        *ret_ino = dir->dir->ents[i].ino;
+        return 0;
+}
+
+size_t dir_count(struct fs *fs, struct fs_inode *dir)
+{
+        if (dir->dir)
+                return dir->dir->n_live;
+        return dir->in_base ? tree_dir_count(fs->tree, &dir->base) : 0;
+}
+
+/* ---- xattrs ---- */
+
+static int xattrs_materialize(struct fs *fs, struct fs_inode *p)
+{
+        uint32_t n;
+
+        if (p->xattrs_own)
+                return 0;
+        n = p->in_base ? tree_xattr_count(fs->tree, &p->base) : 0;
+        if (n) {
+                p->xattrs = calloc(n, sizeof *p->xattrs);
+                if (!p->xattrs)
+                        return -ENOMEM;
+        }
+        for (uint32_t i = 0; i < n; i++) {
+                const char *name;
+                const void *v;
+                size_t len;
+                struct wl_xattr *x = &p->xattrs[i];
+                if (tree_xattr(fs->tree, &p->base, i, &name, &v, &len) < 0)
+                        return -EIO;
+                x->name = strdup(name);
+                x->value = malloc(len ? len : 1);
+                if (!x->name || !x->value)
+                        return -ENOMEM;
+                memcpy(x->value, v, len);
+                x->len = len;
+                p->n_xattrs++;
+        }
+        p->xattrs_own = true;
+        return 0;
+}
+
+static int xattr_set(struct fs_inode *p, const char *name, const void *v, size_t len)
+{
+        void *nv = malloc(len ? len : 1);
+        struct wl_xattr *x;
+
+        if (!nv)
+                return -ENOMEM;
+        memcpy(nv, v, len);
+        for (size_t i = 0; i < p->n_xattrs; i++)
+                if (strcmp(p->xattrs[i].name, name) == 0) {
+                        free(p->xattrs[i].value);
+                        p->xattrs[i].value = nv;
+                        p->xattrs[i].len = len;
+                        return 0;
+                }
+        x = realloc(p->xattrs, (p->n_xattrs + 1) * sizeof *x);
+        if (!x) {
+                free(nv);
+                return -ENOMEM;
+        }
+        p->xattrs = x;
+        x = &p->xattrs[p->n_xattrs];
+        x->name = strdup(name);
+        if (!x->name) {
+                free(nv);
+                return -ENOMEM;
+        }
+        x->value = nv;
+        x->len = len;
+        p->n_xattrs++;
+        return 0;
+}
+
+static void xattr_del(struct fs_inode *p, const char *name)
+{
+        for (size_t i = 0; i < p->n_xattrs; i++)
+                if (strcmp(p->xattrs[i].name, name) == 0) {
+                        free(p->xattrs[i].name);
+                        free(p->xattrs[i].value);
+                        p->xattrs[i] = p->xattrs[--p->n_xattrs];
+                        return;
+                }
+}
+
+/* ---- transactions ---- */
+
+static void txn_put(struct wl_txn *t, const void *data, size_t len)
+{
+        if (t->err)
+                return;
+        if (t->len + len > t->cap) {
+                size_t cap = MAX(t->cap * 2, t->len + len + 256);
+                uint8_t *n = realloc(t->buf, cap);
+                if (!n) {
+                        t->err = -ENOMEM;
+                        return;
+                }
+                t->buf = n;
+                t->cap = cap;
+        }
+        memcpy(t->buf + t->len, data, len);
+        t->len += len;
+}
+
+void wl_txn_op(struct wl_txn *t, enum wl_op_type type, uint64_t ino, uint64_t ino2,
+               const char *name, const void *value, size_t value_len)
+{
+        uint8_t hdr[OP_HDR];
+        uint16_t ty = (uint16_t)type, nl = (uint16_t)(name ? strlen(name) : 0);
+        uint32_t vl = (uint32_t)value_len;
+
+        if (!t->len) /* room for the transaction header */
+                txn_put(t, (uint8_t[TXN_HDR]){ 0 }, TXN_HDR);
+        memcpy(hdr, &ty, 2);
+        memcpy(hdr + 2, &nl, 2);
+        memcpy(hdr + 4, &vl, 4);
+        memcpy(hdr + 8, &ino, 8);
+        memcpy(hdr + 16, &ino2, 8);
+        txn_put(t, hdr, sizeof hdr);
+        if (nl)
+                txn_put(t, name, nl);
+        if (vl)
+                txn_put(t, value, vl);
+}
+
+void wl_txn_attr(struct wl_txn *t, const struct tree_attr *a, uint64_t parent)
+{
+        struct wl_attr_rec r = {
+                .mode = a->mode, .uid = a->uid, .gid = a->gid, .nlink = a->nlink,
+                .size = a->size, .rdev = a->rdev, .parent = parent,
+                .atime_sec = a->atime.tv_sec, .mtime_sec = a->mtime.tv_sec, .ctime_sec = a->ctime.tv_sec,
+                .atime_nsec = (uint32_t)a->atime.tv_nsec, .mtime_nsec = (uint32_t)a->mtime.tv_nsec,
+                .ctime_nsec = (uint32_t)a->ctime.tv_nsec,
+        };
+
+        wl_txn_op(t, WL_OP_ATTR, a->ino, 0, NULL, &r, sizeof r);
+}
+
+/* apply_op(): one operation on the model; fs->lock held. The handler
+ * validated it (live), or it was valid when it was journaled (replay). */
+static int apply_op(struct fs *fs, unsigned type, uint64_t ino, uint64_t ino2, const char *name,
+                    const void *value, size_t vlen)
+{
+        struct fs_inode *p = NULL;
+        int32_t i;
+        int r;
+
+        if (type == WL_OP_NEXTINO) {
+                fs->next_ino = MAX(fs->next_ino, ino);
+                return 0;
+        }
+        if (type == WL_OP_ATTR) {
+                struct wl_attr_rec a;
+                if (vlen != sizeof a)
+                        return -EBADMSG;
+                memcpy(&a, value, sizeof a);
+                if (ino_load(fs, ino, &p) < 0) {
+                        if (ino < tree_next_ino(fs->tree) || ino == 0)
+                                return -EBADMSG; /* a base number the base lacks */
+                        p = ino_insert(fs, ino);
+                        if (!p)
+                                return -ENOMEM;
+                }
+                if (!p->in_base)
+                        fs->next_ino = MAX(fs->next_ino, ino + 1);
+                p->attr.mode = a.mode;
+                p->attr.uid = a.uid;
+                p->attr.gid = a.gid;
+                p->attr.nlink = a.nlink;
+                p->attr.rdev = a.rdev;
+                if (!p->has_data)
+                        p->attr.size = a.size;
+                p->attr.atime = (struct timespec){ a.atime_sec, a.atime_nsec };
+                p->attr.mtime = (struct timespec){ a.mtime_sec, a.mtime_nsec };
+                p->attr.ctime = (struct timespec){ a.ctime_sec, a.ctime_nsec };
+                p->parent = a.parent;
+                p->modified = true;
+                return 0;
+        }
+        r = ino_load(fs, ino, &p);
+        if (r < 0)
+                return -EBADMSG;
+        switch (type) {
+        case WL_OP_DIRNEW:
+                dir_free(p->dir);
+                p->dir = dir_new();
+                return p->dir ? 0 : -ENOMEM;
+        case WL_OP_LINK:
+        case WL_OP_UNLINK:
+                if (!name)
+                        return -EBADMSG;
+                r = dir_materialize(fs, p);
+                if (r < 0)
+                        return r;
+                i = dir_find(p->dir, name);
+                if (type == WL_OP_LINK) {
+                        if (i >= 0) { /* replace (rename over) */
+                                p->dir->ents[i].ino = ino2;
+                                return 0;
+                        }
+                        return dir_add(p->dir, name, ino2, 0);
+                }
+                if (i < 0)
+                        return -EBADMSG;
+                {
+                        /* unlink from its hash chain, leave the slot */
+                        struct wl_dir *d = p->dir;
+                        size_t h = hash_name(name, strlen(name)) & (d->n_buckets - 1);
+                        for (int32_t *pp = &d->buckets[h]; *pp >= 0; pp = &d->ents[*pp].hnext)
+                                if (*pp == i) {
+                                        *pp = d->ents[i].hnext;
+                                        break;
+                                }
+                        free(d->ents[i].name);
+                        d->ents[i].name = NULL;
+                        d->n_live--;
+                        if (d->n > 64 && d->n_live < d->n / 2)
+                                return dir_compact(d);
+                }
+                return 0;
+        case WL_OP_SYMLINK:
+                free(p->symlink);
+                p->symlink = strndup(value, vlen);
+                return p->symlink ? 0 : -ENOMEM;
+        case WL_OP_XCLEAR:
+                xattrs_free(p);
+                p->xattrs_own = true;
+                return 0;
+        case WL_OP_XSET:
+        case WL_OP_XDEL:
+                if (!name)
+                        return -EBADMSG;
+                r = xattrs_materialize(fs, p);
+                if (r < 0)
+                        return r;
+                if (type == WL_OP_XSET)
+                        return xattr_set(p, name, value, vlen);
+                xattr_del(p, name);
+                return 0;
+        default:
+                return -EBADMSG;
+        }
+}
+
+/* apply_txn(): every operation of one transaction body. */
+static int apply_txn(struct fs *fs, const uint8_t *b, size_t len)
+{
+        size_t pos = 0;
+
+        while (pos < len) {
+                uint16_t type, nl;
+                uint32_t vl;
+                uint64_t ino, ino2;
+                char name[TREE_NAME_MAX + 1];
+                int r;
+
+                if (len - pos < OP_HDR)
+                        return -EBADMSG;
+                memcpy(&type, b + pos, 2);
+                memcpy(&nl, b + pos + 2, 2);
+                memcpy(&vl, b + pos + 4, 4);
+                memcpy(&ino, b + pos + 8, 8);
+                memcpy(&ino2, b + pos + 16, 8);
+                pos += OP_HDR;
+                if (nl > TREE_NAME_MAX || len - pos < (size_t)nl + vl)
+                        return -EBADMSG;
+                memcpy(name, b + pos, nl);
+                name[nl] = 0;
+                pos += nl;
+                r = apply_op(fs, type, ino, ino2, nl ? name : NULL, b + pos, vl);
+                if (r < 0)
+                        return r;
+                pos += vl;
+        }
+        return 0;
+}
+
+static void txn_seal(struct wl_txn *t, uint64_t seq)
+{
+        uint32_t magic = TXN_MAGIC, len = (uint32_t)(t->len - TXN_HDR);
+        uint64_t x = chunk_xxh3(t->buf + TXN_HDR, len);
+
+        memcpy(t->buf, &magic, 4);
+        memcpy(t->buf + 4, &len, 4);
+        memcpy(t->buf + 8, &seq, 8);
+        memcpy(t->buf + 16, &x, 8);
+}
+
+void wl_txn_apply(struct fs *fs, struct wl_txn *t)
+{
+        int r;
+
+        t->seq = fs->jseq++;
+        if (t->err || !t->len)
+                return;
+        r = apply_txn(fs, t->buf + TXN_HDR, t->len - TXN_HDR);
+        if (r < 0) {
+                /* Validation let through what the model cannot take: the
+                 * memory may be half-changed. Journal nothing past it. */
+                t->err = r;
+                atomic_store(&fs->broken, true);
+                log_error_errno(r, "writable layer: applying a change failed; refusing further changes: %m");
+        }
+}
+
+int wl_txn_write(struct fs *fs, struct wl_txn *t)
+{
+        _cleanup_(freep) uint8_t *buf = TAKE_PTR(t->buf);
+        size_t len = t->len;
+        int r = t->err;
+
+        if (buf && len)
+                txn_seal(&(struct wl_txn){ .buf = buf, .len = len }, t->seq);
+        /* Write in sequence order; no lock held across the write. */
+        pthread_mutex_lock(&fs->jlock);
+        while (fs->jnext != t->seq)
+                pthread_cond_wait(&fs->jcond, &fs->jlock);
+        pthread_mutex_unlock(&fs->jlock);
+        if (r >= 0 && len) {
+                if (atomic_load(&fs->broken))
+                        r = -EIO;
+                else {
+                        r = write_full(fs->journal_fd, buf, len);
+                        if (r < 0) {
+                                atomic_store(&fs->broken, true);
+                                log_error_errno(r, "writable layer: journal write failed; refusing further changes: %m");
+                        } else
+                                atomic_fetch_add(&fs->journal_bytes, len);
+                }
+        }
+        pthread_mutex_lock(&fs->jlock);
+        fs->jnext++;
+        pthread_cond_broadcast(&fs->jcond);
+        pthread_mutex_unlock(&fs->jlock);
+        *t = (struct wl_txn){};
+        return r;
+}
+
+int wl_txn_commit(struct fs *fs, struct wl_txn *t)
+{
+        wl_txn_apply(fs, t);
+        pthread_mutex_unlock(&fs->lock);
+        return wl_txn_write(fs, t);
+}
+
+/* ---- data files and chunk maps ---- */
+
+static void data_name(uint64_t ino, const char *suffix, char buf[static 64])
+{
+        snprintf(buf, 64, "%" PRIu64 "%s", ino, suffix);
+}
+
+int wl_data_open(struct fs *fs, uint64_t ino, int flags)
+{
+        char name[64];
+        int fd;
+
+        data_name(ino, "", name);
+        fd = openat(fs->data_fd, name, flags | O_CLOEXEC);
+        return fd < 0 ? -errno : fd;
+}
+
+void wl_data_remove(struct fs *fs, uint64_t ino)
+{
+        char name[64];
+
+        data_name(ino, "", name);
+        (void)unlinkat(fs->data_fd, name, 0);
+        data_name(ino, ".map", name);
+        (void)unlinkat(fs->data_fd, name, 0);
+}
+
+static int map_write_header(int fd, uint32_t chunk_size, uint64_t base_limit)
+{
+        uint8_t h[MAP_HDR] = { 0 };
+        uint32_t v = 1;
+
+        memcpy(h, MAP_MAGIC, 8);
+        memcpy(h + 8, &v, 4);
+        memcpy(h + 12, &chunk_size, 4);
+        memcpy(h + 16, &base_limit, 8);
+        return pwrite_full(fd, h, sizeof h, 0);
+}
+
+/* create_file(): name made complete under a temp name, then renamed in. */
+static int create_file(struct fs *fs, uint64_t ino, const char *suffix, uint64_t size,
+                       uint64_t base_limit)
+{
+        char tmp[80], name[64];
+        _cleanup_(closep) int fd = -1;
+        int r = 0;
+
+        data_name(ino, suffix, name);
+        snprintf(tmp, sizeof tmp, "%s.tmp", name);
+        fd = openat(fs->data_fd, tmp, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+        if (fd < 0)
+                return -errno;
+        if (*suffix)
+                r = map_write_header(fd, fs->chunk_size, base_limit);
+        else if (ftruncate(fd, (off_t)size) < 0)
+                r = -errno;
+        if (r >= 0 && renameat(fs->data_fd, tmp, fs->data_fd, name) < 0)
+                r = -errno;
+        if (r < 0)
+                (void)unlinkat(fs->data_fd, tmp, 0);
+        return r;
+}
+
+int wl_data_ensure(struct fs *fs, struct fs_inode *p)
+{
+        uint64_t size, limit;
+        int r;
+
+        pthread_mutex_lock(&fs->lock);
+        while (p->creating_data)
+                pthread_cond_wait(&fs->cond, &fs->lock);
+        if (p->has_data) {
+                pthread_mutex_unlock(&fs->lock);
+                return 0;
+        }
+        p->creating_data = true;
+        size = p->attr.size;
+        limit = p->in_base ? MIN(p->base.attr.size, p->base_limit) : 0;
+        pthread_mutex_unlock(&fs->lock);
+
+        /* The map first: a data file never exists without its map. */
+        r = create_file(fs, p->ino, ".map", 0, limit);
+        if (r >= 0)
+                r = create_file(fs, p->ino, "", size, 0);
+
+        pthread_mutex_lock(&fs->lock);
+        p->creating_data = false;
+        if (r >= 0) {
+                p->has_data = true;
+                p->base_limit = limit;
+        }
+        pthread_cond_broadcast(&fs->cond);
+        pthread_mutex_unlock(&fs->lock);
+        if (r < 0)
+                return log_error_errno(r, "writable layer: data file of inode %" PRIu64 ": %m", p->ino);
+        return 0;
+}
+
+static int present_grow(struct fs_inode *p, size_t n)
+{
+        uint8_t *b;
+        size_t cap;
+
+        if (n <= p->n_present)
+                return 0;
+        cap = MAX(n, p->n_present * 2);
+        b = realloc(p->present, cap);
+        if (!b)
+                return -ENOMEM;
+        memset(b + p->n_present, 0, cap - p->n_present);
+        p->present = b;
+        p->n_present = cap;
+        return 0;
+}
+
+int wl_mark_present(struct fs *fs, struct fs_inode *p, uint32_t first, uint32_t end)
+{
+        uint32_t lo = UINT32_MAX, hi = 0;
+        _cleanup_(closep) int fd = -1;
+        char name[64];
+        int r;
+
+        pthread_mutex_lock(&fs->lock);
+        r = present_grow(p, end);
+        if (r >= 0)
+                for (uint32_t i = first; i < end; i++) {
+                        if (p->present[i])
+                                continue;
+                        p->present[i] = 1;
+                        lo = MIN(lo, i);
+                        hi = i + 1;
+                        atomic_fetch_add(&fs->dirty_chunks, 1);
+                }
+        pthread_mutex_unlock(&fs->lock);
+        if (r < 0 || lo >= hi)
+                return r;
+
+        /* One byte per chunk: no read-modify-write, so concurrent markers
+         * cannot undo each other on disk. */
+        data_name(p->ino, ".map", name);
+        fd = openat(fs->data_fd, name, O_WRONLY | O_CLOEXEC);
+        if (fd < 0)
+                return log_error_errno(-errno, "writable layer: chunk map %s: %m", name);
+        {
+                _cleanup_(freep) uint8_t *ones = malloc(hi - lo);
+                if (!ones)
+                        return -ENOMEM;
+                memset(ones, 1, hi - lo);
+                r = pwrite_full(fd, ones, hi - lo, MAP_HDR + (uint64_t)lo);
+        }
+        if (r < 0)
+                return log_error_errno(r, "writable layer: chunk map %s: %m", name);
+        return 0;
+}
+
+int wl_set_base_limit(struct fs *fs, struct fs_inode *p, uint64_t limit)
+{
+        _cleanup_(closep) int fd = -1;
+        char name[64];
+
+        data_name(p->ino, ".map", name);
+        fd = openat(fs->data_fd, name, O_WRONLY | O_CLOEXEC);
+        if (fd < 0)
+                return -errno;
+        return pwrite_full(fd, &limit, sizeof limit, 16);
+}
+
+int wl_sync(struct fs *fs, struct fs_inode *p, bool data_only)
+{
+        int r = 0;
+
+        if (p && p->has_data) {
+                char name[64];
+                _cleanup_(closep) int fd = wl_data_open(fs, p->ino, O_RDONLY);
+                _cleanup_(closep) int mfd = -1;
+                if (fd >= 0 && fdatasync(fd) < 0)
+                        r = -errno;
+                data_name(p->ino, ".map", name);
+                mfd = openat(fs->data_fd, name, O_RDONLY | O_CLOEXEC);
+                if (mfd >= 0 && fdatasync(mfd) < 0)
+                        r = -errno;
+                if (fsync(fs->data_fd) < 0)
+                        r = -errno;
+        }
+        /* The journal holds the file's name and size-independent attributes;
+         * fdatasync still needs them when the file is new. */
+        (void)data_only;
+        if (fdatasync(fs->journal_fd) < 0)
+                r = -errno;
+        return r;
+}
+
+/* ---- the state directory ---- */
+
+static int write_atomic_at(int dirfd, const char *name, const void *data, size_t len)
+{
+        char tmp[128];
+        _cleanup_(closep) int fd = -1;
+        int r;
+
+        snprintf(tmp, sizeof tmp, "%s.tmp", name);
+        fd = openat(dirfd, tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+        if (fd < 0)
+                return -errno;
+        r = write_full(fd, data, len);
+        if (r >= 0 && fsync(fd) < 0)
+                r = -errno;
+        if (r >= 0 && renameat(dirfd, tmp, dirfd, name) < 0)
+                r = -errno;
+        if (r >= 0 && fsync(dirfd) < 0)
+                r = -errno;
+        if (r < 0)
+                (void)unlinkat(dirfd, tmp, 0);
+        return r;
+}
+
+static int head_check(struct fs *fs, const char *base)
+{
+        _cleanup_(freep) char *head = NULL, *want = NULL;
+        size_t len;
+        int r;
+
+        if (asprintf(&want, "stasis-state 1\nbase %s\nlayers " LAYER_ID "\n", base) < 0)
+                return -ENOMEM;
+        r = read_file_at(fs->state_fd, "HEAD", 4096, &head, &len);
+        if (r == -ENOENT)
+                return write_atomic_at(fs->state_fd, "HEAD", want, strlen(want));
+        if (r < 0)
+                return log_error_errno(r, "state dir %s: HEAD: %m", fs->state_dir);
+        if (strcmp(head, want) != 0)
+                return log_error_errno(-EEXIST, "state dir %s belongs to another base or format (HEAD: %.200s): %m",
+                                       fs->state_dir, head);
+        return 0;
+}
+
+/* replay(): apply the journal's intact transactions; the first torn or
+ * corrupt one ends it (only a host crash leaves one). */
+static int replay(struct fs *fs, const uint8_t *b, size_t len, uint64_t *ret_txns)
+{
+        size_t pos = 16;
+        uint64_t n = 0;
+
+        if (len < 16 || memcmp(b, JOURNAL_MAGIC, 8) != 0)
+                return log_error_errno(-EBADMSG, "state dir %s: journal: bad magic: %m", fs->state_dir);
+        while (len - pos >= TXN_HDR) {
+                uint32_t magic, tl;
+                uint64_t seq, x;
+                int r;
+
+                memcpy(&magic, b + pos, 4);
+                memcpy(&tl, b + pos + 4, 4);
+                memcpy(&seq, b + pos + 8, 8);
+                memcpy(&x, b + pos + 16, 8);
+                if (magic != TXN_MAGIC || len - pos - TXN_HDR < tl ||
+                    chunk_xxh3(b + pos + TXN_HDR, tl) != x) {
+                        log_warning("state dir %s: journal torn at byte %zu; dropping %zu bytes after it",
+                                    fs->state_dir, pos, len - pos);
+                        break;
+                }
+                r = apply_txn(fs, b + pos + TXN_HDR, tl);
+                if (r < 0)
+                        return log_error_errno(r, "state dir %s: journal transaction %" PRIu64 " at byte %zu: %m",
+                                               fs->state_dir, seq, pos);
+                pos += TXN_HDR + tl;
+                n++;
+        }
+        *ret_txns = n;
+        return 0;
+}
+
+/* load_data(): attach every data file and map to its inode; remove what
+ * no live inode owns (temp files, orphans of files unlinked while open). */
+static int load_data(struct fs *fs)
+{
+        _cleanup_(closep) int dfd = openat(fs->data_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        DIR *d;
+        struct dirent *de;
+        int r = 0;
+
+        if (dfd < 0)
+                return -errno;
+        d = fdopendir(dfd);
+        if (!d)
+                return -errno;
+        dfd = -1;
+        while ((de = readdir(d))) {
+                char *end;
+                uint64_t ino;
+                struct fs_inode *p;
+                struct stat st;
+                char name[64];
+                _cleanup_(closep) int mfd = -1;
+                uint8_t h[MAP_HDR];
+                ssize_t n;
+
+                if (de->d_name[0] == '.')
+                        continue;
+                errno = 0;
+                ino = strtoull(de->d_name, &end, 10);
+                if (*end) {
+                        if (strcmp(end, ".map") != 0) /* temp files of creations cut short */
+                                (void)unlinkat(fs->data_fd, de->d_name, 0);
+                        continue;
+                }
+                p = ino_get(fs, ino);
+                if (!p || !S_ISREG(p->attr.mode) || p->attr.nlink == 0) {
+                        wl_data_remove(fs, ino);
+                        continue;
+                }
+                if (fstatat(fs->data_fd, de->d_name, &st, 0) < 0) {
+                        r = -errno;
+                        break;
+                }
+                data_name(ino, ".map", name);
+                mfd = openat(fs->data_fd, name, O_RDONLY | O_CLOEXEC);
+                if (mfd < 0) {
+                        r = log_error_errno(-errno, "state dir %s: chunk map of inode %" PRIu64 ": %m",
+                                            fs->state_dir, ino);
+                        break;
+                }
+                n = pread_full(mfd, h, sizeof h, 0);
+                if (n != (ssize_t)sizeof h || memcmp(h, MAP_MAGIC, 8) != 0) {
+                        r = log_error_errno(-EBADMSG, "state dir %s: chunk map of inode %" PRIu64 ": %m",
+                                            fs->state_dir, ino);
+                        break;
+                }
+                memcpy(&p->base_limit, h + 16, 8);
+                /* A truncate cut the data file but died before the header. */
+                p->base_limit = MIN(p->base_limit, (uint64_t)st.st_size);
+                p->has_data = true;
+                p->attr.size = (uint64_t)st.st_size;
+                {
+                        struct stat ms;
+                        size_t nc;
+                        if (fstat(mfd, &ms) < 0) {
+                                r = -errno;
+                                break;
+                        }
+                        nc = ms.st_size > (off_t)MAP_HDR ? (size_t)ms.st_size - MAP_HDR : 0;
+                        if (present_grow(p, MAX(nc, 1)) < 0) {
+                                r = -ENOMEM;
+                                break;
+                        }
+                        if (nc && pread_full(mfd, p->present, nc, MAP_HDR) != (ssize_t)nc) {
+                                r = -EIO;
+                                break;
+                        }
+                        for (size_t i = 0; i < nc; i++)
+                                if (p->present[i])
+                                        atomic_fetch_add(&fs->dirty_chunks, 1);
+                }
+        }
+        closedir(d);
+        return r;
+}
+
+/* compact(): write the model as a fresh journal and rename it in. */
+static int compact(struct fs *fs)
+{
+        struct wl_txn t = {};
+        _cleanup_(closep) int fd = -1;
+        uint8_t hdr[16] = { 0 };
+        int r = 0;
+
+        memcpy(hdr, JOURNAL_MAGIC, 8);
+        wl_txn_op(&t, WL_OP_NEXTINO, fs->next_ino, 0, NULL, NULL, 0);
+        for (size_t b = 0; b < fs->n_buckets; b++)
+                for (struct fs_inode *p = fs->buckets[b]; p; p = p->next) {
+                        if (!p->modified && !p->dir && !p->xattrs_own)
+                                continue;
+                        if (p->modified)
+                                wl_txn_attr(&t, &p->attr, p->parent);
+                        if (p->symlink)
+                                wl_txn_op(&t, WL_OP_SYMLINK, p->ino, 0, NULL, p->symlink, strlen(p->symlink));
+                        if (p->xattrs_own) {
+                                wl_txn_op(&t, WL_OP_XCLEAR, p->ino, 0, NULL, NULL, 0);
+                                for (size_t i = 0; i < p->n_xattrs; i++)
+                                        wl_txn_op(&t, WL_OP_XSET, p->ino, 0, p->xattrs[i].name,
+                                                  p->xattrs[i].value, p->xattrs[i].len);
+                        }
+                }
+        for (size_t b = 0; b < fs->n_buckets; b++)
+                for (struct fs_inode *p = fs->buckets[b]; p; p = p->next) {
+                        if (!p->dir)
+                                continue;
+                        wl_txn_op(&t, WL_OP_DIRNEW, p->ino, 0, NULL, NULL, 0);
+                        for (size_t i = 0; i < p->dir->n; i++)
+                                if (p->dir->ents[i].name)
+                                        wl_txn_op(&t, WL_OP_LINK, p->ino, p->dir->ents[i].ino,
+                                                  p->dir->ents[i].name, NULL, 0);
+                }
+        if (t.err) {
+                free(t.buf);
+                return t.err;
+        }
+        txn_seal(&t, 0);
+        fd = openat(fs->layer_fd, "journal.tmp", O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+        if (fd < 0)
+                r = -errno;
+        if (r >= 0)
+                r = write_full(fd, hdr, sizeof hdr);
+        if (r >= 0)
+                r = write_full(fd, t.buf, t.len);
+        if (r >= 0 && fsync(fd) < 0)
+                r = -errno;
+        if (r >= 0 && renameat(fs->layer_fd, "journal.tmp", fs->layer_fd, "journal") < 0)
+                r = -errno;
+        if (r >= 0 && fsync(fs->layer_fd) < 0)
+                r = -errno;
+        free(t.buf);
+        if (r < 0)
+                (void)unlinkat(fs->layer_fd, "journal.tmp", 0);
+        fs->jseq = fs->jnext = 1;
+        return r;
+}
+
+static int mkdirat_p(int dirfd, const char *name)
+{
+        if (mkdirat(dirfd, name, 0700) < 0 && errno != EEXIST)
+                return -errno;
+        return 0;
+}
+
+int wl_open(struct fs *fs, const char *state_dir, const char *base)
+{
+        _cleanup_(freep) char *journal = NULL;
+        size_t jlen = 0;
+        uint64_t txns = 0, orphans = 0;
+        int r;
+
+        snprintf(fs->state_dir, sizeof fs->state_dir, "%s", state_dir);
+        fs->state_fd = open(state_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (fs->state_fd < 0)
+                return log_error_errno(-errno, "state dir %s: %m", state_dir);
+        r = head_check(fs, base);
+        if (r < 0)
+                return r;
+        r = mkdirat_p(fs->state_fd, "layers");
+        if (r >= 0)
+                r = mkdirat_p(fs->state_fd, "layers/" LAYER_ID);
+        if (r >= 0)
+                r = mkdirat_p(fs->state_fd, "layers/" LAYER_ID "/data");
+        if (r < 0)
+                return log_error_errno(r, "state dir %s: layers/: %m", state_dir);
+        fs->layer_fd = openat(fs->state_fd, "layers/" LAYER_ID, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        fs->data_fd = openat(fs->state_fd, "layers/" LAYER_ID "/data", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (fs->layer_fd < 0 || fs->data_fd < 0)
+                return log_error_errno(-errno, "state dir %s: layers/: %m", state_dir);
+        (void)unlinkat(fs->layer_fd, "journal.tmp", 0);
+
+        fs->next_ino = tree_next_ino(fs->tree);
+        r = read_file_at(fs->layer_fd, "journal", 1ull << 31, &journal, &jlen);
+        if (r >= 0) {
+                pthread_mutex_lock(&fs->lock);
+                r = replay(fs, (const uint8_t *)journal, jlen, &txns);
+                pthread_mutex_unlock(&fs->lock);
+                if (r < 0)
+                        return r;
+        } else if (r != -ENOENT)
+                return log_error_errno(r, "state dir %s: journal: %m", state_dir);
+        pthread_mutex_lock(&fs->lock);
+        r = load_data(fs);
+        if (r < 0) {
+                pthread_mutex_unlock(&fs->lock);
+                return log_error_errno(r, "state dir %s: data files: %m", state_dir);
+        }
+        /* Files unlinked while open when the daemon died: gone now. */
+        for (size_t b = 0; b < fs->n_buckets; b++)
+                for (struct fs_inode *p = fs->buckets[b], *next; p; p = next) {
+                        next = p->next;
+                        if (p->modified && p->attr.nlink == 0) {
+                                bool dead;
+                                uint64_t ino = p->ino;
+                                ino_maybe_free(fs, p, &dead);
+                                if (dead)
+                                        wl_data_remove(fs, ino);
+                                orphans++;
+                        }
+                }
+        r = compact(fs);
+        pthread_mutex_unlock(&fs->lock);
+        if (r < 0)
+                return log_error_errno(r, "state dir %s: journal compaction: %m", state_dir);
+        fs->journal_fd = openat(fs->layer_fd, "journal", O_WRONLY | O_APPEND | O_CLOEXEC);
+        if (fs->journal_fd < 0)
+                return log_error_errno(-errno, "state dir %s: journal: %m", state_dir);
+        if (txns || orphans)
+                log_info("state dir %s: replayed %" PRIu64 " transactions (%zu bytes), %" PRIu64
+                         " orphans removed, next inode %" PRIu64, state_dir, txns, jlen, orphans, fs->next_ino);
+        return 0;
+}
+
+void wl_close(struct fs *fs)
+{
+        closep(&fs->journal_fd);
+        closep(&fs->data_fd);
+        closep(&fs->layer_fd);
+        closep(&fs->state_fd);
+        fs->journal_fd = fs->data_fd = fs->layer_fd = fs->state_fd = -1;
+}
