@@ -13,5 +13,6 @@
 #include "snapshot.h"
 #include "commit.h"
 #include "packer.h"
+#include "import.h"
 
 #endif
