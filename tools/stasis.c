@@ -189,7 +189,36 @@ const struct cli_command cli_commands[] = {
                         "daemon that died (ENOTCONN mount, registry entry, socket).\n\n"
                         "  --lazy            detach even if files are open\n" COMMON_HELP,
         },
-        { .name = "import" },
+        {
+                .name = "import",
+                .run = cmd_import,
+                .usage = "[--store S] [--tag T] [--chunk-size N] [--level N] [--threads N] [--json] "
+                         "oci:DIR[:TAG] | oci://HOST[:PORT]/REPO[:TAG|@DIGEST]",
+                .summary = "an OCI image (layers, whiteouts, config) as a base snapshot",
+                .help = "Import an OCI image as a first-generation snapshot and print its digest:\n"
+                        "its layers are applied in order (whiteouts and opaque directories too),\n"
+                        "streamed and chunked without unpacking, and the snapshot's config carries\n"
+                        "the image config (Entrypoint, Cmd, Env, User, WorkingDir, ...). Chunks the\n"
+                        "store already has (from its 32 newest snapshots) are not stored again, and\n"
+                        "importing an image twice gives the same digest. Every blob is verified\n"
+                        "(SHA-256, layer diff_ids); an entry that would leave the root, write\n"
+                        "through a symlink or link to a missing file fails the import.\n\n"
+                        "  oci:DIR[:TAG]     an OCI image layout; TAG is its ref.name annotation\n"
+                        "                    (optional if the layout holds one image)\n"
+                        "  oci://HOST/REPO[:TAG|@DIGEST]  a registry repository (default tag latest)\n"
+                        "An image index resolves to its linux/amd64 manifest.\n\n" STORE_HELP
+                        "  --tag T           tag the new snapshot\n"
+                        "  --chunk-size N    chunk size, a power of two from 16K to 4M (default 256K)\n"
+                        "  --level N         zstd compression level (default 3)\n"
+                        "  --threads N       compression threads (default: one per CPU)\n"
+                        "  --json            print the digest and statistics as one JSON object\n"
+                        "                    (digest, tag, image, image_manifest, layers, entries,\n"
+                        "                    whiteouts, files, dirs, symlinks, others, bytes_logical,\n"
+                        "                    bytes_layers, bytes_tar, chunks_total, chunks_new,\n"
+                        "                    chunks_reused, bytes_new, bytes_packed, packs_new,\n"
+                        "                    known_snapshots, already_imported, tree_bytes, wall_ns)\n"
+                        "The store is created if it does not exist.\n" REGISTRY_HELP COMMON_HELP,
+        },
         { .name = "bench" },
 };
 const size_t cli_n_commands = ELEMENTSOF(cli_commands);
