@@ -161,9 +161,11 @@ static int status_write(struct run *run, const char *phase, bool with_digests)
 
         if (!c)
                 return -ENOMEM;
-        for (size_t i = 0; i < run->n; i++)
-                c[i] = (struct cm_status_container){ run->t[i].name, run->t[i].uri,
-                                                     with_digests ? run->t[i].digest : NULL };
+        /* a run that failed on its arguments knows only the targets before the bad one */
+        u.n_containers = 0;
+        for (size_t i = 0; i < run->n && run->t[i].name && run->t[i].uri; i++)
+                c[u.n_containers++] = (struct cm_status_container){ run->t[i].name, run->t[i].uri,
+                                                                    with_digests ? run->t[i].digest : NULL };
         if (strcmp(phase, "Failed") == 0) {
                 u.reason = run->reason_opt ? run->reason_opt : run->reason;
                 u.message = run->message_opt ? run->message_opt : run->message;
@@ -430,16 +432,16 @@ static int run_commit(struct run *run, char **targets, size_t n)
         char err[CM_ERR_MAX] = "";
         int r;
 
-        if (prepare(run, targets, n) < 0)
-                return 1;
         if (run->snapshot) {
                 r = kube_conn_load(run->server, run->token_file, run->ca_cert, NULL, &run->kube, err);
                 if (r < 0)
                         return log_error_errno(r, "SandboxSnapshot status: %s", err), 1;
-                if (status_write(run, "Committing", false) < 0)
-                        return 1; /* nothing frozen, nothing reported as done */
         }
-        r = commit(run);
+        r = prepare(run, targets, n);
+        if (r >= 0 && run->snapshot && status_write(run, "Committing", false) < 0)
+                return 1; /* nothing frozen; the snapshot is not ours to fail */
+        if (r >= 0)
+                r = commit(run);
         if (r >= 0)
                 r = report(run);
         if (run->snapshot && status_write(run, r >= 0 ? "Succeed" : "Failed", r >= 0) < 0)

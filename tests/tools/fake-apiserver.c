@@ -20,7 +20,9 @@
  *   metav1.Status objects. TLS only.
  * Test controls (no token needed):
  *   GET  /fake/objects    every object, as stored
- *   GET  /fake/history    [{name, namespace, resourceVersion, phase}] per write
+ *   GET  /fake/history    [{event, name, namespace, resourceVersion, phase}]:
+ *                         event "status-patch" per write, "conflict" per 409,
+ *                         "concurrent-write" per injected write
  *   POST /fake/conflict   the next status PATCH first sees a concurrent
  *                         write (resourceVersion bumped), so a patch that
  *                         carries the old resourceVersion gets a 409
@@ -325,6 +327,7 @@ static enum MHD_Result patch_status(struct server *s, struct MHD_Connection *con
         want_rv = json_string_value(json_object_get(json_object_get(patch, "metadata"), "resourceVersion"));
         have_rv = json_string_value(json_object_get(json_object_get(obj, "metadata"), "resourceVersion"));
         if (want_rv && (!have_rv || strcmp(want_rv, have_rv) != 0)) {
+                record(s, obj, "conflict");
                 snprintf(msg, sizeof msg,
                          "Operation cannot be fulfilled on sandboxsnapshots.sandbox.opensandbox.io \"%s\": the object "
                          "has been modified; please apply your changes to the latest version and try again",
