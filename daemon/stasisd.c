@@ -667,7 +667,11 @@ int main(int argc, char **argv)
                 goto fail;
         }
 
-        if (asprintf(&mopts, "allow_other,default_permissions,fsname=stasis,subtype=stasis%s%s",
+        /* A container's root filesystem: setuid binaries and device nodes
+         * work on it as on overlayfs (libfuse mounts nosuid,nodev by
+         * default). Root only: the kernel refuses these to others. */
+        if (asprintf(&mopts, "allow_other,default_permissions,fsname=stasis,subtype=stasis%s%s%s",
+                     geteuid() == 0 ? ",suid,dev" : "",
                      o.fuse_opts ? "," : "", o.fuse_opts ? o.fuse_opts : "") < 0) {
                 r = -ENOMEM;
                 goto fail;

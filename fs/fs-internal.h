@@ -127,7 +127,8 @@ struct fs {
         bool tls_ok;
         int state_fd, layer_fd, data_fd; /* STATE/, STATE/layers/<id>/, .../data/ */
         char state_dir[4096];
-        bool acl; /* FUSE_CAP_POSIX_ACL negotiated; set once in init */
+        bool acl;       /* FUSE_CAP_POSIX_ACL negotiated; set once in init */
+        bool writeback; /* FUSE_CAP_WRITEBACK_CACHE negotiated; set once in init */
 
         /* The model. */
         pthread_mutex_t lock;

@@ -175,8 +175,10 @@ static void op_init(void *userdata, struct fuse_conn_info *conn)
                 conn->want |= FUSE_CAP_CACHE_SYMLINKS;
         if (conn->capable & FUSE_CAP_PARALLEL_DIROPS)
                 conn->want |= FUSE_CAP_PARALLEL_DIROPS;
-        if (conn->capable & FUSE_CAP_WRITEBACK_CACHE)
+        if (conn->capable & FUSE_CAP_WRITEBACK_CACHE) {
                 conn->want |= FUSE_CAP_WRITEBACK_CACHE;
+                fs->writeback = true;
+        }
         /* ACLs travel as system.posix_acl_* xattrs; the kernel enforces
          * them, we keep the mode in sync and apply umask or the default ACL
          * at creation (hence DONT_MASK). */
@@ -1345,8 +1347,11 @@ static int cow_end(struct fs *fs, struct fs_inode *p, struct cow *c, bool ok)
 
 /* touch_data(): after a data change: size, times, and (writer not root)
  * suid/sgid off, as file_remove_privs() would. Mode changes are journaled;
- * times are journaled at the next flush, fsync or release. */
-static int touch_data(struct fs *fs, struct fs_inode *p, uint64_t end, bool grow, uid_t writer)
+ * times are journaled at the next flush, fsync or release. Under writeback
+ * cache the kernel owns a WRITE's mtime and ctime (it sends them in a
+ * SETATTR when it flushes), so a WRITE leaves them alone. */
+static int touch_data(struct fs *fs, struct fs_inode *p, uint64_t end, bool grow, uid_t writer,
+                      bool times)
 {
         struct timespec now = now_real();
         struct wl_txn t = {};
@@ -1355,8 +1360,10 @@ static int touch_data(struct fs *fs, struct fs_inode *p, uint64_t end, bool grow
         pthread_mutex_lock(&fs->lock);
         if (grow && end > p->attr.size)
                 p->attr.size = end;
-        p->attr.mtime = p->attr.ctime = now;
-        p->times_dirty = true;
+        if (times) {
+                p->attr.mtime = p->attr.ctime = now;
+                p->times_dirty = true;
+        }
         m = p->attr.mode;
         if (writer != 0 && ((m & S_ISUID) || (m & (S_ISGID | S_IXGRP)) == (S_ISGID | S_IXGRP))) {
                 struct tree_attr a = p->attr;
@@ -1392,7 +1399,7 @@ static ssize_t do_write(struct fs *fs, struct fs_file *f, const void *buf, size_
         if (r >= 0)
                 r = pwrite_full(fd, buf, size, (uint64_t)off);
         if (r >= 0)
-                r = touch_data(fs, p, (uint64_t)off + size, true, writer);
+                r = touch_data(fs, p, (uint64_t)off + size, true, writer, !fs->writeback);
         r = MIN(r, cow_end(fs, p, &c, r >= 0));
         if (r < 0)
                 return r;
@@ -1444,7 +1451,8 @@ static int do_fallocate(struct fs *fs, struct fs_file *f, int mode, off_t off, o
         if (r >= 0 && fallocate(fd, mode, off, len) < 0)
                 r = -errno;
         if (r >= 0)
-                r = touch_data(fs, p, (uint64_t)off + (uint64_t)len, !(mode & FALLOC_FL_KEEP_SIZE), 0);
+                r = touch_data(fs, p, (uint64_t)off + (uint64_t)len, !(mode & FALLOC_FL_KEEP_SIZE), 0,
+                               !fs->writeback);
         if (c.end > c.first)
                 r = MIN(r, cow_end(fs, p, &c, r >= 0));
         return r;
