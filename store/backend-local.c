@@ -491,6 +491,9 @@ static int layout_state(int fd)
         }
         while ((de = readdir(dir))) {
                 bool known = strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0;
+                /* A concurrent create finished since faccessat() above. */
+                if (strcmp(de->d_name, "oci-layout") == 0)
+                        return 1;
                 for (size_t i = 0; !known && i < ELEMENTSOF(ours); i++)
                         known = strcmp(de->d_name, ours[i]) == 0;
                 if (!known)

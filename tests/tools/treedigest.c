@@ -382,7 +382,7 @@ static int walk_dir(struct walk *w, const char *path, const char *rel)
         if (r == 0 && errno)
                 r = -errno;
         closedir(d);
-        if (r == 0)
+        if (r == 0 && n > 1)
                 qsort(names, n, sizeof *names, name_cmp);
 
         for (size_t i = 0; i < n; i++) {
