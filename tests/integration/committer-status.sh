@@ -8,37 +8,13 @@
 # left untouched by a later call; a 409 retried and resolved; TLS and the
 # token enforced; the fake itself rejects what the CRD rejects (422).
 source "$(dirname "$0")/lib.sh"
-need openssl curl jq
+source "$(dirname "$0")/libkube.sh"
 COMMITTER=${STASIS_COMMITTER:-$BUILD_DIR/stasis-committer}
-FAKE=$TESTS_BIN/fake-apiserver
 [[ -x $COMMITTER ]] || fail "no stasis-committer at $COMMITTER"
-[[ -x $FAKE ]] || fail "no fake-apiserver at $FAKE"
 
-FAKE_PID=
-on_exit_hook() {
-        [[ -n $FAKE_PID ]] && { kill "$FAKE_PID" 2>/dev/null || true; wait "$FAKE_PID" 2>/dev/null || true; }
-}
+on_exit_hook() { kube_cleanup; }
 
-step "a test CA, a server certificate for 127.0.0.1, a token"
-pki=$T/pki
-mkdir -p "$pki"
-openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj "/CN=stasis test CA" \
-        -keyout "$pki/ca.key" -out "$pki/ca.crt" 2>/dev/null
-openssl req -newkey rsa:2048 -nodes -subj "/CN=127.0.0.1" -keyout "$pki/server.key" -out "$pki/server.csr" 2>/dev/null
-printf 'subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n' >"$pki/ext"
-openssl x509 -req -in "$pki/server.csr" -CA "$pki/ca.crt" -CAkey "$pki/ca.key" -CAcreateserial \
-        -days 2 -extfile "$pki/ext" -out "$pki/server.crt" 2>/dev/null
-# another CA, which did not sign the server's certificate
-openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj "/CN=other CA" \
-        -keyout "$pki/other.key" -out "$pki/other.crt" 2>/dev/null
-head -c 24 /dev/urandom | base64 | tr -d '=+/' >"$T/token"
-echo "not-the-token" >"$T/bad-token"
-
-snap() { # snap NAME [STATUS-JSON]
-        jq -n --arg n "$1" --argjson st "${2:-null}" '{apiVersion: "sandbox.opensandbox.io/v1alpha1",
-                kind: "SandboxSnapshot", metadata: {name: $n, namespace: "sb", generation: 3},
-                spec: {sandboxName: "my-sb"}} + (if $st then {status: $st} else {} end)'
-}
+step "a test CA, a server certificate for 127.0.0.1, a token; the fake API server"
 {
         echo "["
         snap ok; echo ","
@@ -50,30 +26,9 @@ snap() { # snap NAME [STATUS-JSON]
         echo "]"
 } >"$T/seed.json"
 
-step "start the fake API server"
-"$FAKE" --cert "$pki/server.crt" --key "$pki/server.key" --token-file "$T/token" --seed "$T/seed.json" \
-        --port-file "$T/port" 2>"$T/fake.log" &
-FAKE_PID=$!
-for ((i = 0; i < 200; i++)); do
-        [[ -s $T/port ]] && break
-        kill -0 "$FAKE_PID" 2>/dev/null || { rc=0; wait "$FAKE_PID" || rc=$?; ((rc == 77)) && skip "$(cat "$T/fake.log")"; cat "$T/fake.log" >&2; fail "fake-apiserver exited $rc"; }
-        sleep 0.05
-done
-PORT=$(cat "$T/port")
-SERVER=https://127.0.0.1:$PORT
-KUBE=(--server "$SERVER" --token-file "$T/token" --ca-cert "$pki/ca.crt")
-
-api() { # api METHOD PATH [curl args]: body on stdout, status in $T/code
-        local m=$1 p=$2
-        shift 2
-        curl -s --cacert "$pki/ca.crt" -H "Authorization: Bearer $(cat "$T/token")" -X "$m" \
-                -o "$T/body" -w '%{http_code}' "$@" "$SERVER$p" >"$T/code"
-        cat "$T/body"
-}
-obj() { api GET "/apis/sandbox.opensandbox.io/v1alpha1/namespaces/sb/sandboxsnapshots/$1"; }
-history() { curl -s --cacert "$pki/ca.crt" "$SERVER/fake/history" | jq -c --arg n "$1" '[.[] | select(.name == $n)]'; }
-writes() { history "$1" | jq -c '[.[] | select(.event == "status-patch")]'; }
-phases() { writes "$1" | jq -c '[.[].phase]'; }
+kube_start "$T/seed.json"
+pki=$T/pki
+echo "not-the-token" >"$T/bad-token"
 rfc3339='^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}Z$'
 
 step "the fake enforces the CRD schema, the token, the media type and resourceVersion"
