@@ -55,6 +55,7 @@
 
 #include "fs/fs.h"
 #include "store/cache.h"
+#include "store/oci.h"
 #include "store/store.h"
 
 #define STORE_DEFAULT "/var/lib/stasis/store"
@@ -561,7 +562,7 @@ int main(int argc, char **argv)
         struct fuse_session *se = NULL;
         struct fuse_loop_config *cfg = NULL;
         struct MHD_Daemon *mhd = NULL;
-        char key[33], mounts[PATH_MAX], pidfile[PATH_MAX + 16] = "", logfile[PATH_MAX + 16] = "";
+        char key[33], oci_ref[OCI_TAG_MAX + DIGEST_STR_LEN + 2], mounts[PATH_MAX], pidfile[PATH_MAX + 16] = "", logfile[PATH_MAX + 16] = "";
         char pidbuf[32];
         _cleanup_(freep) char *mopts = NULL;
         struct digest dg;
@@ -586,7 +587,22 @@ int main(int argc, char **argv)
         if (r < 0)
                 goto fail;
         mount_key(d.mountpoint, key);
-        if (!realpath(o.store, d.store)) {
+        /* REF oci://HOST/REPO:TAG (or @DIGEST) names its store itself */
+        if (!o.empty && strncmp(o.ref, "oci://", 6) == 0) {
+                struct oci_ref ref;
+                if (oci_ref_parse(o.ref, &ref) < 0 || (!ref.tag[0] && !ref.has_digest)) {
+                        r = log_error_errno(-EINVAL, "%s: expected oci://HOST[:PORT]/REPO:TAG or @sha256:HEX", o.ref);
+                        goto fail;
+                }
+                snprintf(d.store, sizeof d.store, "oci://%s/%s", ref.host, ref.repo);
+                if (ref.has_digest)
+                        digest_str(&ref.digest, oci_ref);
+                else
+                        snprintf(oci_ref, sizeof oci_ref, "%s", ref.tag);
+                o.ref = oci_ref;
+        } else if (strncmp(o.store, "oci://", 6) == 0)
+                snprintf(d.store, sizeof d.store, "%s", o.store); /* a registry: no path */
+        else if (!realpath(o.store, d.store)) {
                 if (!o.empty) {
                         r = log_error_errno(-errno, "store %s: %m", o.store);
                         goto fail;
@@ -623,10 +639,24 @@ int main(int argc, char **argv)
                 }
                 snprintf(d.snapshot, sizeof d.snapshot, "empty");
         } else {
-                r = backend_local_open(d.store, false, &store);
-                if (r < 0) {
-                        log_error_errno(r, "open store %s: %m", d.store);
-                        goto fail;
+                if (strncmp(d.store, "oci://", 6) == 0) {
+                        /* a lazy remote store: registry options from the
+                         * environment the CLI set (store/oci.h OCI_ENV_*) */
+                        struct registry_opts ro = {};
+                        struct oci_ref ref;
+                        r = oci_ref_parse(d.store, &ref);
+                        if (r >= 0)
+                                r = registry_opts_from_env(&ro);
+                        if (r >= 0)
+                                r = backend_oci_open(ref.host, ref.repo, &ro, &store); /* logs */
+                        if (r < 0)
+                                goto fail;
+                } else {
+                        r = backend_local_open(d.store, false, &store);
+                        if (r < 0) {
+                                log_error_errno(r, "open store %s: %m", d.store);
+                                goto fail;
+                        }
                 }
                 r = store_resolve(store, o.ref, &dg);
                 if (r < 0) {
