@@ -129,15 +129,19 @@ chunksize_summary() {
 # table grows as the chunk size shrinks and with the rootfs. So: scale the
 # measured tree to a 2 GiB rootfs of the same makeup, add the measured new
 # data, and among the sizes whose full commit costs at most 15% more CPU than
-# the cheapest and whose store is within 5% of the smallest, take the one
+# the sizes' median and whose store is within 5% of the smallest, take the one
 # with the smallest projected pause; sizes within 5% of that count as equal
 # and the larger chunk wins (fewer chunks to index and to fetch lazily).
 # CPU, not wall time: on a shared 2-core machine wall time is the noisier one.
 chunksize_pick() {
         chunksize_summary | awk -F'\t' '
                 { cs[NR] = $1; cpu[NR] = $8; st[NR] = $4; pr[NR] = $11; n = NR
-                  if (mc == "" || $8 < mc) mc = $8; if (ms == "" || $4 < ms) ms = $4 }
+                  if (ms == "" || $4 < ms) ms = $4 }
                 END {
+                        # mc: the median of the CPU medians of all sizes
+                        for (i = 1; i <= n; i++) a[i] = cpu[i]
+                        for (i = 2; i <= n; i++) { t = a[i]; for (j = i - 1; j >= 1 && a[j] > t; j--) a[j + 1] = a[j]; a[j + 1] = t }
+                        mc = (n % 2) ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
                         best = ""
                         for (i = 1; i <= n; i++) {
                                 ok[i] = cpu[i] <= 1.15 * mc && st[i] <= 1.05 * ms
@@ -210,11 +214,12 @@ pause writes the chunks an edit dirtied (less with smaller chunks) plus the
 whole new tree, whose chunk table grows as chunks shrink and as the rootfs
 grows. So the last column scales the measured tree to a 2 GiB rootfs of the
 same makeup (×$(awk -v r="$CHUNKSIZE_REF_BYTES" -v b="$(dv bytes)" 'BEGIN { printf "%.1f", r / b }')) and adds the measured new data. Among the sizes whose full
-commit costs at most 15% more CPU than the cheapest and whose store is within
-5% of the smallest, the rule takes the smallest projected pause; sizes within
-5% of it count as equal and the larger chunk wins (fewer chunks to index and
-to fetch lazily). CPU rather than wall time, because on a shared 2-core
-machine wall time is the noisier. Not yet in the rule: lazy-read cost on
+commit costs at most 15% more CPU than the median over all sizes (per-chunk
+overhead would show there; run-to-run noise on this shared machine is about
+±15%, so a tighter cut would pick by noise) and whose store is within 5% of
+the smallest, the rule takes the smallest projected pause; sizes within 5% of
+it count as equal and the larger chunk wins (fewer chunks to index and to
+fetch lazily). Not yet in the rule: lazy-read cost on
 resume (larger chunks fetch more per first byte, fewer requests per MiB),
 which the resume case will add. On this run the rule picks
 **$( [[ -n $pick ]] && chunksize_human "$pick" || echo 'nothing (no data)')**; the code's default is

@@ -13,7 +13,7 @@
 CASES+=(generations)
 CASE_TITLE[generations]="store growth over generations"
 BUDGET_quick[generations]=60
-BUDGET_full[generations]=300
+BUDGET_full[generations]=900
 
 GEN_COUNT=5
 
