@@ -683,7 +683,7 @@ static int check_dirents(const struct tree *t)
         /* Every non-root directory now has at most one parent and the root
          * none; walking down from the root (iteratively) must reach them all,
          * which rules out cycles. */
-        queue = malloc(sizeof *queue * n_dirs);
+        queue = malloc(sizeof *queue * MAX(n_dirs, (size_t)1));
         if (!queue)
                 return -ENOMEM;
         queue[tail++] = 0;
@@ -790,8 +790,10 @@ int tree_load(const void *blob, size_t len, const struct digest *expect, struct 
         unsigned long long declared;
         size_t n;
 
-        if ((!blob && len) || !ret)
+        if (!blob || !ret)
                 return -EINVAL;
+        if (len < 4)
+                return bad("blob of %zu bytes is too short to be a zstd frame", len);
         if (expect) {
                 struct digest got;
                 char a[DIGEST_STR_LEN + 1], b[DIGEST_STR_LEN + 1];
@@ -1704,7 +1706,9 @@ int tree_builder_finish(struct tree_builder *tb, int level, void **ret, size_t *
         for (size_t i = 0; i < tb->n_dirents; i++)
                 strings_len += (uint64_t)tb->dirents[i].name_len + 1;
         l.chunk_size = tb->chunk_size;
-        l.next_ino = tb->next_ino ? tb->next_ino : tb->nodes[order[tb->n_nodes - 1]].a.ino + 1;
+        l.next_ino = tb->next_ino;
+        for (size_t i = 0; i < tb->n_nodes && !tb->next_ino; i++) /* default: past the largest */
+                l.next_ino = MAX(l.next_ino, tb->nodes[i].a.ino + 1);
         l.n_packs = n_pack_list;
         l.n_chunks = n_chunk_list;
         l.n_inodes = tb->n_nodes;
