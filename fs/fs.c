@@ -263,19 +263,41 @@ static void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
                 fuse_reply_attr(req, &st, FS_BASE_TIMEOUT);
 }
 
-/* in_group(): the caller is in group gid (its fsgid or a supplementary group). */
+/* in_group(): the caller is in group gid (its fsgid or a supplementary
+ * group, from /proc/PID/status: libfuse's fuse_req_getgroups() reads that
+ * file into a buffer it does not NUL-terminate before strstr()). */
 static bool in_group(fuse_req_t req, gid_t gid)
 {
         const struct fuse_ctx *ctx = fuse_req_ctx(req);
-        gid_t groups[64];
-        int n;
+        _cleanup_(closep) int fd = -1;
+        char path[64], buf[16384];
+        const char *g;
+        ssize_t n;
 
         if (ctx->gid == gid)
                 return true;
-        n = fuse_req_getgroups(req, (int)ELEMENTSOF(groups), groups);
-        for (int i = 0; i < n && i < (int)ELEMENTSOF(groups); i++)
-                if (groups[i] == gid)
+        snprintf(path, sizeof path, "/proc/%ld/status", (long)ctx->pid);
+        fd = open(path, O_RDONLY | O_CLOEXEC);
+        if (fd < 0)
+                return false;
+        n = pread_full(fd, buf, sizeof buf - 1, 0); /* procfs: size 0, read to EOF */
+        if (n < 0)
+                return false;
+        buf[n] = 0;
+        g = strstr(buf, "\nGroups:");
+        if (!g)
+                return false;
+        for (g += 8; *g && *g != '\n';) {
+                char *end;
+                unsigned long v = strtoul(g, &end, 10);
+                if (end == g) {
+                        g++;
+                        continue;
+                }
+                if (v == gid)
                         return true;
+                g = end;
+        }
         return false;
 }
 
