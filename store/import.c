@@ -1087,6 +1087,7 @@ int import_ns_new(struct packer *p, uint32_t cs, unsigned threads, int level, st
                 goto fail;
         ns->root->in = root;
         root->refs = 1;
+        r = -ENOMEM;
         if (threads == 0) {
                 ns->codec = chunk_codec_new(ns->level);
                 if (!ns->codec)
@@ -1101,6 +1102,7 @@ int import_ns_new(struct packer *p, uint32_t cs, unsigned threads, int level, st
                 for (unsigned i = 0; i < threads; i++) {
                         struct worker *w = &ns->workers[i];
                         w->ns = ns;
+                        r = -ENOMEM;
                         w->codec = chunk_codec_new(ns->level);
                         if (!w->codec)
                                 goto fail;
@@ -1507,6 +1509,7 @@ static la_ssize_t tar_read_cb(struct archive *a, void *ctx, const void **ret)
         struct layer_stream *l = ctx;
         ssize_t n;
 
+        *ret = l->buf;
         if (l->err)
                 return -1;
         if (!l->outer) {
@@ -1729,6 +1732,14 @@ static int resolve_manifest(struct image_source *src, const struct import_opts *
         }
 }
 
+static bool two_digits(const char *s, int *ret)
+{
+        if (s[0] < '0' || s[0] > '9' || s[1] < '0' || s[1] > '9')
+                return false;
+        *ret = (s[0] - '0') * 10 + (s[1] - '0');
+        return true;
+}
+
 /* created_of(): the image's creation time as the snapshot's, in seconds. */
 static void created_of(const json_t *config, char buf[static 32])
 {
@@ -1749,8 +1760,7 @@ static void created_of(const json_t *config, char buf[static 32])
         sec = (int64_t)timegm(&tm);
         if (*end == '+' || *end == '-') {
                 int hh, mm;
-                if (strlen(end) != 6 || end[3] != ':' || sscanf(end + 1, "%2d", &hh) != 1 ||
-                    sscanf(end + 4, "%2d", &mm) != 1)
+                if (strlen(end) != 6 || end[3] != ':' || !two_digits(end + 1, &hh) || !two_digits(end + 4, &mm))
                         return;
                 sec -= (*end == '+' ? 1 : -1) * (int64_t)(hh * 3600 + mm * 60);
         } else if (!streq(end, "Z") && !streq(end, "z")) {

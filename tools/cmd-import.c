@@ -55,7 +55,7 @@ int cmd_import(const struct cli_command *cmd, int argc, char **argv)
         uint64_t chunk_size = 0, level = 0, threads = 0;
         struct import_stats st = {};
         struct cli_progress progress;
-        struct oci_ref oref;
+        struct oci_ref oref = {};
         struct digest d;
         char ctx[512], what[512], ds[DIGEST_STR_LEN + 1], refbuf[DIGEST_STR_LEN + 1];
         bool json = false;
