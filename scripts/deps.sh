@@ -24,7 +24,7 @@ PACKAGES=(
         # runtime tools used by tests, the demo and the benchmarks
         fuse3 zstd attr acl xxd time python3
         casync skopeo docker-registry runc umoci busybox-static
-        git sqlite3 fio apache2-utils
+        git sqlite3 fio apache2-utils openssl curl jq
         squashfuse squashfs-tools erofs-utils
         gnuplot-nox pigz hyperfine restic borgbackup
 )
