@@ -112,21 +112,6 @@ static void set_error(struct commit *c, int r)
         atomic_compare_exchange_strong(&c->error, &expected, r);
 }
 
-static int grow(void **p, size_t *alloc, size_t need, size_t size)
-{
-        size_t n;
-        void *q;
-        if (need <= *alloc)
-                return 0;
-        n = MAX(*alloc * 2, MAX(need, (size_t)64));
-        q = reallocarray(*p, n, size);
-        if (!q)
-                return -ENOMEM;
-        *p = q;
-        *alloc = n;
-        return 0;
-}
-
 /* ---- walking ---- */
 
 static int read_xattrs(const char *path, struct inode *in)
@@ -157,7 +142,7 @@ static int read_xattrs(const char *path, struct inode *in)
                 vl = lgetxattr(path, p, v, (size_t)vl);
                 if (vl < 0)
                         return log_error_errno(errno, "read xattr %s of %s: %m", p, path);
-                if (grow((void **)&in->xattrs, &in->a_xattrs, in->n_xattrs + 1, sizeof *in->xattrs) < 0)
+                if (array_grow((void **)&in->xattrs, &in->a_xattrs, in->n_xattrs + 1, sizeof *in->xattrs) < 0)
                         return -ENOMEM;
                 in->xattrs[in->n_xattrs].name = strdup(p);
                 if (!in->xattrs[in->n_xattrs].name)
@@ -173,7 +158,7 @@ static int queue_push(struct commit *c, const struct job *j)
 {
         int r;
         pthread_mutex_lock(&c->qlock);
-        r = grow((void **)&c->jobs, &c->a_jobs, c->n_jobs + 1, sizeof *c->jobs);
+        r = array_grow((void **)&c->jobs, &c->a_jobs, c->n_jobs + 1, sizeof *c->jobs);
         if (r == 0) {
                 c->jobs[c->n_jobs++] = *j;
                 pthread_cond_signal(&c->qcond);
@@ -217,7 +202,7 @@ static int file_extents(int fd, uint64_t size, uint64_t (**ret)[2], size_t *ret_
                 if (n > 0 && ext[n - 1][0] + ext[n - 1][1] >= start) {
                         ext[n - 1][1] = MAX(ext[n - 1][0] + ext[n - 1][1], end) - ext[n - 1][0];
                 } else {
-                        if (grow((void **)&ext, &a, n + 1, sizeof *ext) < 0) {
+                        if (array_grow((void **)&ext, &a, n + 1, sizeof *ext) < 0) {
                                 free(ext);
                                 return -ENOMEM;
                         }
@@ -326,7 +311,7 @@ static int add_inode(struct commit *c, const struct stat *st, const char *path, 
         struct inode *in;
         if (c->n_inodes >= UINT32_MAX - 1)
                 return -EFBIG;
-        if (grow((void **)&c->inodes, &c->a_inodes, c->n_inodes + 1, sizeof *c->inodes) < 0)
+        if (array_grow((void **)&c->inodes, &c->a_inodes, c->n_inodes + 1, sizeof *c->inodes) < 0)
                 return -ENOMEM;
         in = calloc(1, sizeof *in);
         if (!in)
@@ -401,7 +386,7 @@ static int walk(struct commit *c)
                 while ((errno = 0, de = readdir(dir))) {
                         if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
                                 continue;
-                        if (grow((void **)&names, &a_names, n_names + 1, sizeof *names) < 0 ||
+                        if (array_grow((void **)&names, &a_names, n_names + 1, sizeof *names) < 0 ||
                             !(names[n_names] = strdup(de->d_name))) {
                                 r = -ENOMEM;
                                 break;
@@ -479,7 +464,7 @@ static int walk(struct commit *c)
                                 if (S_ISDIR(st.st_mode))
                                         c->inodes[d]->nsubdirs++;
                                 if (!S_ISDIR(st.st_mode) && st.st_nlink > 1) {
-                                        if (grow((void **)&links, &a_links, n_links + 1, sizeof *links) < 0) {
+                                        if (array_grow((void **)&links, &a_links, n_links + 1, sizeof *links) < 0) {
                                                 r = -ENOMEM;
                                                 break;
                                         }
@@ -499,7 +484,7 @@ static int walk(struct commit *c)
                                 }
                         }
                         c->inodes[idx]->refs++;
-                        if (grow((void **)&c->dirents, &c->a_dirents, c->n_dirents + 1, sizeof *c->dirents) < 0) {
+                        if (array_grow((void **)&c->dirents, &c->a_dirents, c->n_dirents + 1, sizeof *c->dirents) < 0) {
                                 r = -ENOMEM;
                                 break;
                         }

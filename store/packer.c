@@ -68,21 +68,6 @@ struct packer {
                 packs_new;
 };
 
-static int grow(void **p, size_t *alloc, size_t need, size_t size)
-{
-        size_t n;
-        void *q;
-        if (need <= *alloc)
-                return 0;
-        n = MAX(*alloc * 2, MAX(need, (size_t)64));
-        q = reallocarray(*p, n, size);
-        if (!q)
-                return -ENOMEM;
-        *p = q;
-        *alloc = n;
-        return 0;
-}
-
 static int pack_write(struct packer *p, int32_t id, uint8_t *data, size_t len);
 
 static void *writer_main(void *arg)
@@ -260,7 +245,7 @@ static int map_get_or_add(struct packer *p, const struct centry *e, uint32_t *re
                 r = -EFBIG;
                 goto out;
         }
-        r = grow((void **)&p->entries, &p->a_entries, p->n_entries + 1, sizeof *p->entries);
+        r = array_grow((void **)&p->entries, &p->a_entries, p->n_entries + 1, sizeof *p->entries);
         if (r < 0)
                 goto out;
         p->entries[p->n_entries] = *e;
@@ -296,7 +281,7 @@ static int pack_append(struct packer *p, uint32_t entry, const void *frame, size
 
         pthread_mutex_lock(&p->pack_lock);
         if (!p->open_pack) {
-                r = grow((void **)&p->packs, &p->a_packs, p->n_packs + 1, sizeof *p->packs);
+                r = array_grow((void **)&p->packs, &p->a_packs, p->n_packs + 1, sizeof *p->packs);
                 p->open_cap = PACK_TARGET + chunk_bound(p->cs);
                 p->open_pack = r < 0 ? NULL : malloc(p->open_cap);
                 if (!p->open_pack) {

@@ -32,6 +32,22 @@ int log_internal(int level, int err, const char *fmt, ...)
         return -e;
 }
 
+int array_grow(void **p, size_t *alloc, size_t need, size_t size)
+{
+        size_t n;
+        void *q;
+
+        if (need <= *alloc)
+                return 0;
+        n = MAX(*alloc * 2, MAX(need, (size_t)16));
+        q = reallocarray(*p, n, size);
+        if (!q)
+                return -ENOMEM;
+        *p = q;
+        *alloc = n;
+        return 0;
+}
+
 static uint64_t clock_ns(clockid_t id)
 {
         struct timespec ts;

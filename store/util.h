@@ -90,6 +90,11 @@ int log_internal(int level, int err, const char *fmt, ...) _printf_(3, 4);
 #define log_info(...) ((void)log_full_errno(LOG_LVL_INFO, 0, __VA_ARGS__))
 #define log_debug(...) ((void)log_full_errno(LOG_LVL_DEBUG, 0, __VA_ARGS__))
 
+/* array_grow(): make *p (an array of elements of size bytes, *alloc of them
+ * allocated) hold at least need elements, growing geometrically. 0 or -ENOMEM;
+ * *p and *alloc are untouched on failure. */
+int array_grow(void **p, size_t *alloc, size_t need, size_t size);
+
 /* Time. */
 #define NSEC_PER_SEC 1000000000ULL
 uint64_t now_ns(void);           /* CLOCK_MONOTONIC */
