@@ -9,7 +9,7 @@
 
 CASES+=(commit)
 CASE_TITLE[commit]="commit throughput"
-BUDGET_quick[commit]=100
+BUDGET_quick[commit]=90
 BUDGET_full[commit]=840
 
 commit_tools() {

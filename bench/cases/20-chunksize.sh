@@ -10,7 +10,7 @@
 
 CASES+=(chunksize)
 CASE_TITLE[chunksize]="chunk-size sweep"
-BUDGET_quick[chunksize]=60
+BUDGET_quick[chunksize]=50
 BUDGET_full[chunksize]=420
 
 chunksize_sizes() {

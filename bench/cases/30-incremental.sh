@@ -12,7 +12,7 @@
 
 CASES+=(incremental)
 CASE_TITLE[incremental]="incremental pause vs image layer"
-BUDGET_quick[incremental]=45
+BUDGET_quick[incremental]=40
 BUDGET_full[incremental]=300
 
 INCR_WORKLOADS="pip edits db delete"

@@ -12,7 +12,7 @@
 
 CASES+=(generations)
 CASE_TITLE[generations]="store growth over generations"
-BUDGET_quick[generations]=60
+BUDGET_quick[generations]=50
 BUDGET_full[generations]=900
 
 GEN_COUNT=5
