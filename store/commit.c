@@ -34,6 +34,9 @@
 #include "tree.h"
 #include "util.h"
 
+/* Besides the parent, dedup against this many of the store's newest snapshots. */
+#define COMMIT_KNOWN 4
+
 /* Large files are split into jobs of this many bytes. */
 #define JOB_BYTES (8u << 20)
 
@@ -754,7 +757,8 @@ int store_commit(struct backend *b, const struct commit_opts *o, struct digest *
         _cleanup_(freep) pthread_t *threads = NULL;
         _cleanup_(freep) struct worker *workers = NULL;
         _cleanup_(freep) void *blob = NULL;
-        struct snapshot *parent = NULL;
+        struct snapshot *parent = NULL, **recent = NULL;
+        size_t n_recent = 0;
         struct commit_stats st = { 0 };
         struct digest tree_digest, result;
         size_t blob_len = 0;
@@ -790,6 +794,18 @@ int store_commit(struct backend *b, const struct commit_opts *o, struct digest *
                 goto fail;
         if (c.ptree) {
                 r = packer_add_known(c.packer, c.ptree);
+                if (r < 0)
+                        goto fail;
+        }
+        /* Dedup against the store's newest snapshots too, so committing a
+         * tree the store already holds costs no pack bytes, parent or not. */
+        r = store_recent(b, c.cs, COMMIT_KNOWN, &recent, &n_recent);
+        if (r < 0)
+                goto fail;
+        for (size_t i = 0; i < n_recent; i++) {
+                if (parent && digest_eq(&recent[i]->digest, &parent->digest))
+                        continue;
+                r = packer_add_known(c.packer, recent[i]->tree);
                 if (r < 0)
                         goto fail;
         }
@@ -910,7 +926,10 @@ fail:
         json_decref(stats);
         if (c.dirfd >= 0)
                 close(c.dirfd);
+        commit_release(&c); /* the packer refers to the trees below */
         snapshot_free(parent);
-        commit_release(&c);
+        for (size_t i = 0; i < n_recent; i++)
+                snapshot_free(recent[i]);
+        free(recent);
         return r;
 }

@@ -1771,46 +1771,6 @@ static void created_of(const json_t *config, char buf[static 32])
         format_rfc3339(sec, buf);
 }
 
-/* load_known(): the trees of the newest max snapshots in the store with
- * chunk size cs, for dedup. Unreadable ones are skipped (debug log). */
-static int load_known(struct backend *b, uint32_t cs, unsigned max, struct snapshot ***ret, size_t *ret_n)
-{
-        _cleanup_(json_decrefp) json_t *index = NULL;
-        struct snapshot **snaps;
-        json_t *arr;
-        size_t n = 0;
-        int r;
-
-        r = backend_index_read(b, &index);
-        if (r < 0)
-                return log_error_errno(r, "read the store's index: %m");
-        arr = json_object_get(index, "manifests");
-        snaps = calloc(max + 1, sizeof *snaps);
-        if (!snaps)
-                return -ENOMEM;
-        /* Newest last in index.json: walk it backwards. */
-        for (size_t i = json_array_size(arr); i > 0 && n < max; i--) {
-                struct snapshot *s = NULL;
-                struct digest d;
-                bool dup = false;
-
-                if (digest_parse(json_string_value(json_object_get(json_array_get(arr, i - 1), "digest")) ?: "", &d) < 0)
-                        continue;
-                for (size_t k = 0; k < n; k++)
-                        dup = dup || digest_eq(&snaps[k]->digest, &d);
-                if (dup)
-                        continue;
-                if (snapshot_open(b, &d, &s) < 0 || s->config.chunk_size != cs || snapshot_load_tree(b, s) < 0) {
-                        snapshot_free(s);
-                        continue;
-                }
-                snaps[n++] = s;
-        }
-        *ret = snaps;
-        *ret_n = n;
-        return 0;
-}
-
 /* already_imported(): a known snapshot made from this very image manifest by
  * this importer, with the same chunk size and labels: importing it again
  * would make the same tree, so that snapshot is the answer. (A fresh import
@@ -1920,7 +1880,7 @@ int store_import(struct backend *b, const struct import_opts *o, struct digest *
         }
         st.layers = n_layers;
 
-        r = load_known(b, cs, o->known_max ? o->known_max : IMPORT_KNOWN_DEFAULT, &known, &n_known);
+        r = store_recent(b, cs, o->known_max ? o->known_max : IMPORT_KNOWN_DEFAULT, &known, &n_known);
         if (r < 0)
                 return r;
         st.known_snapshots = n_known;

@@ -863,3 +863,43 @@ int store_tag(struct backend *b, const struct digest *d, const char *tag)
                 return log_error_errno(r, "tag %s: update index: %m", tag);
         return 0;
 }
+
+int store_recent(struct backend *b, uint32_t cs, unsigned max, struct snapshot ***ret, size_t *ret_n)
+{
+        _cleanup_(json_decrefp) json_t *index = NULL;
+        struct snapshot **snaps;
+        json_t *arr;
+        size_t n = 0;
+        int r;
+
+        if (!b || !ret || !ret_n)
+                return -EINVAL;
+        r = backend_index_read(b, &index);
+        if (r < 0)
+                return log_error_errno(r, "read the store's index: %m");
+        arr = json_object_get(index, "manifests");
+        snaps = calloc(max + 1, sizeof *snaps);
+        if (!snaps)
+                return -ENOMEM;
+        /* Newest last in index.json: walk it backwards. */
+        for (size_t i = json_array_size(arr); i > 0 && n < max; i--) {
+                struct snapshot *s = NULL;
+                struct digest d;
+                bool dup = false;
+
+                if (digest_parse(json_string_value(json_object_get(json_array_get(arr, i - 1), "digest")), &d) < 0)
+                        continue;
+                for (size_t k = 0; k < n; k++)
+                        dup = dup || digest_eq(&snaps[k]->digest, &d);
+                if (dup)
+                        continue;
+                if (snapshot_open(b, &d, &s) < 0 || s->config.chunk_size != cs || snapshot_load_tree(b, s) < 0) {
+                        snapshot_free(s);
+                        continue;
+                }
+                snaps[n++] = s;
+        }
+        *ret = snaps;
+        *ret_n = n;
+        return 0;
+}

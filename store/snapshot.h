@@ -112,6 +112,12 @@ int store_tag(struct backend *b, const struct digest *d, const char *tag);
 /* tag_valid(): OCI tag grammar [A-Za-z0-9_][A-Za-z0-9._-]{0,127}. */
 bool tag_valid(const char *tag);
 
+/* store_recent(): the newest max snapshots of the store's index with chunk
+ * size cs, trees loaded, for deduplication (packer_add_known()). Unreadable
+ * ones are skipped. *ret is a malloc'd array of n snapshots: free each with
+ * snapshot_free(), then the array. */
+int store_recent(struct backend *b, uint32_t cs, unsigned max, struct snapshot ***ret, size_t *ret_n);
+
 /* verify: re-hash every reachable blob and every chunk. report() is called
  * once per problem found; returns the number of problems or -errno. */
 typedef void (*verify_report_fn)(void *ctx, const char *blob, const char *chunk, const char *what);

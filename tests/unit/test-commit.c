@@ -136,6 +136,11 @@ Test(commit, incremental_costs_only_changes)
         int fd;
 
         cr_assert_eq(store_commit(b, &o, &d1, &st), 0);
+        /* Same tree again, as a new first generation: nothing new either (the
+         * store's newest snapshots are known to the packer). */
+        cr_assert_eq(store_commit(b, &o, &d2, &st), 0);
+        cr_assert_eq(st.chunks_new, 0);
+        cr_assert_eq(st.bytes_packed, 0);
         /* Same tree again: nothing new. */
         o.parent = &d1;
         cr_assert_eq(store_commit(b, &o, &d2, &st), 0);
@@ -208,37 +213,39 @@ Test(commit, diff_reports_ranges)
         backend_free(b);
 }
 
-/* Fail every backend write in turn: the commit either succeeds or fails
- * cleanly, and a later clean commit restores exactly. */
+/* Fail every backend write (and index access) of a commit in turn, each time
+ * on a fresh store: the commit reports the failure, and a clean commit into
+ * the same store afterwards restores exactly. */
 Test(commit, fault_every_write)
 {
-        struct backend *mem = backend_memory_new();
-        struct fault_spec spec = { .kind = FAULT_FAIL, .op_mask = FAULT_OP_WRITE | FAULT_OP_INDEX, .err = EIO };
-        struct backend *b = backend_fault_new(mem, &spec);
+        struct fault_spec spec = { .kind = FAULT_FAIL, .op_mask = FAULT_OP_WRITE | FAULT_OP_INDEX,
+                                   .err = EIO, .nth = UINT64_MAX };
         struct commit_opts o = { .dir = src, .chunk_size = 64 << 10, .tag = "t" };
+        struct backend *b = backend_fault_new(backend_memory_new(), &spec);
         struct digest d;
         uint64_t calls;
 
-        /* How many calls does a clean commit make? */
-        spec.nth = UINT64_MAX;
-        backend_fault_set(b, &spec);
+        /* How many calls does a commit into an empty store make? */
         cr_assert_eq(store_commit(b, &o, &d, NULL), 0);
         calls = backend_fault_calls(b);
         cr_assert_gt(calls, 2);
+        backend_free(b);
         for (uint64_t n = 1; n <= calls; n++) {
                 struct digest got;
+                spec.kind = FAULT_FAIL;
                 spec.nth = n;
-                backend_fault_set(b, &spec);
+                b = backend_fault_new(backend_memory_new(), &spec);
                 cr_assert_lt(store_commit(b, &o, &got, NULL), 0, "fault at call %lu not reported",
                              (unsigned long)n);
+                spec.kind = FAULT_NONE;
+                backend_fault_set(b, &spec);
+                cr_assert_eq(store_commit(b, &o, &got, NULL), 0, "no recovery after a fault at call %lu",
+                             (unsigned long)n);
+                rm_rf(dst);
+                cr_assert_eq(store_restore(b, &got, dst, NULL, NULL, NULL), 0);
+                same_trees(src, dst);
+                backend_free(b);
         }
-        spec.kind = FAULT_NONE;
-        backend_fault_set(b, &spec);
-        cr_assert_eq(store_commit(b, &o, &d, NULL), 0);
-        rmdir(dst);
-        cr_assert_eq(store_restore(b, &d, dst, NULL, NULL, NULL), 0);
-        same_trees(src, dst);
-        backend_free(b);
 }
 
 /* A flipped bit in any read during restore fails the restore; no file is
