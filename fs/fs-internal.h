@@ -90,6 +90,7 @@ struct fs_inode {
         uint64_t base_limit;     /* base bytes at offsets >= this are gone; lock */
         uint8_t *present;        /* one byte per chunk: in the layer; lock */
         size_t n_present;        /* bytes allocated in present; lock */
+        bool sync_map, sync_dir; /* map bytes, a new data file: not fsynced yet; lock */
 };
 
 /* An open regular file (fi->fh). */
@@ -166,6 +167,7 @@ struct fs {
         atomic_uint_fast64_t chunks_fetched, bytes_fetched, cache_hits, cache_misses;
         atomic_uint_fast64_t bytes_served, errors, readahead_chunks, reads;
         atomic_uint_fast64_t dirty_chunks, dirty_bytes, copied_up, bytes_written, journal_bytes;
+        atomic_uint_fast64_t journal_synced; /* journal_bytes at the last fdatasync */
 };
 
 /* read.c */

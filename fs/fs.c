@@ -1062,7 +1062,7 @@ static void op_fsyncdir(fuse_req_t req, fuse_ino_t ino, int datasync, struct fus
         (void)ino;
         (void)datasync;
         (void)fi;
-        fuse_reply_err(req, fdatasync(fs->journal_fd) < 0 ? errno : 0);
+        fuse_reply_err(req, -wl_sync(fs, NULL, false));
 }
 
 static int file_new(struct fs *fs, struct fs_inode *p, struct fuse_file_info *fi)
@@ -1222,7 +1222,7 @@ static ssize_t do_read(struct fs *fs, struct fs_file *f, size_t size, off_t off,
                 for (uint64_t pos = o; pos < o + len;) {
                         uint64_t ci = pos / cs, end = MIN((ci + 1) * cs, o + len);
                         uint8_t *dst = buf + (pos - o);
-                        if (pres[ci - first]) {
+                        if (!s.in_base || pres[ci - first]) {
                                 ssize_t n = pread_full(fd, dst, end - pos, pos);
                                 if (n < 0)
                                         return n;
@@ -1287,6 +1287,8 @@ static int cow_begin(struct fs *fs, struct fs_inode *p, int fd, uint64_t off, ui
         int r = 0;
 
         *c = (struct cow){ .first = (uint32_t)(off / cs), .end = (uint32_t)DIV_ROUND_UP(off + len, cs) };
+        if (!in_base)
+                return 0; /* a new file is all layer: nothing to copy or claim */
         pthread_mutex_lock(&fs->lock);
         for (;;) {
                 bool wait = false;

@@ -778,16 +778,32 @@ int wl_data_ensure(struct fs *fs, struct fs_inode *p)
         limit = p->in_base ? MIN(p->base.attr.size, p->base_limit) : 0;
         pthread_mutex_unlock(&fs->lock);
 
-        /* The map first: a data file never exists without its map. */
-        r = create_file(fs, p->ino, ".map", 0, limit);
-        if (r >= 0)
-                r = create_file(fs, p->ino, "", size, 0);
+        if (p->in_base) {
+                /* The map first: a base file's data never exists without
+                 * its map (which says which chunks are not the base's). */
+                r = create_file(fs, p->ino, ".map", 0, limit);
+                if (r >= 0)
+                        r = create_file(fs, p->ino, "", size, 0);
+        } else {
+                /* A new file is all layer: no map (its dirty chunks are its
+                 * data extents), and an empty data file is its whole state. */
+                char name[64];
+                int fd;
+                data_name(p->ino, "", name);
+                fd = openat(fs->data_fd, name, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+                r = fd < 0 ? -errno : 0;
+                if (fd >= 0 && size && ftruncate(fd, (off_t)size) < 0)
+                        r = -errno;
+                if (fd >= 0)
+                        close(fd);
+        }
 
         pthread_mutex_lock(&fs->lock);
         p->creating_data = false;
         if (r >= 0) {
                 p->has_data = true;
                 p->base_limit = limit;
+                p->sync_dir = true;
         }
         pthread_cond_broadcast(&fs->cond);
         pthread_mutex_unlock(&fs->lock);
@@ -831,9 +847,11 @@ int wl_mark_present(struct fs *fs, struct fs_inode *p, uint32_t first, uint32_t 
                         hi = i + 1;
                         atomic_fetch_add(&fs->dirty_chunks, 1);
                 }
+        if (hi > lo && p->in_base)
+                p->sync_map = true;
         pthread_mutex_unlock(&fs->lock);
-        if (r < 0 || lo >= hi)
-                return r;
+        if (r < 0 || lo >= hi || !p->in_base)
+                return r; /* a new file has no map */
 
         /* One byte per chunk: no read-modify-write, so concurrent markers
          * cannot undo each other on disk. */
@@ -858,6 +876,11 @@ int wl_set_base_limit(struct fs *fs, struct fs_inode *p, uint64_t limit)
         _cleanup_(closep) int fd = -1;
         char name[64];
 
+        if (!p->in_base)
+                return 0;
+        pthread_mutex_lock(&fs->lock);
+        p->sync_map = true;
+        pthread_mutex_unlock(&fs->lock);
         data_name(p->ino, ".map", name);
         fd = openat(fs->data_fd, name, O_WRONLY | O_CLOEXEC);
         if (fd < 0)
@@ -867,26 +890,49 @@ int wl_set_base_limit(struct fs *fs, struct fs_inode *p, uint64_t limit)
 
 int wl_sync(struct fs *fs, struct fs_inode *p, bool data_only)
 {
+        bool map = false, dir = false, has = false;
+        uint64_t jb;
         int r = 0;
 
-        if (p && p->has_data) {
+        if (p) {
+                pthread_mutex_lock(&fs->lock);
+                has = p->has_data;
+                map = p->sync_map;
+                dir = p->sync_dir;
+                p->sync_map = p->sync_dir = false;
+                pthread_mutex_unlock(&fs->lock);
+        }
+        if (has) {
                 char name[64];
                 _cleanup_(closep) int fd = wl_data_open(fs, p->ino, O_RDONLY);
-                _cleanup_(closep) int mfd = -1;
                 if (fd >= 0 && fdatasync(fd) < 0)
                         r = -errno;
-                data_name(p->ino, ".map", name);
-                mfd = openat(fs->data_fd, name, O_RDONLY | O_CLOEXEC);
-                if (mfd >= 0 && fdatasync(mfd) < 0)
-                        r = -errno;
-                if (fsync(fs->data_fd) < 0)
+                if (map) {
+                        _cleanup_(closep) int mfd = -1;
+                        data_name(p->ino, ".map", name);
+                        mfd = openat(fs->data_fd, name, O_RDONLY | O_CLOEXEC);
+                        if (mfd >= 0 && fdatasync(mfd) < 0)
+                                r = -errno;
+                }
+                if (dir && fsync(fs->data_fd) < 0)
                         r = -errno;
         }
-        /* The journal holds the file's name and size-independent attributes;
-         * fdatasync still needs them when the file is new. */
+        /* The journal holds the file's name and attributes (fdatasync needs
+         * them too when the file is new); synced only if it grew. */
         (void)data_only;
-        if (fdatasync(fs->journal_fd) < 0)
-                r = -errno;
+        jb = atomic_load(&fs->journal_bytes);
+        if (jb != atomic_load(&fs->journal_synced)) {
+                if (fdatasync(fs->journal_fd) < 0)
+                        r = -errno;
+                else
+                        atomic_store(&fs->journal_synced, jb);
+        }
+        if (r < 0 && p) { /* try again next time */
+                pthread_mutex_lock(&fs->lock);
+                p->sync_map |= map;
+                p->sync_dir |= dir;
+                pthread_mutex_unlock(&fs->lock);
+        }
         return r;
 }
 
@@ -991,6 +1037,7 @@ static int load_data(struct fs *fs)
                 char name[64];
                 _cleanup_(closep) int mfd = -1;
                 uint8_t h[MAP_HDR];
+                size_t nc;
                 ssize_t n;
 
                 if (de->d_name[0] == '.')
@@ -1010,6 +1057,19 @@ static int load_data(struct fs *fs)
                 if (fstatat(fs->data_fd, de->d_name, &st, 0) < 0) {
                         r = -errno;
                         break;
+                }
+                if (!p->in_base) { /* all layer, no map */
+                        p->has_data = true;
+                        p->base_limit = 0;
+                        p->attr.size = (uint64_t)st.st_size;
+                        nc = DIV_ROUND_UP((uint64_t)st.st_size, fs->chunk_size);
+                        if (present_grow(p, MAX(nc, 1)) < 0) {
+                                r = -ENOMEM;
+                                break;
+                        }
+                        memset(p->present, 1, nc);
+                        atomic_fetch_add(&fs->dirty_chunks, nc);
+                        continue;
                 }
                 data_name(ino, ".map", name);
                 mfd = openat(fs->data_fd, name, O_RDONLY | O_CLOEXEC);
@@ -1031,7 +1091,6 @@ static int load_data(struct fs *fs)
                 p->attr.size = (uint64_t)st.st_size;
                 {
                         struct stat ms;
-                        size_t nc;
                         if (fstat(mfd, &ms) < 0) {
                                 r = -errno;
                                 break;
