@@ -52,6 +52,7 @@ int cmd_mount(const struct cli_command *cmd, int argc, char **argv);
 int cmd_umount(const struct cli_command *cmd, int argc, char **argv);
 int cmd_status(const struct cli_command *cmd, int argc, char **argv);
 int cmd_import(const struct cli_command *cmd, int argc, char **argv);
+int cmd_bench(const struct cli_command *cmd, int argc, char **argv);
 
 /* Options every command takes; getopt_long values above 255 are ours. */
 enum {

@@ -219,7 +219,28 @@ const struct cli_command cli_commands[] = {
                         "                    known_snapshots, already_imported, tree_bytes, wall_ns)\n"
                         "The store is created if it does not exist.\n" REGISTRY_HELP COMMON_HELP,
         },
-        { .name = "bench" },
+        {
+                .name = "bench",
+                .run = cmd_bench,
+                .usage = "[--store S] [--json] DIR",
+                .summary = "operator benchmark of this node: commit, resume, reads",
+                .help = "Measure this node on DIR and the store: a full commit of DIR (time,\n"
+                        "throughput, bytes new), for an oci:// store a push, then a resume: the\n"
+                        "mount-ready time with an empty node cache, the first byte of one file, a\n"
+                        "cold and a warm read of every file, stasisd's peak RSS. The snapshot stays\n"
+                        "in the store, untagged, labelled stasis.bench=1 (gc removes it); the cache,\n"
+                        "state and mountpoint are temporary (under $TMPDIR, else /var/tmp). As root\n"
+                        "the guest page cache is dropped before the commit and the mount. The\n"
+                        "checkpoint figure is skipped until stasis checkpoint exists.\n\n" STORE_HELP
+                        "  --json            one JSON document (dir, store, files, bytes, chunk_size,\n"
+                        "                    cold_cache_dropped, commit{digest, wall_ns, bytes_per_s,\n"
+                        "                    bytes_new, bytes_packed, chunks_total, tree_bytes}, push,\n"
+                        "                    mount_ref, mount_ready_ns, first_byte_ns, first_byte_file,\n"
+                        "                    cold_read{wall_ns, bytes, bytes_per_s}, warm_read{...},\n"
+                        "                    stasisd_peak_rss_bytes, checkpoint, notes)\n"
+                        "Without --json: a table on stdout; progress on stderr when it is a TTY.\n" REGISTRY_HELP
+                                COMMON_HELP,
+        },
 };
 const size_t cli_n_commands = ELEMENTSOF(cli_commands);
 
