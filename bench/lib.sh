@@ -244,3 +244,111 @@ image_layer() {
                 tar --no-recursion -cf - -C "$1" -T "$2/changed" -C "$2/wh" -T "$2/whiteouts" | "$3" >"$4"' \
                 image-layer "$1" "$2" "$COMPRESS_GZ" "$3"
 }
+
+# --- timers, mounts and servers of the resume/read/write/registry cases ------
+# benchio ARGS...: bench/tools/benchio.c (built once into the work dir): the
+# millisecond-precise timers (fork+exec+wait, first byte, read/stat walks).
+benchio() {
+        local bin=$WORK/bin/benchio src=$HERE/tools/benchio.c
+        if [[ ! -x $bin || $src -nt $bin ]]; then
+                mkdir -p "$WORK/bin"
+                ${CC:-cc} -O2 -std=gnu17 -Wall -o "$bin.tmp" "$src" || die "cannot build $src"
+                mv "$bin.tmp" "$bin"
+        fi
+        "$bin" "$@"
+}
+# ns2s NS -> seconds with 6 decimals
+ns2s() { awk -v n="$1" 'BEGIN { if (n == "" || n == "NA") print "NA"; else printf "%.6f", n / 1e9 }'; }
+
+# Mounts and servers a case started: undone by bench_teardown (run.sh's exit
+# trap), newest first, each by its own mountpoint or pid.
+BENCH_MOUNTS=() BENCH_PIDS=()
+bench_track_mount() { BENCH_MOUNTS+=("$1"); }
+bench_track_pid() { BENCH_PIDS+=("$1"); }
+is_mountpoint() { awk -v m="$(realpath -m "$1")" '$5 == m { f = 1 } END { exit !f }' /proc/self/mountinfo; }
+# bench_umount MP: stasis umount for a stasis mount, else umount (fuse or kernel)
+bench_umount() {
+        local mp=$1
+        is_mountpoint "$mp" || return 0
+        if awk -v m="$(realpath -m "$mp")" '$5 == m && / - fuse\.stasis /' /proc/self/mountinfo | grep -q .; then
+                "$STASIS" umount "$mp" >/dev/null 2>&1 || "$STASIS" umount --lazy "$mp" >/dev/null 2>&1 || true
+        elif awk -v m="$(realpath -m "$mp")" '$5 == m && / - fuse/' /proc/self/mountinfo | grep -q .; then
+                fusermount3 -u "$mp" 2>/dev/null || umount -l "$mp" 2>/dev/null || true
+        else
+                umount "$mp" 2>/dev/null || umount -l "$mp" 2>/dev/null || true
+        fi
+}
+bench_teardown() {
+        local i
+        for ((i = ${#BENCH_MOUNTS[@]} - 1; i >= 0; i--)); do bench_umount "${BENCH_MOUNTS[$i]}"; done
+        for i in "${BENCH_PIDS[@]}"; do
+                kill "$i" 2>/dev/null || true
+                wait "$i" 2>/dev/null || true
+        done
+        BENCH_MOUNTS=() BENCH_PIDS=()
+}
+
+# stasis_mount_timed MP CACHE STATE ARGS...: fresh empty CACHE and STATE, then
+# `stasis mount --cache CACHE --state STATE ARGS... MP`, timed by benchio
+# (it returns only when reads work). Sets MR_S (seconds) and MR_RC.
+stasis_mount_timed() {
+        local mp=$1 cache=$2 state=$3 out
+        shift 3
+        rm -rf "$cache" "$state"
+        mkdir -p "$cache" "$state" "$mp"
+        bench_track_mount "$mp"
+        out=$(benchio run "$STASIS" mount --cache "$cache" --state "$state" "$@" "$mp" 2>/dev/null)
+        MR_RC=${out#* }
+        MR_S=$(ns2s "${out%% *}")
+        ((MR_RC == 0)) || log "stasis mount $* $mp failed (exit $MR_RC)"
+}
+# daemon_hwm_kb STATE: peak RSS (VmHWM) of the stasisd whose pid is in STATE
+daemon_hwm_kb() {
+        local pid
+        pid=$(cat "$1/stasisd.pid" 2>/dev/null) || { echo NA; return; }
+        awk '/^VmHWM:/ { print $2; f = 1 } END { if (!f) print "NA" }' "/proc/$pid/status" 2>/dev/null || echo NA
+}
+# first_file DIR: a fixed file for first-byte figures: the first (sorted) regular
+# file of 1-8 MiB, else the largest file
+first_file() {
+        local f
+        f=$(cd "$1" && find . -type f -size +1024k -size -8193k -printf '%P\n' | LC_ALL=C sort | head -n 1)
+        [[ -n $f ]] || f=$(cd "$1" && find . -type f -printf '%s %P\n' | sort -rn | head -n 1 | cut -d' ' -f2-)
+        echo "$f"
+}
+# inode_count DIR: distinct inodes under DIR (a hardlink group counts once)
+inode_count() { find "$1" -printf '%i\n' | sort -u | wc -l; }
+
+# registry_start DIR: Debian's docker-registry on 127.0.0.1 and a free port,
+# data under DIR. Sets REG_HOST and REG_PID (tracked for teardown).
+registry_start() {
+        local dir=$1 port i
+        mkdir -p "$dir/data"
+        port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+        REG_HOST=127.0.0.1:$port
+        cat >"$dir/config.yml" <<CFG
+version: 0.1
+log:
+  level: error
+  accesslog:
+    disabled: true
+storage:
+  filesystem:
+    rootdirectory: $dir/data
+  delete:
+    enabled: true
+http:
+  addr: $REG_HOST
+  secret: stasis-bench-secret
+CFG
+        docker-registry serve "$dir/config.yml" >>"$dir/log" 2>&1 &
+        REG_PID=$!
+        bench_track_pid "$REG_PID"
+        for ((i = 0; i < 200; i++)); do
+                curl -s -o /dev/null "http://$REG_HOST/v2/" 2>/dev/null && return 0
+                kill -0 "$REG_PID" 2>/dev/null || break
+                sleep 0.05
+        done
+        cat "$dir/log" >&2
+        die "docker-registry did not start on $REG_HOST"
+}

@@ -9,8 +9,8 @@
 
 CASES+=(commit)
 CASE_TITLE[commit]="commit throughput"
-BUDGET_quick[commit]=90
-BUDGET_full[commit]=840
+BUDGET_quick[commit]=55
+BUDGET_full[commit]=480
 
 commit_tools() {
         if ((HAVE_STASIS)); then echo stasis tarzstd casync; else echo tarzstd casync; fi

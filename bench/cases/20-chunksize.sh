@@ -10,8 +10,8 @@
 
 CASES+=(chunksize)
 CASE_TITLE[chunksize]="chunk-size sweep"
-BUDGET_quick[chunksize]=50
-BUDGET_full[chunksize]=420
+BUDGET_quick[chunksize]=45
+BUDGET_full[chunksize]=330
 
 chunksize_sizes() {
         if [[ $MODE == full ]]; then
@@ -42,6 +42,7 @@ chunksize_run() {
         scale_params "$MODE"
         tsv_row "$RES/chunksize-dataset.tsv" edits "$EDIT_WRITES x 4 KiB in model.bin ($MODEL_SIZE), 5 small text files appended to"
         tsv_row "$RES/chunksize-dataset.tsv" default "$(chunksize_default)"
+        tsv_init "$RES/chunksize-lazy.tsv" run chunk ready_s first_s read_s read_mb_s read_bytes bytes_fetched rc load1
         tsv_init "$f" run chunk phase wall_s sync_s dur_s user_s sys_s cpu_s rss_kb store_bytes growth_bytes \
                 mb_s chunks_total chunks_new bytes_new bytes_packed tree_bytes rc load1
         ((HAVE_STASIS)) || { log "chunksize: no stasis binary, nothing to measure"; return 0; }
@@ -61,6 +62,7 @@ chunksize_run() {
                         s0=$(dir_bytes "$out/store")
                         chunksize_row "$run" "$cs" base "$s0" "$s0" "$bytes" "$json"
                         digest=$(jget digest <<<"$json")
+                        chunksize_lazy "$run" "$cs" "$out" "$digest"
                         workload edits "$data" "$MODE" $((1000 + run)) "$out/undo"
                         measure "$out" "$STASIS" commit --store "$out/store" --chunk-size "$cs" --parent "$digest" \
                                 --json "$data" >"$out/incr.json"
@@ -73,6 +75,41 @@ chunksize_run() {
         done
         rm -rf "$out"
 }
+
+# chunksize_lazy RUN CS OUT DIGEST: the lazy-read cost on resume at this chunk
+# size, at quick scale whatever the mode: mount the fresh store with an empty
+# node cache (guest page cache dropped), the first byte in the middle of
+# model.bin, then a cold read of usr/share/man (small files) and model.bin
+# (one large file) through the mount.
+chunksize_lazy() {
+        local run=$1 cs=$2 out=$3 digest=$4 mp=$3/mp first rd b ns fetched off
+        ((HAVE_STASIS)) || return 0
+        drop_caches
+        stasis_mount_timed "$mp" "$out/cache" "$out/state" --store "$out/store" "$digest"
+        if ((MR_RC != 0)); then
+                tsv_row "$RES/chunksize-lazy.tsv" "$run" "$cs" NA NA NA NA NA NA 1 "$M_LOAD"
+                return
+        fi
+        off=$(($(file_bytes "$mp/var/lib/bench/model.bin") / 2 + 12345))
+        first=$(first_byte_at "$mp/var/lib/bench/model.bin" "$off")
+        b=0 ns=0
+        local p o x y
+        for p in usr/share/man var/lib/bench/model.bin; do
+                o=$(benchio read "$mp/$p") || o="NA NA"
+                read -r x y _ <<<"$o"
+                b=$(awk -v a="$b" -v c="$x" 'BEGIN { print (c == "NA") ? "NA" : a + c }')
+                ns=$(awk -v a="$ns" -v c="$y" 'BEGIN { print (c == "NA") ? "NA" : a + c }')
+        done
+        rd=$(ns2s "$ns")
+        fetched=$(jget bytes_fetched <<<"$("$STASIS" status --json "$mp" 2>/dev/null || true)")
+        bench_umount "$mp"
+        rm -rf "$out/cache" "$out/state"
+        tsv_row "$RES/chunksize-lazy.tsv" "$run" "$cs" "$MR_S" "$first" "$rd" \
+                "$(awk -v b="$b" -v t="$rd" 'BEGIN { if (t == "NA" || t == 0) print "NA"; else printf "%.1f", b / t / 1e6 }')" \
+                "$b" "$fetched" 0 "$(cut -d' ' -f1 /proc/loadavg)"
+        log "chunksize run $run $(chunksize_human "$cs") lazy: ready ${MR_S}s first byte ${first}s cold read ${rd}s ($(hb "$b"))"
+}
+first_byte_at() { local o; o=$(benchio first "$1" "$2" 2>/dev/null) || { echo NA; return; }; ns2s "$o"; }
 
 # chunksize_row RUN CS PHASE STORE GROWTH INBYTES JSON
 chunksize_row() {
@@ -105,7 +142,16 @@ CHUNKSIZE_REF_BYTES=$((2 << 30))
 # chunksize_summary -> per size (medians), tab-separated:
 #   1 cs  2 n  3 base_mb_s  4 store  5 incr_s  6 growth  7 base_s  8 base_cpu_s
 #   9 tree_incr  10 data (growth - tree)  11 projected growth for the reference rootfs
+#   12 lazy first byte s  13 lazy cold read s (medians; NA if not measured)
 chunksize_summary() {
+        chunksize_summary0 | while IFS= read -r line; do
+                local c=${line%%$'\t'*} l1 l2
+                l1=$(stats "$RES/chunksize-lazy.tsv" first_s chunk "chunk=$c" rc=0 2>/dev/null | cut -f3)
+                l2=$(stats "$RES/chunksize-lazy.tsv" read_s chunk "chunk=$c" rc=0 2>/dev/null | cut -f3)
+                printf '%s\t%s\t%s\n' "$line" "${l1:-NA}" "${l2:-NA}"
+        done
+}
+chunksize_summary0() {
         local f=$RES/chunksize.tsv cs bytes
         bytes=$(awk -F'\t' '$1 == "bytes" { print $2 }' "$RES/chunksize-dataset.tsv")
         for cs in $(awk -F'\t' 'NR > 1 { print $2 }' "$f" | sort -n | uniq); do
@@ -135,16 +181,26 @@ chunksize_summary() {
 # CPU, not wall time: on a shared 2-core machine wall time is the noisier one.
 chunksize_pick() {
         chunksize_summary | awk -F'\t' '
-                { cs[NR] = $1; cpu[NR] = $8; st[NR] = $4; pr[NR] = $11; n = NR
-                  if (ms == "" || $4 < ms) ms = $4 }
+                { cs[NR] = $1; cpu[NR] = $8; st[NR] = $4; pr[NR] = $11; fb[NR] = $12; rd[NR] = $13; n = NR
+                  if (ms == "" || $4 < ms) ms = $4
+                  if ($12 != "NA" && (mf == "" || $12 < mf)) mf = $12
+                  if ($13 != "NA") r[++nr] = $13 }
+                function median(v, m,   i, j, t) {
+                        for (i = 2; i <= m; i++) { t = v[i]; for (j = i - 1; j >= 1 && v[j] > t; j--) v[j + 1] = v[j]; v[j + 1] = t }
+                        return (m % 2) ? v[(m + 1) / 2] : (v[m / 2] + v[m / 2 + 1]) / 2
+                }
                 END {
-                        # mc: the median of the CPU medians of all sizes
+                        # mc: the median of the CPU medians of all sizes; mr: of the lazy cold reads
                         for (i = 1; i <= n; i++) a[i] = cpu[i]
-                        for (i = 2; i <= n; i++) { t = a[i]; for (j = i - 1; j >= 1 && a[j] > t; j--) a[j + 1] = a[j]; a[j + 1] = t }
-                        mc = (n % 2) ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
+                        mc = median(a, n)
+                        mr = nr ? median(r, nr) : ""
+                        fl = (mf == "") ? "" : (2 * mf > mf + 0.002 ? 2 * mf : mf + 0.002)
                         best = ""
                         for (i = 1; i <= n; i++) {
                                 ok[i] = cpu[i] <= 1.15 * mc && st[i] <= 1.05 * ms
+                                # lazy-read cost on resume, where measured
+                                if (fb[i] != "NA" && fl != "" && fb[i] > fl) ok[i] = 0
+                                if (rd[i] != "NA" && mr != "" && rd[i] > 1.15 * mr) ok[i] = 0
                                 if (ok[i] && (best == "" || pr[i] < best)) best = pr[i]
                         }
                         pick = ""
@@ -201,6 +257,30 @@ EOF
         local fails
         fails=$(awk -F'\t' 'NR > 1 && $19 != 0 { n++ } END { print n + 0 }' "$f")
         ((fails == 0)) || printf '\n**%d commit(s) failed** (rc column of results/chunksize.tsv); they are left out above.\n' "$fails"
+        if [[ -s $RES/chunksize-lazy.tsv ]] && (($(wc -l <"$RES/chunksize-lazy.tsv") > 1)); then
+                cat <<EOF
+
+Lazy-read cost on resume, per chunk size (after each full commit: \`stasis
+mount\` of that store with an empty node cache and the guest page cache
+dropped; the first byte is one byte in the middle of model.bin; the cold
+read is every file of usr/share/man (many small files) plus model.bin (one
+large file), $(hb "$(stats "$RES/chunksize-lazy.tsv" read_bytes chunk rc=0 | head -n 1 | cut -f3)"), through the mount; "fetched" is what stasisd
+decompressed from the packs for all of it):
+
+| chunk | runs | mount-ready ms | first byte ms | cold read MB/s | fetched |
+|---|---|---|---|---|---|
+EOF
+                local l
+                for cs in $(awk -F'\t' 'NR > 1 { print $2 }' "$RES/chunksize-lazy.tsv" | sort -n | uniq); do
+                        l=$(stats "$RES/chunksize-lazy.tsv" first_s chunk "chunk=$cs" rc=0 | cut -f2-)
+                        [[ -n $l ]] || continue
+                        printf '| %s | %s | %s | %s | %s | %s |\n' "$(chunksize_human "$cs")" "$(cut -f1 <<<"$l")" \
+                                "$(mmm "$(stats "$RES/chunksize-lazy.tsv" ready_s chunk "chunk=$cs" rc=0 | cut -f2- | awk -F'\t' -v OFS='\t' '{ print $1, $2 * 1000, $3 * 1000, $4 * 1000 }')" 1)" \
+                                "$(mmm "$(awk -F'\t' -v OFS='\t' '{ print $1, $2 * 1000, $3 * 1000, $4 * 1000 }' <<<"$l")" 2)" \
+                                "$(mmm "$(stats "$RES/chunksize-lazy.tsv" read_mb_s chunk "chunk=$cs" rc=0 | cut -f2-)" 0)" \
+                                "$(hb "$(stats "$RES/chunksize-lazy.tsv" bytes_fetched chunk "chunk=$cs" rc=0 | cut -f3)")"
+                done
+        fi
         local def pick
         def=$(dv default)
         pick=$(chunksize_pick)
@@ -219,9 +299,12 @@ overhead would show there; run-to-run noise on this shared machine is about
 ±15%, so a tighter cut would pick by noise) and whose store is within 5% of
 the smallest, the rule takes the smallest projected pause; sizes within 5% of
 it count as equal and the larger chunk wins (fewer chunks to index and to
-fetch lazily). Not yet in the rule: lazy-read cost on
-resume (larger chunks fetch more per first byte, fewer requests per MiB),
-which the resume case will add. On this run the rule picks
+fetch lazily). The lazy-read cost on resume (added with the resume case,
+before its numbers were seen) also rules a size out: a first byte slower
+than twice the fastest size's (or than it + 2 ms, whichever is more: a
+local first byte is about a millisecond, where timer noise is that size),
+or a cold read through the mount more than 15% slower than the median
+over all sizes. On this run the rule picks
 **$( [[ -n $pick ]] && chunksize_human "$pick" || echo 'nothing (no data)')**; the code's default is
 **$(chunksize_human "$def")**$(
                 if [[ -z $pick ]]; then echo "."

@@ -12,8 +12,8 @@
 
 CASES+=(incremental)
 CASE_TITLE[incremental]="incremental pause vs image layer"
-BUDGET_quick[incremental]=40
-BUDGET_full[incremental]=300
+BUDGET_quick[incremental]=25
+BUDGET_full[incremental]=200
 
 INCR_WORKLOADS="pip edits db delete"
 

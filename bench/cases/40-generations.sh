@@ -12,8 +12,8 @@
 
 CASES+=(generations)
 CASE_TITLE[generations]="store growth over generations"
-BUDGET_quick[generations]=50
-BUDGET_full[generations]=900
+BUDGET_quick[generations]=30
+BUDGET_full[generations]=360
 
 GEN_COUNT=5
 
