@@ -117,12 +117,13 @@ static void set_error(struct commit *c, int r)
 
 /* ---- walking ---- */
 
-static int read_xattrs(const char *path, struct inode *in)
+/* read_xattrs(): path is what the calls use, name what messages say. */
+static int read_xattrs(const char *path, const char *name, struct inode *in)
 {
         _cleanup_(freep) char *names = NULL;
         ssize_t n = llistxattr(path, NULL, 0);
         if (n < 0)
-                return errno == ENOTSUP ? 0 : log_error_errno(errno, "list xattrs of %s: %m", path);
+                return errno == ENOTSUP ? 0 : log_error_errno(errno, "list xattrs of %s: %m", name);
         if (n == 0)
                 return 0;
         names = malloc((size_t)n);
@@ -130,21 +131,21 @@ static int read_xattrs(const char *path, struct inode *in)
                 return -ENOMEM;
         n = llistxattr(path, names, (size_t)n);
         if (n < 0)
-                return log_error_errno(errno, "list xattrs of %s: %m", path);
+                return log_error_errno(errno, "list xattrs of %s: %m", name);
         for (char *p = names; p < names + n; p += strlen(p) + 1) {
                 _cleanup_(freep) void *v = NULL;
                 ssize_t vl = lgetxattr(path, p, NULL, 0);
                 if (vl < 0) {
                         if (errno == ENODATA)
                                 continue;
-                        return log_error_errno(errno, "read xattr %s of %s: %m", p, path);
+                        return log_error_errno(errno, "read xattr %s of %s: %m", p, name);
                 }
                 v = malloc((size_t)vl + 1);
                 if (!v)
                         return -ENOMEM;
                 vl = lgetxattr(path, p, v, (size_t)vl);
                 if (vl < 0)
-                        return log_error_errno(errno, "read xattr %s of %s: %m", p, path);
+                        return log_error_errno(errno, "read xattr %s of %s: %m", p, name);
                 if (array_grow((void **)&in->xattrs, &in->a_xattrs, in->n_xattrs + 1, sizeof *in->xattrs) < 0)
                         return -ENOMEM;
                 in->xattrs[in->n_xattrs].name = strdup(p);
@@ -220,12 +221,15 @@ static int file_extents(int fd, uint64_t size, uint64_t (**ret)[2], size_t *ret_
         return 0;
 }
 
-static int open_noatime(int dirfd, const char *path)
+/* open_noatime(): path below the root, never through a symlink (the tree may
+ * change while we read it: a swapped-in symlink must not make us commit a
+ * file from outside it), with O_NOATIME where we may. */
+static int open_noatime(int dirfd, const char *path, int flags)
 {
-        int fd = openat(dirfd, path, O_RDONLY | O_NOATIME | O_NOFOLLOW | O_CLOEXEC);
-        if (fd < 0 && errno == EPERM) /* O_NOATIME needs ownership or CAP_FOWNER */
-                fd = openat(dirfd, path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
-        return fd < 0 ? -errno : fd;
+        int fd = open_beneath(dirfd, path, O_RDONLY | O_NOATIME | O_NOFOLLOW | O_CLOEXEC | flags);
+        if (fd == -EPERM) /* O_NOATIME needs ownership or CAP_FOWNER */
+                fd = open_beneath(dirfd, path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | flags);
+        return fd;
 }
 
 static int queue_file(struct commit *c, uint32_t idx)
@@ -255,7 +259,7 @@ static int queue_file(struct commit *c, uint32_t idx)
 
         /* A large file: find its extents here, then split it. */
         {
-                _cleanup_(closep) int fd = open_noatime(c->dirfd, in->path);
+                _cleanup_(closep) int fd = open_noatime(c->dirfd, in->path, 0);
                 uint32_t per = MAX(JOB_BYTES / c->cs, 1u);
                 if (fd < 0)
                         return log_error_errno(fd, "open %s: %m", in->path);
@@ -347,7 +351,7 @@ static int walk(struct commit *c)
         if (r < 0)
                 return r;
         c->inodes[root]->ino = TREE_ROOT_INO;
-        r = read_xattrs(c->o->dir, c->inodes[root]);
+        r = read_xattrs(c->o->dir, c->o->dir, c->inodes[root]);
         if (r < 0)
                 return r;
         c->next_ino = TREE_ROOT_INO + 1;
@@ -374,13 +378,11 @@ static int walk(struct commit *c)
                         continue;
                 if (atomic_load(&c->error))
                         return atomic_load(&c->error);
-                fd = d == root ? dup(c->dirfd)
-                               : openat(c->dirfd, c->inodes[d]->path,
-                                        O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC | O_NOATIME);
-                if (fd < 0 && errno == EPERM)
-                        fd = openat(c->dirfd, c->inodes[d]->path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+                fd = d == root ? dup(c->dirfd) : open_noatime(c->dirfd, c->inodes[d]->path, O_DIRECTORY);
+                if (d == root && fd < 0)
+                        fd = -errno;
                 if (fd < 0)
-                        return log_error_errno(errno, "open directory %s: %m", c->inodes[d]->path);
+                        return log_error_errno(fd, "open directory %s: %m", c->inodes[d]->path);
                 dir = fdopendir(fd);
                 if (!dir) {
                         close(fd);
@@ -455,12 +457,13 @@ static int walk(struct commit *c)
                                 }
                                 {
                                         _cleanup_(freep) char *full = NULL;
-                                        if (asprintf(&full, "%s/%s", c->o->dir, path) < 0) {
+                                        /* by the directory fd: no path walk to be raced */
+                                        if (asprintf(&full, "/proc/self/fd/%d/%s", dirfd(dir), names[i]) < 0) {
                                                 full = NULL;
                                                 r = -ENOMEM;
                                                 break;
                                         }
-                                        r = read_xattrs(full, c->inodes[idx]);
+                                        r = read_xattrs(full, path, c->inodes[idx]);
                                         if (r < 0)
                                                 break;
                                 }
@@ -573,7 +576,7 @@ static int process_job(struct worker *w, const struct job *j)
         struct stat st;
         int r;
 
-        fd = open_noatime(c->dirfd, in->path);
+        fd = open_noatime(c->dirfd, in->path, 0);
         if (fd < 0)
                 return log_error_errno(fd, "open %s: %m", in->path);
         if (fstat(fd, &st) < 0)

@@ -3,6 +3,8 @@
 
 #include <fcntl.h>
 #include <inttypes.h>
+#include <linux/openat2.h>
+#include <sys/syscall.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
@@ -192,6 +194,19 @@ int read_file_at(int dirfd, const char *path, size_t max, char **ret, size_t *re
                 *ret_len = (size_t)n;
         *ret = TAKE_PTR(buf);
         return 0;
+}
+
+int open_beneath(int dirfd, const char *path, int flags)
+{
+        struct open_how how = {
+                .flags = (uint64_t)(unsigned)flags,
+                .resolve = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS,
+        };
+        long fd = syscall(SYS_openat2, dirfd, path, &how, sizeof how);
+
+        if (fd < 0 && errno == ENOSYS)
+                fd = openat(dirfd, path, flags);
+        return fd < 0 ? -errno : (int)fd;
 }
 
 int fsync_dir_at(int dirfd, const char *dir)

@@ -116,6 +116,13 @@ int write_full(int fd, const void *buf, size_t len);
  * refusing anything over max bytes with -EFBIG. */
 int read_file_at(int dirfd, const char *path, size_t max, char **ret, size_t *ret_len);
 
+/* open_beneath(): openat() of a relative path that must resolve inside
+ * dirfd without following any symlink on the way (openat2 with
+ * RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS), so a tree that changes under us
+ * cannot redirect a read outside it. Falls back to plain openat() on kernels
+ * without openat2. Returns an fd or -errno. */
+int open_beneath(int dirfd, const char *path, int flags);
+
 /* fsync_dir_at(): fsync the directory that holds path (relative to dirfd). */
 int fsync_dir_at(int dirfd, const char *dir);
 
