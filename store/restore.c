@@ -80,20 +80,22 @@ static int apply_xattrs_fd(struct restore *r, int fd, const struct tree_inode *t
         return 0;
 }
 
-static int apply_xattrs_path(struct restore *r, const struct tree_inode *ti, const char *path)
+/* apply_xattrs_at(): xattrs of name in dirfd (a symlink, device, fifo or
+ * socket: nothing to open), through the directory fd, so no path is walked. */
+static int apply_xattrs_at(struct restore *r, int dirfd, const char *name, const struct tree_inode *ti,
+                           const char *path)
 {
-        _cleanup_(freep) char *full = NULL;
+        char full[64 + TREE_NAME_MAX];
         if (tree_xattr_count(r->t, ti) == 0)
                 return 0;
-        if (asprintf(&full, "%s/%s", r->dir, path) < 0)
-                return -ENOMEM;
+        snprintf(full, sizeof full, "/proc/self/fd/%d/%s", dirfd, name);
         for (uint32_t i = 0; i < tree_xattr_count(r->t, ti); i++) {
-                const char *name;
+                const char *xname;
                 const void *value;
                 size_t len;
-                tree_xattr(r->t, ti, i, &name, &value, &len);
-                if (lsetxattr(full, name, value, len, 0) < 0)
-                        return log_error_errno(errno, "set xattr %s on %s: %m", name, path);
+                tree_xattr(r->t, ti, i, &xname, &value, &len);
+                if (lsetxattr(full, xname, value, len, 0) < 0)
+                        return log_error_errno(errno, "set xattr %s on %s: %m", xname, path);
         }
         return 0;
 }
@@ -129,7 +131,7 @@ static int apply_attrs_at(struct restore *r, int dirfd, const char *name, const 
                 return log_error_errno(errno, "chown %s: %m", path);
         if (!lnk && fchmodat(dirfd, name, a->mode & 07777, 0) < 0)
                 return log_error_errno(errno, "chmod %s: %m", path);
-        e = apply_xattrs_path(r, ti, path);
+        e = apply_xattrs_at(r, dirfd, name, ti, path);
         if (e < 0)
                 return e;
         if (utimensat(dirfd, name, times, AT_SYMLINK_NOFOLLOW) < 0)
