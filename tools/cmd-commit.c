@@ -65,26 +65,28 @@ int cmd_commit(const struct cli_command *cmd, int argc, char **argv)
                         parent_ref = optarg;
                         break;
                 case OPT_CHUNK_SIZE:
-                        if (parse_size(optarg, &chunk_size) < 0 || chunk_size_valid(chunk_size) <= 0)
-                                return cli_usage(cmd, "--chunk-size %s: not a power of two from 16K to 4M",
-                                                 optarg);
+                        r = cli_opt_chunk_size(cmd, optarg, &chunk_size);
+                        if (r)
+                                return r;
                         break;
                 case OPT_TAG:
-                        if (!tag_valid(optarg))
-                                return cli_usage(cmd, "--tag %s: not a valid tag", optarg);
-                        tag = optarg;
+                        r = cli_opt_tag(cmd, optarg, &tag);
+                        if (r)
+                                return r;
                         break;
                 case OPT_LABEL:
                         if (add_label(labels, optarg) < 0)
                                 return cli_usage(cmd, "--label %s: expected KEY=VALUE", optarg);
                         break;
                 case OPT_LEVEL:
-                        if (cli_parse_u64(optarg, &level) < 0 || level < 1 || level > 22)
-                                return cli_usage(cmd, "--level %s: expected 1..22", optarg);
+                        r = cli_opt_level(cmd, optarg, &level);
+                        if (r)
+                                return r;
                         break;
                 case OPT_THREADS:
-                        if (cli_parse_u64(optarg, &threads) < 0 || threads < 1 || threads > 1024)
-                                return cli_usage(cmd, "--threads %s: expected 1..1024", optarg);
+                        r = cli_opt_threads(cmd, optarg, &threads);
+                        if (r)
+                                return r;
                         break;
                 case OPT_JSON:
                         json = true;

@@ -149,9 +149,9 @@ int cmd_pull(const struct cli_command *cmd, int argc, char **argv)
                                 return cli_usage(cmd, "--jobs %s: expected 1 to 64", optarg);
                         break;
                 case OPT_TAG:
-                        if (!tag_valid(optarg))
-                                return cli_usage(cmd, "--tag %s: not a valid tag", optarg);
-                        tag = optarg;
+                        r = cli_opt_tag(cmd, optarg, &tag);
+                        if (r)
+                                return r;
                         break;
                 default:
                         r = cli_common_option(cmd, c, argv);

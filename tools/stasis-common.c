@@ -241,3 +241,38 @@ void cli_progress_done(struct cli_progress *p)
                 p->shown = false;
         }
 }
+
+int cli_opt_tag(const struct cli_command *cmd, const char *optarg, const char **ret)
+{
+        if (!tag_valid(optarg))
+                return cli_usage(cmd, "--tag %s: not a valid tag", optarg);
+        *ret = optarg;
+        return 0;
+}
+
+int cli_opt_chunk_size(const struct cli_command *cmd, const char *optarg, uint64_t *ret)
+{
+        uint64_t v;
+        if (parse_size(optarg, &v) < 0 || chunk_size_valid(v) <= 0)
+                return cli_usage(cmd, "--chunk-size %s: not a power of two from 16K to 4M", optarg);
+        *ret = v;
+        return 0;
+}
+
+int cli_opt_level(const struct cli_command *cmd, const char *optarg, uint64_t *ret)
+{
+        uint64_t v;
+        if (cli_parse_u64(optarg, &v) < 0 || v < 1 || v > 19) /* 20+ are zstd's --ultra levels */
+                return cli_usage(cmd, "--level %s: expected 1 to 19", optarg);
+        *ret = v;
+        return 0;
+}
+
+int cli_opt_threads(const struct cli_command *cmd, const char *optarg, uint64_t *ret)
+{
+        uint64_t v;
+        if (cli_parse_u64(optarg, &v) < 0 || v < 1 || v > 256)
+                return cli_usage(cmd, "--threads %s: expected 1 to 256", optarg);
+        *ret = v;
+        return 0;
+}
