@@ -8,6 +8,8 @@
  *
  * --empty mounts an empty snapshot (a root directory alone, nothing read
  * from any store), so a sandbox can start from nothing.
+ * $STASIS_JOURNAL_MAX (a size, default 64M) sets when the writable layer's
+ * journal is rewritten as an image of its state.
  *
  * Readiness: unless --foreground, stasisd forks before it starts any thread;
  * the parent exits 0 only once the child has mounted, started its API and
@@ -566,6 +568,7 @@ int main(int argc, char **argv)
         char pidbuf[32];
         _cleanup_(freep) char *mopts = NULL;
         struct digest dg;
+        uint64_t journal_max = 0;
         int ready_fd = -1, sock = -1, r, ret = 1;
         bool mounted = false, registered = false;
 
@@ -689,8 +692,12 @@ int main(int argc, char **argv)
         /* Only the main thread takes SIGTERM/SIGINT/SIGHUP (libfuse's workers
          * block them too): the handler must interrupt the loop's wait. */
         stop_signals_mask(SIG_BLOCK);
+        /* $STASIS_JOURNAL_MAX: when the layer's journal is compacted (a size). */
+        if (getenv("STASIS_JOURNAL_MAX") && parse_size(getenv("STASIS_JOURNAL_MAX"), &journal_max) < 0)
+                journal_max = 0;
         r = fs_new(&(struct fs_opts){ .store = store, .snap = d.snap, .cache = d.cache,
-                                      .state_dir = d.state, .base_name = d.snapshot },
+                                      .state_dir = d.state, .base_name = d.snapshot,
+                                      .journal_max = journal_max },
                    &d.fs);
         if (r < 0) {
                 log_error_errno(r, "filesystem: %m");

@@ -125,11 +125,11 @@ struct fs {
         uint32_t chunk_size, n_chunks, n_packs;
         unsigned ra_chunks; /* 0: readahead off */
         pthread_key_t tls;
-        bool tls_ok;
         int state_fd, layer_fd, data_fd; /* STATE/, STATE/layers/<id>/, .../data/ */
-        char state_dir[4096];
+        bool tls_ok;
         bool acl;       /* FUSE_CAP_POSIX_ACL negotiated; set once in init */
         bool writeback; /* FUSE_CAP_WRITEBACK_CACHE negotiated; set once in init */
+        char state_dir[4096];
 
         /* The model. */
         pthread_mutex_t lock;
@@ -144,7 +144,12 @@ struct fs {
         pthread_mutex_t jlock;
         pthread_cond_t jcond;
         uint64_t jnext;  /* sequence number whose turn it is to write; jlock */
-        int journal_fd;  /* immutable while serving */
+        uint64_t journal_max; /* compact after appending this much; immutable */
+        atomic_uint_fast64_t journal_image;    /* bytes of the last image */
+        atomic_uint_fast64_t journal_at_image; /* journal_bytes when it was taken */
+        int journal_fd;  /* jlock; written only by the holder of a turn (a
+                          * compaction), read for a write only by the holder */
+        atomic_bool compacting;
         atomic_bool broken; /* a journal write failed: refuse changes */
 
         /* Per pack: 0 not checked yet, 1 present in our store, -1 absent. */
@@ -160,9 +165,9 @@ struct fs {
         pthread_cond_t ra_cond;
         uint32_t *ra_queue;         /* ring; ra_lock */
         size_t ra_head, ra_len, ra_cap; /* ra_lock */
-        bool ra_stop;               /* ra_lock */
         pthread_t *ra_threads;      /* immutable */
         unsigned n_ra_threads;
+        bool ra_stop;               /* ra_lock */
 
         atomic_uint_fast64_t chunks_fetched, bytes_fetched, cache_hits, cache_misses;
         atomic_uint_fast64_t bytes_served, errors, readahead_chunks, reads;

@@ -1838,6 +1838,7 @@ int fs_new(const struct fs_opts *o, struct fs **ret)
         fs->snap = o->snap;
         fs->tree = o->snap->tree;
         fs->cache = o->cache;
+        fs->journal_max = o->journal_max ? o->journal_max : FS_JOURNAL_MAX;
         fs->chunk_size = tree_chunk_size(fs->tree);
         fs->n_chunks = tree_n_chunks(fs->tree);
         fs->n_packs = tree_n_packs(fs->tree);

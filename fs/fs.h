@@ -41,6 +41,10 @@
  * behind its mount, so the kernel may cache as long as it likes. */
 #define FS_BASE_TIMEOUT 86400.0
 
+/* The writable layer's journal is rewritten as an image of the model once
+ * this much was appended to it (see docs/writable-layer.md). */
+#define FS_JOURNAL_MAX (64ull << 20)
+
 struct fs;
 struct fuse_session;
 struct fuse_args;
@@ -54,6 +58,9 @@ struct fs_opts {
         unsigned workers;       /* readahead threads; 0: 2 */
         const char *state_dir;  /* the mount's state directory (required) */
         const char *base_name;  /* what HEAD records as the base: a digest, or "empty" */
+        uint64_t journal_max;   /* compact the layer's journal after this many
+                                 * appended bytes (and twice its last image); 0:
+                                 * FS_JOURNAL_MAX */
 };
 
 struct fs_counters {

@@ -658,6 +658,8 @@ void wl_txn_apply(struct fs *fs, struct wl_txn *t)
         }
 }
 
+static void compact_online(struct fs *fs);
+
 int wl_txn_write(struct fs *fs, struct wl_txn *t)
 {
         _cleanup_(freep) uint8_t *buf = TAKE_PTR(t->buf);
@@ -688,6 +690,15 @@ int wl_txn_write(struct fs *fs, struct wl_txn *t)
         pthread_cond_broadcast(&fs->jcond);
         pthread_mutex_unlock(&fs->jlock);
         *t = (struct wl_txn){};
+        /* Appended more than max(journal_max, twice the last image) since
+         * the last image: this thread writes a new one. */
+        if (r >= 0 && len) {
+                uint64_t since = atomic_load(&fs->journal_bytes) - atomic_load(&fs->journal_at_image);
+                bool expect = false;
+                if (since > MAX(fs->journal_max, 2 * atomic_load(&fs->journal_image)) &&
+                    atomic_compare_exchange_strong(&fs->compacting, &expect, true))
+                        compact_online(fs);
+        }
         return r;
 }
 
@@ -922,10 +933,18 @@ int wl_sync(struct fs *fs, struct fs_inode *p, bool data_only)
         (void)data_only;
         jb = atomic_load(&fs->journal_bytes);
         if (jb != atomic_load(&fs->journal_synced)) {
-                if (fdatasync(fs->journal_fd) < 0)
+                int jfd;
+                /* A compaction may swap the journal: sync our own handle
+                 * on the one we saw (the new one was fsynced whole). */
+                pthread_mutex_lock(&fs->jlock);
+                jfd = fcntl(fs->journal_fd, F_DUPFD_CLOEXEC, 0);
+                pthread_mutex_unlock(&fs->jlock);
+                if (jfd < 0 || fdatasync(jfd) < 0)
                         r = -errno;
                 else
                         atomic_store(&fs->journal_synced, jb);
+                if (jfd >= 0)
+                        close(jfd);
         }
         if (r < 0 && p) { /* try again next time */
                 pthread_mutex_lock(&fs->lock);
@@ -1113,28 +1132,23 @@ static int load_data(struct fs *fs)
         return r;
 }
 
-/* compact(): write the model as a fresh journal and rename it in. */
-static int compact(struct fs *fs)
+/* image_build(): the model as one transaction that recreates it from the
+ * base; fs->lock held. */
+static int image_build(struct fs *fs, struct wl_txn *t)
 {
-        struct wl_txn t = {};
-        _cleanup_(closep) int fd = -1;
-        uint8_t hdr[16] = { 0 };
-        int r = 0;
-
-        memcpy(hdr, JOURNAL_MAGIC, 8);
-        wl_txn_op(&t, WL_OP_NEXTINO, fs->next_ino, 0, NULL, NULL, 0);
+        wl_txn_op(t, WL_OP_NEXTINO, fs->next_ino, 0, NULL, NULL, 0);
         for (size_t b = 0; b < fs->n_buckets; b++)
                 for (struct fs_inode *p = fs->buckets[b]; p; p = p->next) {
                         if (!p->modified && !p->dir && !p->xattrs_own)
                                 continue;
                         if (p->modified)
-                                wl_txn_attr(&t, &p->attr, p->parent);
+                                wl_txn_attr(t, &p->attr, p->parent);
                         if (p->symlink)
-                                wl_txn_op(&t, WL_OP_SYMLINK, p->ino, 0, NULL, p->symlink, strlen(p->symlink));
+                                wl_txn_op(t, WL_OP_SYMLINK, p->ino, 0, NULL, p->symlink, strlen(p->symlink));
                         if (p->xattrs_own) {
-                                wl_txn_op(&t, WL_OP_XCLEAR, p->ino, 0, NULL, NULL, 0);
+                                wl_txn_op(t, WL_OP_XCLEAR, p->ino, 0, NULL, NULL, 0);
                                 for (size_t i = 0; i < p->n_xattrs; i++)
-                                        wl_txn_op(&t, WL_OP_XSET, p->ino, 0, p->xattrs[i].name,
+                                        wl_txn_op(t, WL_OP_XSET, p->ino, 0, p->xattrs[i].name,
                                                   p->xattrs[i].value, p->xattrs[i].len);
                         }
                 }
@@ -1142,35 +1156,126 @@ static int compact(struct fs *fs)
                 for (struct fs_inode *p = fs->buckets[b]; p; p = p->next) {
                         if (!p->dir)
                                 continue;
-                        wl_txn_op(&t, WL_OP_DIRNEW, p->ino, 0, NULL, NULL, 0);
+                        wl_txn_op(t, WL_OP_DIRNEW, p->ino, 0, NULL, NULL, 0);
                         for (size_t i = 0; i < p->dir->n; i++)
                                 if (p->dir->ents[i].name)
-                                        wl_txn_op(&t, WL_OP_LINK, p->ino, p->dir->ents[i].ino,
+                                        wl_txn_op(t, WL_OP_LINK, p->ino, p->dir->ents[i].ino,
                                                   p->dir->ents[i].name, NULL, 0);
                 }
-        if (t.err) {
-                free(t.buf);
-                return t.err;
+        if (t->err) {
+                free(t->buf);
+                *t = (struct wl_txn){};
+                return -ENOMEM;
         }
-        txn_seal(&t, 0);
+        txn_seal(t, 0);
+        return 0;
+}
+
+/* image_write(): t as a complete journal in journal.tmp, fsynced. */
+static int image_write(struct fs *fs, const struct wl_txn *t)
+{
+        _cleanup_(closep) int fd = -1;
+        uint8_t hdr[16] = { 0 };
+        int r;
+
+        memcpy(hdr, JOURNAL_MAGIC, 8);
         fd = openat(fs->layer_fd, "journal.tmp", O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
         if (fd < 0)
-                r = -errno;
+                return -errno;
+        r = write_full(fd, hdr, sizeof hdr);
         if (r >= 0)
-                r = write_full(fd, hdr, sizeof hdr);
-        if (r >= 0)
-                r = write_full(fd, t.buf, t.len);
+                r = write_full(fd, t->buf, t->len);
         if (r >= 0 && fsync(fd) < 0)
                 r = -errno;
-        if (r >= 0 && renameat(fs->layer_fd, "journal.tmp", fs->layer_fd, "journal") < 0)
-                r = -errno;
-        if (r >= 0 && fsync(fs->layer_fd) < 0)
-                r = -errno;
-        free(t.buf);
         if (r < 0)
                 (void)unlinkat(fs->layer_fd, "journal.tmp", 0);
-        fs->jseq = fs->jnext = 1;
         return r;
+}
+
+/* image_install(): journal.tmp becomes the journal; *ret_fd (may be NULL)
+ * gets it opened for appending. */
+static int image_install(struct fs *fs, int *ret_fd)
+{
+        int fd = -1;
+
+        if (renameat(fs->layer_fd, "journal.tmp", fs->layer_fd, "journal") < 0) {
+                int r = -errno;
+                (void)unlinkat(fs->layer_fd, "journal.tmp", 0);
+                return r;
+        }
+        if (fsync(fs->layer_fd) < 0)
+                return -errno;
+        if (ret_fd) {
+                fd = openat(fs->layer_fd, "journal", O_WRONLY | O_APPEND | O_CLOEXEC);
+                if (fd < 0)
+                        return -errno;
+                *ret_fd = fd;
+        }
+        return 0;
+}
+
+/* compact(): at load (nothing else runs), write the model as a fresh journal. */
+static int compact(struct fs *fs)
+{
+        struct wl_txn t = {};
+        int r = image_build(fs, &t);
+
+        if (r >= 0)
+                r = image_write(fs, &t);
+        if (r >= 0)
+                r = image_install(fs, NULL);
+        free(t.buf);
+        fs->jseq = fs->jnext = 1;
+        atomic_store(&fs->journal_image, t.len);
+        return r;
+}
+
+/* compact_online(): the same while serving. The image is built under
+ * fs->lock (memory only) and takes a journal sequence number c, so it holds
+ * every transaction before c and none after; it is written to journal.tmp
+ * with no lock held, and when its turn in the write order comes, renamed
+ * over the journal, after which transactions from c + 1 go to the new
+ * file. A crash before the rename leaves the old journal, which holds
+ * everything too. */
+static void compact_online(struct fs *fs)
+{
+        struct wl_txn t = {};
+        int r, nfd = -1, ofd = -1;
+        uint64_t before = atomic_load(&fs->journal_bytes);
+
+        pthread_mutex_lock(&fs->lock);
+        r = image_build(fs, &t);
+        t.seq = fs->jseq++;
+        pthread_mutex_unlock(&fs->lock);
+        if (r >= 0)
+                r = image_write(fs, &t);
+
+        pthread_mutex_lock(&fs->jlock);
+        while (fs->jnext != t.seq)
+                pthread_cond_wait(&fs->jcond, &fs->jlock);
+        pthread_mutex_unlock(&fs->jlock);
+        if (r >= 0) /* our turn: no transaction is being written */
+                r = image_install(fs, &nfd);
+        pthread_mutex_lock(&fs->jlock);
+        if (r >= 0) {
+                ofd = fs->journal_fd;
+                fs->journal_fd = nfd;
+        }
+        fs->jnext++;
+        pthread_cond_broadcast(&fs->jcond);
+        pthread_mutex_unlock(&fs->jlock);
+        if (ofd >= 0)
+                close(ofd);
+        if (r < 0)
+                log_warning_errno(r, "writable layer: journal compaction failed (the journal keeps growing): %m");
+        else {
+                atomic_store(&fs->journal_image, t.len);
+                log_info("writable layer: journal compacted: %" PRIu64 " bytes appended since the last image, new image %zu bytes",
+                         before - atomic_load(&fs->journal_at_image), t.len);
+        }
+        atomic_store(&fs->journal_at_image, before);
+        free(t.buf);
+        atomic_store(&fs->compacting, false);
 }
 
 static int mkdirat_p(int dirfd, const char *name)

@@ -3,12 +3,16 @@
 # moment while a writer writes random data + fsync, renames + fsyncdir and
 # links; a remount on the same state dir has every acknowledged byte and
 # name, no half-applied rename, and link counts that match the names.
-#   WL_CRASH_TRIALS  number of trials (default 20)
+#   WL_CRASH_TRIALS       number of trials (default 20)
+#   WL_CRASH_JOURNAL_MAX  the daemon's journal compaction bound (default 16K)
 source "$(dirname "$0")/lib.sh"
 source "$(dirname "$0")/mount-lib.bash"
 need python3
 
 trials=${WL_CRASH_TRIALS:-20}
+# A small journal bound, so the daemon also rewrites its journal (online
+# compaction) many times while it is being killed.
+export STASIS_JOURNAL_MAX=${WL_CRASH_JOURNAL_MAX:-16K}
 S=$T/store
 mkdir -p "$T/src/base"
 rand_file "$T/src/base/big" $((3 * 1024 * 1024 + 777))
@@ -131,4 +135,7 @@ for ((trial = 1; trial <= trials; trial++)); do
         st umount "$mp"
         total=$((total + 1))
 done
+compactions=$(grep -c "journal compacted" "$state/stasisd.log" || true)
+echo "   online journal compactions during the trials: $compactions"
+((compactions > 0)) || fail "no online compaction happened (STASIS_JOURNAL_MAX=$STASIS_JOURNAL_MAX)"
 step "$total trials, 0 losses"
