@@ -172,7 +172,7 @@ registry_goals() {
                 local what
                 case $col in ready_s) what="ready" ;; first_s) what="first byte" ;; full_s) what="every file read" ;; esac
                 [[ -n $r ]] || { echo "| registry resume: $what | faster than skopeo copy + tar -x | not measured | — |"; continue; }
-                echo "| registry resume: $what | faster than skopeo copy + tar -x (same run) | image path / stasis = $(mmm "$r" 2)× (n=$(cut -f1 <<<"$r")) | $(awk -v m="$(cut -f2 <<<"$r")" 'BEGIN { print m > 1 ? "yes" : "**no**" }') |"
+                echo "| registry resume: $what | faster than skopeo copy + tar -x (same run) | image path / stasis = $(mmm "$r" 2)× (n=$(cut -f1 <<<"$r")) | $(awk -v m="$(cut -f2 <<<"$r")" 'BEGIN { print (m > 1) ? "yes" : "**no**" }') |"
         done
 }
 
