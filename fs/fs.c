@@ -175,6 +175,9 @@ static void op_init(void *userdata, struct fuse_conn_info *conn)
                 conn->want |= FUSE_CAP_CACHE_SYMLINKS;
         if (conn->capable & FUSE_CAP_PARALLEL_DIROPS)
                 conn->want |= FUSE_CAP_PARALLEL_DIROPS;
+        /* Large WRITEs: the kernel's writeback sends up to 1 MiB at once
+         * (libfuse negotiates max_pages from this). */
+        conn->max_write = 1u << 20;
         if (conn->capable & FUSE_CAP_WRITEBACK_CACHE) {
                 conn->want |= FUSE_CAP_WRITEBACK_CACHE;
                 fs->writeback = true;
