@@ -41,7 +41,7 @@ CMAKE_FUZZ := cmake -S . -B $(FUZZ_BUILD) -DCMAKE_C_COMPILER=clang \
               -DSTASIS_WERROR=ON -DSTASIS_FUZZ=ON
 
 .PHONY: all deps build asan fuzz-build demo test test-gcc test-asan fuzz lint \
-        tidy cppcheck bench bench-quick clean help
+        tidy cppcheck bench bench-quick model-long clean help
 
 all: build
 
@@ -96,6 +96,12 @@ bench-quick: deps
 	@$(MAKE) --no-print-directory build
 	@test -f bench/run.sh || { echo "bench/run.sh not there yet" >&2; exit 1; }
 	bash bench/run.sh --quick
+
+# The writable layer's randomized model test, long (needs root and /dev/fuse).
+model-long: build
+	STASIS=$(BUILD)/stasis STASISD=$(BUILD)/stasisd BUILD_DIR=$(BUILD) SRC_DIR=$(CURDIR) \
+	  TESTS_BIN=$(BUILD)/tests WL_MODEL_OPS=$${WL_MODEL_OPS:-1000000} WL_MODEL_EVERY=10000 \
+	  bash tests/integration/wl-model.sh
 
 clean:
 	rm -rf $(BUILD) $(ASAN_BUILD) $(FUZZ_BUILD)

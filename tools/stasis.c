@@ -153,20 +153,26 @@ const struct cli_command cli_commands[] = {
                 .name = "mount",
                 .run = cmd_mount,
                 .usage = "[--store S] [--cache DIR] [--cache-size N] [--state DIR] [--label K=V]... "
-                         "[--foreground] [--no-prefetch] [-o OPTS] REF MOUNTPOINT",
-                .summary = "mount a snapshot lazily; returns when reads work",
-                .help = "Start stasisd to mount snapshot REF on MOUNTPOINT. No file data is read at\n"
-                        "mount time: chunks are fetched on first read, verified, and kept in the\n"
-                        "node cache shared by every mount. A dead mount on MOUNTPOINT is cleaned up\n"
-                        "first.\n\n" STORE_HELP
+                         "[--foreground] [--no-prefetch] [-o OPTS] REF|--empty MOUNTPOINT",
+                .summary = "mount a snapshot, writable, lazily; returns when reads work",
+                .help = "Start stasisd to mount snapshot REF (or, with --empty, an empty tree) on\n"
+                        "MOUNTPOINT. No file data is read at mount time: chunks are fetched on first\n"
+                        "read, verified, and kept in the node cache shared by every mount. The mount\n"
+                        "is writable: changes go to a writable layer in the state directory, copied\n"
+                        "up one chunk at a time; mounting again with the same --state presents the\n"
+                        "same tree and bytes. A dead mount on MOUNTPOINT is cleaned up first.\n\n" STORE_HELP
                         "  --cache DIR       node chunk cache (default $STASIS_CACHE, else /var/cache/stasis)\n"
                         "  --cache-size N    the cache's size bound (256M, 10G), recorded in DIR\n"
-                        "  --state DIR       pid, log and api.sock (default $STASIS_RUN_DIR/state/<hash>)\n"
+                        "  --state DIR       the writable layer, pid, log and api.sock\n"
+                        "                    (default $STASIS_RUN_DIR/state/<hash>)\n"
+                        "  --empty           mount an empty tree instead of a snapshot\n"
                         "  --label K=V       a label in the mount registry entry (repeatable)\n"
                         "  --foreground      run stasisd in the foreground\n"
                         "  --no-prefetch     accepted; access-trace prefetch comes later\n"
-                        "  -o OPTS           extra FUSE mount options, e.g. suid,dev\n"
-                        "Mounted allow_other,default_permissions; noatime by nature.\n" COMMON_HELP,
+                        "  -o OPTS           extra FUSE mount options\n"
+                        "Mounted allow_other,default_permissions (and suid,dev as root); noatime by\n"
+                        "nature. $STASIS_JOURNAL_MAX bounds the layer's journal before it is compacted\n"
+                        "(default 64M).\n" COMMON_HELP,
         },
         { .name = "checkpoint" },
         { .name = "pause" },
