@@ -35,6 +35,11 @@
  *                        of the writable layer among them), snapshot, store,
  *                        mountpoint, pid, uptime
  *   GET /metrics         the same counters as Prometheus text
+ *   POST /api/v1/freeze, /api/v1/unfreeze   freeze or thaw the sandbox the
+ *                        way the label io.stasis.freeze says (freezer.h);
+ *                        idempotent; 409 NoFreezer without the label. A
+ *                        sandbox left frozen is thawed when stasisd exits.
+ * Errors are {"error": sentence, "reason": CamelCase} (docs/control-api.md).
  * The mount is noatime by nature (the kernel never updates atime on FUSE
  * inodes). */
 #define FUSE_USE_VERSION 312
@@ -55,6 +60,7 @@
 #include <sys/wait.h>
 #include <time.h>
 
+#include "daemon/freezer.h"
 #include "fs/fs.h"
 #include "store/cache.h"
 #include "store/oci.h"
@@ -73,7 +79,9 @@ struct opts {
 };
 
 /* Everything the control API reads; immutable while it runs, except the fs
- * counters, which are atomics. */
+ * counters, which are atomics, and the fields marked "api": those are used
+ * only by the API's one thread (MHD_USE_INTERNAL_POLLING_THREAD serves one
+ * request at a time), and by main() only after MHD_stop_daemon(). */
 struct daemon {
         struct fs *fs;
         struct cache *cache;
@@ -89,7 +97,14 @@ struct daemon {
         uint64_t started_ns;
         time_t started;
         json_t *labels;
+        struct freezer *freezer; /* NULL: no io.stasis.freeze label; immutable pointer */
+        bool user_frozen;        /* frozen through POST /freeze; api */
 };
+
+/* The label that says how to freeze the sandbox (freezer.h). */
+#define LABEL_FREEZE "io.stasis.freeze"
+/* The largest request body the API takes. */
+#define API_BODY_MAX (1u << 20)
 
 static void usage(FILE *f)
 {
@@ -255,9 +270,11 @@ static enum MHD_Result reply(struct MHD_Connection *conn, unsigned status, const
         return ret;
 }
 
-static enum MHD_Result reply_error(struct MHD_Connection *conn, unsigned status, const char *msg)
+/* reply_error(): docs/control-api.md's {error, reason}. */
+static enum MHD_Result reply_error(struct MHD_Connection *conn, unsigned status, const char *reason,
+                                   const char *msg)
 {
-        json_t *j = json_pack("{s:s}", "error", msg);
+        json_t *j = json_pack("{s:s, s:s}", "error", msg, "reason", reason);
         char *s = j ? json_dumps(j, JSON_COMPACT) : NULL;
 
         json_decref(j);
@@ -276,26 +293,124 @@ static bool peer_allowed(const struct daemon *d, struct MHD_Connection *conn)
         return cred.uid == 0 || cred.uid == d->owner;
 }
 
+static enum MHD_Result reply_json(struct MHD_Connection *conn, unsigned status, json_t *j /* taken */)
+{
+        char *s = j ? json_dumps(j, JSON_COMPACT) : NULL;
+
+        json_decref(j);
+        return reply(conn, status, "application/json", s);
+}
+
+static enum MHD_Result reply_errno(struct MHD_Connection *conn, const char *reason, const char *what,
+                                   int err)
+{
+        char msg[256];
+
+        snprintf(msg, sizeof msg, "%s: %s", what, strerror(-err));
+        return reply_error(conn, err == -ETIMEDOUT ? MHD_HTTP_GATEWAY_TIMEOUT : MHD_HTTP_INTERNAL_SERVER_ERROR,
+                           err == -ETIMEDOUT ? "Timeout" : reason, msg);
+}
+
+/* POST /api/v1/freeze: idempotent; 409 NoFreezer without a freeze label. */
+static enum MHD_Result api_freeze(struct daemon *d, struct MHD_Connection *conn)
+{
+        int r;
+
+        if (!d->freezer)
+                return reply_error(conn, MHD_HTTP_CONFLICT, "NoFreezer",
+                                   "the mount has no " LABEL_FREEZE " label");
+        r = freezer_freeze(d->freezer);
+        if (r < 0) {
+                log_error_errno(r, "freeze (%s): %m", freezer_method(d->freezer));
+                return reply_errno(conn, "FreezeFailed", "freeze failed", r);
+        }
+        d->user_frozen = true;
+        return reply_json(conn, MHD_HTTP_OK,
+                          json_pack("{s:b, s:s}", "frozen", 1, "method", freezer_method(d->freezer)));
+}
+
+/* POST /api/v1/unfreeze: idempotent. */
+static enum MHD_Result api_unfreeze(struct daemon *d, struct MHD_Connection *conn)
+{
+        int r;
+
+        if (!d->freezer)
+                return reply_error(conn, MHD_HTTP_CONFLICT, "NoFreezer",
+                                   "the mount has no " LABEL_FREEZE " label");
+        r = freezer_thaw(d->freezer);
+        if (r < 0) {
+                log_error_errno(r, "unfreeze (%s): %m", freezer_method(d->freezer));
+                return reply_errno(conn, "FreezeFailed", "unfreeze failed", r);
+        }
+        d->user_frozen = false;
+        return reply_json(conn, MHD_HTTP_OK, json_pack("{s:b}", "frozen", 0));
+}
+
+/* A request's state across MHD's calls: its body so far. */
+struct request {
+        char *body;
+        size_t len;
+        bool too_big;
+};
+
+static void request_done(void *cls, struct MHD_Connection *conn, void **req_cls,
+                         enum MHD_RequestTerminationCode toe)
+{
+        struct request *rq = *req_cls;
+        (void)cls;
+        (void)conn;
+        (void)toe;
+
+        if (rq) {
+                free(rq->body);
+                free(rq);
+        }
+        *req_cls = NULL;
+}
+
 static enum MHD_Result handle(void *cls, struct MHD_Connection *conn, const char *url,
                               const char *method, const char *version, const char *upload,
                               size_t *upload_size, void **req_cls)
 {
-        const struct daemon *d = cls;
+        struct daemon *d = cls;
+        struct request *rq = *req_cls;
         (void)version;
-        (void)upload;
 
-        if (!*req_cls) { /* first call: headers only */
-                *req_cls = (void *)1;
+        if (!rq) { /* first call: headers only */
                 if (!peer_allowed(d, conn))
-                        return reply_error(conn, MHD_HTTP_FORBIDDEN, "peer not allowed");
+                        return reply_error(conn, MHD_HTTP_FORBIDDEN, "Forbidden", "peer not allowed");
+                rq = calloc(1, sizeof *rq);
+                if (!rq)
+                        return MHD_NO;
+                *req_cls = rq;
                 return MHD_YES;
         }
-        if (*upload_size) { /* no request of ours has a body yet */
+        if (*upload_size) { /* a piece of the body */
+                if (rq->too_big || rq->len + *upload_size > API_BODY_MAX) {
+                        rq->too_big = true;
+                } else {
+                        char *n = realloc(rq->body, rq->len + *upload_size + 1);
+                        if (!n)
+                                return MHD_NO;
+                        memcpy(n + rq->len, upload, *upload_size);
+                        rq->len += *upload_size;
+                        n[rq->len] = 0;
+                        rq->body = n;
+                }
                 *upload_size = 0;
                 return MHD_YES;
         }
+        if (rq->too_big)
+                return reply_error(conn, MHD_HTTP_CONTENT_TOO_LARGE, "BadRequest", "request body too large");
+        if (strcmp(method, "POST") == 0) {
+                if (strcmp(url, "/api/v1/freeze") == 0)
+                        return api_freeze(d, conn);
+                if (strcmp(url, "/api/v1/unfreeze") == 0)
+                        return api_unfreeze(d, conn);
+                return reply_error(conn, MHD_HTTP_NOT_FOUND, "NotFound", "no such endpoint");
+        }
         if (strcmp(method, "GET") != 0)
-                return reply_error(conn, MHD_HTTP_METHOD_NOT_ALLOWED, "method not allowed");
+                return reply_error(conn, MHD_HTTP_METHOD_NOT_ALLOWED, "BadRequest", "method not allowed");
         if (strcmp(url, "/api/v1/status") == 0) {
                 json_t *j = status_json(d);
                 char *s = j ? json_dumps(j, JSON_COMPACT) : NULL;
@@ -304,7 +419,7 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *conn, const char
         }
         if (strcmp(url, "/metrics") == 0)
                 return reply(conn, MHD_HTTP_OK, "text/plain; version=0.0.4", metrics_text(d));
-        return reply_error(conn, MHD_HTTP_NOT_FOUND, "no such endpoint");
+        return reply_error(conn, MHD_HTTP_NOT_FOUND, "NotFound", "no such endpoint");
 }
 
 static int api_socket(const char *path, int *ret)
@@ -585,6 +700,17 @@ int main(int argc, char **argv)
         d.owner = getuid();
         d.started = time(NULL);
         d.started_ns = now_ns();
+        {
+                const char *fz = json_string_value(json_object_get(o.labels, LABEL_FREEZE));
+                if (fz) {
+                        r = freezer_new(fz, &d.freezer);
+                        if (r < 0) {
+                                log_error_errno(r, "label %s=%s: expected cgroup:/sys/fs/cgroup/PATH or runc:ID: %m",
+                                                LABEL_FREEZE, fz);
+                                goto fail;
+                        }
+                }
+        }
 
         r = check_mountpoint(o.mountpoint, d.mountpoint);
         if (r < 0)
@@ -740,6 +866,7 @@ int main(int argc, char **argv)
         }
         mhd = MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG, 0, NULL, NULL,
                                handle, &d, MHD_OPTION_LISTEN_SOCKET, sock,
+                               MHD_OPTION_NOTIFY_COMPLETED, request_done, NULL,
                                MHD_OPTION_CONNECTION_TIMEOUT, 30u, MHD_OPTION_END);
         if (!mhd) {
                 r = log_error_errno(-EIO, "control API on %s failed to start", d.socket);
@@ -795,6 +922,9 @@ fail:
                 (void)unlink(d.registry);
         if (mhd)
                 MHD_stop_daemon(mhd);
+        /* Never leave the sandbox frozen behind us (it may be the one thing
+         * that would unmount us). */
+        d.freezer = freezer_free(d.freezer);
         closep(&sock);
         if (mounted)
                 (void)unlink(d.socket);

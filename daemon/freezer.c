@@ -1,0 +1,217 @@
+/* freezer.c — see freezer.h. */
+#include "freezer.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <pthread.h>
+#include <spawn.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "store/util.h"
+
+extern char **environ;
+
+enum freezer_kind { FREEZER_CGROUP2, FREEZER_CGROUP1, FREEZER_RUNC };
+
+struct freezer {
+        enum freezer_kind kind; /* immutable */
+        char arg[PATH_MAX];     /* the cgroup directory or the runc id; immutable */
+        pthread_mutex_t lock;
+        bool frozen; /* we froze it and have not thawed it; lock */
+};
+
+static int write_str(const char *dir, const char *file, const char *s)
+{
+        char p[PATH_MAX + 64];
+        _cleanup_(closep) int fd = -1;
+
+        snprintf(p, sizeof p, "%s/%s", dir, file);
+        fd = open(p, O_WRONLY | O_CLOEXEC);
+        if (fd < 0)
+                return -errno;
+        return write_full(fd, s, strlen(s));
+}
+
+static int read_str(const char *dir, const char *file, char *buf, size_t size)
+{
+        char p[PATH_MAX + 64];
+        _cleanup_(closep) int fd = -1;
+        ssize_t n;
+
+        snprintf(p, sizeof p, "%s/%s", dir, file);
+        fd = open(p, O_RDONLY | O_CLOEXEC);
+        if (fd < 0)
+                return -errno;
+        n = pread_full(fd, buf, size - 1, 0);
+        if (n < 0)
+                return (int)n;
+        buf[n] = 0;
+        return 0;
+}
+
+/* settled(): 1 once the cgroup reports itself frozen (want) or thawed. */
+static int settled(const struct freezer *f, bool want)
+{
+        char buf[512];
+        int r;
+
+        if (f->kind == FREEZER_CGROUP2) {
+                r = read_str(f->arg, "cgroup.events", buf, sizeof buf);
+                if (r < 0)
+                        return r;
+                return strstr(buf, want ? "frozen 1" : "frozen 0") != NULL;
+        }
+        r = read_str(f->arg, "freezer.state", buf, sizeof buf);
+        if (r < 0)
+                return r;
+        return strncmp(buf, want ? "FROZEN" : "THAWED", 6) == 0;
+}
+
+static int cgroup_set(const struct freezer *f, bool want)
+{
+        uint64_t deadline = now_ns() + FREEZER_TIMEOUT_NS;
+        int r;
+
+        if (f->kind == FREEZER_CGROUP2)
+                r = write_str(f->arg, "cgroup.freeze", want ? "1" : "0");
+        else
+                r = write_str(f->arg, "freezer.state", want ? "FROZEN" : "THAWED");
+        if (r < 0)
+                return r;
+        for (;;) {
+                r = settled(f, want);
+                if (r != 0)
+                        return r < 0 ? r : 0;
+                if (now_ns() > deadline)
+                        return -ETIMEDOUT;
+                /* v1 may need the state written again while it is FREEZING */
+                if (f->kind == FREEZER_CGROUP1 && want)
+                        (void)write_str(f->arg, "freezer.state", "FROZEN");
+                nanosleep(&(struct timespec){ .tv_nsec = 1000000 }, NULL);
+        }
+}
+
+static int runc(const struct freezer *f, const char *verb)
+{
+        const char *bin = getenv("STASIS_RUNC");
+        char *argv[] = { (char *)(bin && *bin ? bin : "runc"), (char *)verb, (char *)f->arg, NULL };
+        pid_t pid;
+        int status, r;
+
+        r = posix_spawnp(&pid, argv[0], NULL, NULL, argv, environ);
+        if (r != 0)
+                return -r;
+        while (waitpid(pid, &status, 0) < 0)
+                if (errno != EINTR)
+                        return -errno;
+        return WIFEXITED(status) && WEXITSTATUS(status) == 0 ? 0 : -EIO;
+}
+
+static int set_locked(struct freezer *f, bool want)
+{
+        int r;
+
+        if (f->frozen == want)
+                return 0;
+        if (f->kind == FREEZER_RUNC)
+                r = runc(f, want ? "pause" : "resume");
+        else
+                r = cgroup_set(f, want);
+        if (r < 0 && want && f->kind != FREEZER_RUNC) /* do not leave it half frozen */
+                (void)cgroup_set(f, false);
+        if (r >= 0)
+                f->frozen = want;
+        return r;
+}
+
+int freezer_new(const char *spec, struct freezer **ret)
+{
+        struct freezer *f;
+        char p[PATH_MAX + 64];
+        enum freezer_kind kind;
+        const char *arg;
+
+        if (!spec || !ret)
+                return -EINVAL;
+        if (strncmp(spec, "cgroup:", 7) == 0 && spec[7] == '/') {
+                arg = spec + 7;
+                snprintf(p, sizeof p, "%s/cgroup.freeze", arg);
+                if (access(p, F_OK) == 0)
+                        kind = FREEZER_CGROUP2;
+                else {
+                        snprintf(p, sizeof p, "%s/freezer.state", arg);
+                        if (access(p, F_OK) < 0)
+                                return -ENOENT;
+                        kind = FREEZER_CGROUP1;
+                }
+        } else if (strncmp(spec, "runc:", 5) == 0 && spec[5]) {
+                arg = spec + 5;
+                kind = FREEZER_RUNC;
+        } else
+                return -EINVAL;
+        if (strlen(arg) >= sizeof f->arg)
+                return -ENAMETOOLONG;
+        f = calloc(1, sizeof *f);
+        if (!f)
+                return -ENOMEM;
+        f->kind = kind;
+        snprintf(f->arg, sizeof f->arg, "%s", arg);
+        pthread_mutex_init(&f->lock, NULL);
+        *ret = f;
+        return 0;
+}
+
+struct freezer *freezer_free(struct freezer *f)
+{
+        if (!f)
+                return NULL;
+        (void)freezer_thaw(f);
+        pthread_mutex_destroy(&f->lock);
+        free(f);
+        return NULL;
+}
+
+int freezer_freeze(struct freezer *f)
+{
+        int r;
+
+        if (!f)
+                return -EINVAL;
+        pthread_mutex_lock(&f->lock);
+        r = set_locked(f, true);
+        pthread_mutex_unlock(&f->lock);
+        return r;
+}
+
+int freezer_thaw(struct freezer *f)
+{
+        int r;
+
+        if (!f)
+                return -EINVAL;
+        pthread_mutex_lock(&f->lock);
+        r = set_locked(f, false);
+        pthread_mutex_unlock(&f->lock);
+        return r;
+}
+
+bool freezer_frozen(struct freezer *f)
+{
+        bool b;
+
+        pthread_mutex_lock(&f->lock);
+        b = f->frozen;
+        pthread_mutex_unlock(&f->lock);
+        return b;
+}
+
+const char *freezer_method(const struct freezer *f)
+{
+        return f->kind == FREEZER_CGROUP2 ? "cgroup2" : f->kind == FREEZER_CGROUP1 ? "cgroup1" : "runc";
+}
