@@ -195,7 +195,7 @@ Targets, all on the work dir's filesystem: a fresh \`stasis mount --empty\`
 (writable layer in its state dir), a fresh kernel overlayfs (empty lower;
 upper and work dirs beside it) and a plain directory, each new for each run;
 tools in rotated order. Tests: **untar** of 5,000 small files (a
-site-packages-like tree from \`benchgen pip\`, $(hb "$(dir_bytes "$WORK/data/write-$MODE/small" 2>/dev/null || echo 0)" 2>/dev/null)) + \`sync -f\`;
+site-packages-like tree from \`benchgen pip\`) + \`sync -f\`;
 **sequential write**: \`dd bs=1M conv=fsync\` of a ${WR_SEQ_MB} MiB file from the page
 cache; **4 KiB random r/w**: fio randrw 50/50, psync, buffered (page cache
 in front of every target), ${WR_FIO_SIZE} file, ${WR_FIO_T} s time-based, read+write IOPS;
