@@ -538,6 +538,13 @@ static const char *path_split(const char *s, struct path *ret)
 
         if (strlen(s) > IMPORT_PATH_MAX)
                 return "path longer than 4096 bytes";
+        if (s[0] == '/' && s[strspn(s, "/")] == '\0') {
+                /* "/" names the root itself (umoci insert writes it; Docker
+                 * and containerd accept it); any other absolute path is
+                 * refused. */
+                ret->n = 0;
+                return NULL;
+        }
         if (s[0] == '/')
                 return "absolute path";
         while (*s) {

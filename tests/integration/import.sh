@@ -246,6 +246,15 @@ flip_byte "$lb" $(($(stat -c %s "$lb") - 20))
 expect_exit 1 "$STASIS" import --store "$T/store-corrupt" "oci:$T/img-corrupt:base1"
 expect_one_error_line "layer 1 \(sha256:[0-9a-f]{64}\): "
 
+step "an entry named '/' (umoci insert writes one) is the root, not an absolute path"
+umoci init --layout "$T/rootimg"
+umoci new --image "$T/rootimg:r"
+"$MKTAR" "$T/root.tar" 'd|/' 'f|hello|hi'
+umoci raw add-layer --image "$T/rootimg:r" "$T/root.tar"
+st import --store "$T/rootstore" --tag r "oci:$T/rootimg:r"
+st restore --store "$T/rootstore" r "$T/rootout"
+[[ $(cat "$T/rootout/hello") == hi ]] || fail "the layer with a '/' entry did not import its file"
+
 step "usage"
 expect_exit 2 "$STASIS" import --store "$S" docker://busybox
 expect_exit 1 "$STASIS" import --store "$S" "oci:$IMG:nosuchtag"
