@@ -106,12 +106,12 @@ int cli_common_option(const struct cli_command *cmd, int opt, char **argv);
  * (argv[optind..]); 0 or EXIT_USAGE. */
 int cli_nargs(const struct cli_command *cmd, int argc, char **argv, int min, int max);
 
-/* Option values shared by several commands. Each checks optarg, stores it
+/* Option values shared by several commands. Each checks arg (an optarg), stores it
  * and returns 0, or prints the usage error and returns EXIT_USAGE. */
-int cli_opt_tag(const struct cli_command *cmd, const char *optarg, const char **ret);
-int cli_opt_chunk_size(const struct cli_command *cmd, const char *optarg, uint64_t *ret);
-int cli_opt_level(const struct cli_command *cmd, const char *optarg, uint64_t *ret);
-int cli_opt_threads(const struct cli_command *cmd, const char *optarg, uint64_t *ret);
+int cli_opt_tag(const struct cli_command *cmd, const char *arg, const char **ret);
+int cli_opt_chunk_size(const struct cli_command *cmd, const char *arg, uint64_t *ret);
+int cli_opt_level(const struct cli_command *cmd, const char *arg, uint64_t *ret);
+int cli_opt_threads(const struct cli_command *cmd, const char *arg, uint64_t *ret);
 
 /* cli_parse_u64(): a plain decimal number without sign or suffix; -EINVAL. */
 int cli_parse_u64(const char *s, uint64_t *ret);

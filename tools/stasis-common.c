@@ -242,37 +242,37 @@ void cli_progress_done(struct cli_progress *p)
         }
 }
 
-int cli_opt_tag(const struct cli_command *cmd, const char *optarg, const char **ret)
+int cli_opt_tag(const struct cli_command *cmd, const char *arg, const char **ret)
 {
-        if (!tag_valid(optarg))
-                return cli_usage(cmd, "--tag %s: not a valid tag", optarg);
-        *ret = optarg;
+        if (!tag_valid(arg))
+                return cli_usage(cmd, "--tag %s: not a valid tag", arg);
+        *ret = arg;
         return 0;
 }
 
-int cli_opt_chunk_size(const struct cli_command *cmd, const char *optarg, uint64_t *ret)
+int cli_opt_chunk_size(const struct cli_command *cmd, const char *arg, uint64_t *ret)
 {
         uint64_t v;
-        if (parse_size(optarg, &v) < 0 || chunk_size_valid(v) <= 0)
-                return cli_usage(cmd, "--chunk-size %s: not a power of two from 16K to 4M", optarg);
+        if (parse_size(arg, &v) < 0 || chunk_size_valid(v) <= 0)
+                return cli_usage(cmd, "--chunk-size %s: not a power of two from 16K to 4M", arg);
         *ret = v;
         return 0;
 }
 
-int cli_opt_level(const struct cli_command *cmd, const char *optarg, uint64_t *ret)
+int cli_opt_level(const struct cli_command *cmd, const char *arg, uint64_t *ret)
 {
         uint64_t v;
-        if (cli_parse_u64(optarg, &v) < 0 || v < 1 || v > 19) /* 20+ are zstd's --ultra levels */
-                return cli_usage(cmd, "--level %s: expected 1 to 19", optarg);
+        if (cli_parse_u64(arg, &v) < 0 || v < 1 || v > 19) /* 20+ are zstd's --ultra levels */
+                return cli_usage(cmd, "--level %s: expected 1 to 19", arg);
         *ret = v;
         return 0;
 }
 
-int cli_opt_threads(const struct cli_command *cmd, const char *optarg, uint64_t *ret)
+int cli_opt_threads(const struct cli_command *cmd, const char *arg, uint64_t *ret)
 {
         uint64_t v;
-        if (cli_parse_u64(optarg, &v) < 0 || v < 1 || v > 256)
-                return cli_usage(cmd, "--threads %s: expected 1 to 256", optarg);
+        if (cli_parse_u64(arg, &v) < 0 || v < 1 || v > 256)
+                return cli_usage(cmd, "--threads %s: expected 1 to 256", arg);
         *ret = v;
         return 0;
 }
