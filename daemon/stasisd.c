@@ -52,6 +52,7 @@
 #include <limits.h>
 #include <microhttpd.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -99,7 +100,13 @@ struct daemon {
         json_t *labels;
         struct freezer *freezer; /* NULL: no io.stasis.freeze label; immutable pointer */
         bool user_frozen;        /* frozen through POST /freeze; api */
+        struct backend *store_be; /* the mount's store; NULL: cannot checkpoint */
+        const char *no_checkpoint; /* why not, if store_be is NULL */
+        /* The last checkpoint; api, read by status with relaxed atomics. */
+        atomic_uint_fast64_t checkpoints, ck_duration_ns, ck_stall_ns;
 };
+
+static void json_decrefp_(json_t **j) { json_decref(*j); }
 
 /* The label that says how to freeze the sandbox (freezer.h). */
 #define LABEL_FREEZE "io.stasis.freeze"
@@ -162,7 +169,7 @@ static int write_atomic(const char *path, const char *data, size_t len, mode_t m
 
 /* ---- control API ---- */
 
-static json_t *status_json(const struct daemon *d)
+static json_t *status_json(struct daemon *d)
 {
         struct fs_counters c = {};
         struct cache_stats cs = {};
@@ -171,7 +178,7 @@ static json_t *status_json(const struct daemon *d)
         cache_get_stats(d->cache, &cs);
         return json_pack("{s:s, s:s, s:s, s:s, s:s, s:I, s:I, s:I, s:O,"
                          " s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I,"
-                         " s:I, s:I, s:I, s:I, s:I}",
+                         " s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}",
                          "mountpoint", d->mountpoint, "snapshot", d->snapshot, "store", d->store,
                          "cache", d->cache_dir, "state_dir", d->state,
                          "pid", (json_int_t)getpid(),
@@ -194,10 +201,13 @@ static json_t *status_json(const struct daemon *d)
                          "dirty_bytes", (json_int_t)c.dirty_bytes,
                          "copied_up", (json_int_t)c.copied_up,
                          "bytes_written", (json_int_t)c.bytes_written,
-                         "journal_bytes", (json_int_t)c.journal_bytes);
+                         "journal_bytes", (json_int_t)c.journal_bytes,
+                         "checkpoints", (json_int_t)atomic_load(&d->checkpoints),
+                         "last_checkpoint_duration_ns", (json_int_t)atomic_load(&d->ck_duration_ns),
+                         "last_checkpoint_stall_ns", (json_int_t)atomic_load(&d->ck_stall_ns));
 }
 
-static char *metrics_text(const struct daemon *d)
+static char *metrics_text(struct daemon *d)
 {
         struct fs_counters c = {};
         char *s = NULL;
@@ -240,12 +250,22 @@ static char *metrics_text(const struct daemon *d)
                      "# HELP stasis_inodes Inodes the kernel holds.\n"
                      "# TYPE stasis_inodes gauge\n"
                      "stasis_inodes %" PRIu64 "\n"
+                     "# HELP stasis_checkpoints_total Checkpoints published.\n"
+                     "# TYPE stasis_checkpoints_total counter\n"
+                     "stasis_checkpoints_total %" PRIu64 "\n"
+                     "# HELP stasis_last_checkpoint_duration_seconds Duration of the last checkpoint.\n"
+                     "# TYPE stasis_last_checkpoint_duration_seconds gauge\n"
+                     "stasis_last_checkpoint_duration_seconds %.9f\n"
+                     "# HELP stasis_last_checkpoint_stall_seconds How long the last checkpoint stalled the sandbox.\n"
+                     "# TYPE stasis_last_checkpoint_stall_seconds gauge\n"
+                     "stasis_last_checkpoint_stall_seconds %.9f\n"
                      "# HELP stasis_uptime_seconds Seconds since the mount.\n"
                      "# TYPE stasis_uptime_seconds gauge\n"
                      "stasis_uptime_seconds %" PRIu64 "\n",
                      c.chunks_fetched, c.bytes_fetched, c.cache_hits, c.cache_misses,
                      c.bytes_served, c.errors, c.readahead_chunks, c.dirty_chunks, c.dirty_bytes,
-                     c.copied_up, c.bytes_written, c.inodes,
+                     c.copied_up, c.bytes_written, c.inodes, (uint64_t)atomic_load(&d->checkpoints),
+                     (double)atomic_load(&d->ck_duration_ns) / 1e9, (double)atomic_load(&d->ck_stall_ns) / 1e9,
                      (uint64_t)((now_ns() - d->started_ns) / NSEC_PER_SEC)) < 0)
                 return NULL;
         return s;
@@ -346,6 +366,123 @@ static enum MHD_Result api_unfreeze(struct daemon *d, struct MHD_Connection *con
         return reply_json(conn, MHD_HTTP_OK, json_pack("{s:b}", "frozen", 0));
 }
 
+static void thaw_cb(void *ctx)
+{
+        struct daemon *d = ctx;
+        int r = freezer_thaw(d->freezer);
+
+        if (r < 0)
+                log_error_errno(r, "checkpoint: unfreeze (%s): %m", freezer_method(d->freezer));
+}
+
+/* flush_kernel(): the kernel's dirty pages of the mount, sent to us and
+ * written (syncfs). No lock of ours is held: the WRITEs it causes are
+ * served by the FUSE workers meanwhile. */
+static int flush_kernel(const struct daemon *d)
+{
+        _cleanup_(closep) int fd = open(d->mountpoint, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+
+        if (fd < 0 || syncfs(fd) < 0)
+                return -errno;
+        return 0;
+}
+
+/* POST /api/v1/checkpoint (docs/control-api.md); local store only so far. */
+static enum MHD_Result api_checkpoint(struct daemon *d, struct MHD_Connection *conn, const char *body)
+{
+        _cleanup_(json_decrefp_) json_t *req = NULL;
+        struct fs_checkpoint_result res = {};
+        json_t *tag_j, *labels, *v;
+        const char *tag = NULL, *k;
+        char dg[DIGEST_STR_LEN + 1];
+        uint64_t t0 = now_ns(), f0 = 0, f1 = 0;
+        bool froze = false;
+        int r;
+
+        if (body && *body) {
+                json_error_t err;
+                req = json_loads(body, 0, &err);
+                if (!req || !json_is_object(req))
+                        return reply_error(conn, MHD_HTTP_BAD_REQUEST, "BadRequest", "the body is not a JSON object");
+        }
+        tag_j = json_object_get(req, "tag");
+        labels = json_object_get(req, "labels");
+        if (tag_j && !json_is_null(tag_j)) {
+                tag = json_string_value(tag_j);
+                if (!tag || !tag_valid(tag))
+                        return reply_error(conn, MHD_HTTP_BAD_REQUEST, "BadRequest",
+                                           "tag must be a string of [A-Za-z0-9_][A-Za-z0-9._-]{0,127}");
+        }
+        if (labels && !json_is_null(labels)) {
+                if (!json_is_object(labels))
+                        return reply_error(conn, MHD_HTTP_BAD_REQUEST, "BadRequest", "labels must be an object of strings");
+                json_object_foreach(labels, k, v)
+                        if (!json_is_string(v))
+                                return reply_error(conn, MHD_HTTP_BAD_REQUEST, "BadRequest",
+                                                   "labels must be an object of strings");
+        } else
+                labels = NULL;
+        v = json_object_get(req, "push");
+        if (v && !json_is_null(v))
+                return reply_error(conn, MHD_HTTP_BAD_REQUEST, "BadRequest", "push is not supported yet");
+        if (!d->store_be)
+                return reply_error(conn, MHD_HTTP_BAD_REQUEST, "BadRequest", d->no_checkpoint);
+
+        /* 1. freeze, unless the caller froze it through /freeze */
+        if (d->freezer && !d->user_frozen) {
+                f0 = now_ns();
+                r = freezer_freeze(d->freezer);
+                if (r < 0) {
+                        log_error_errno(r, "checkpoint: freeze (%s): %m", freezer_method(d->freezer));
+                        return reply_errno(conn, "FreezeFailed", "freeze failed", r);
+                }
+                froze = true;
+        }
+        /* 2. flush the kernel's dirty pages, no lock held */
+        r = flush_kernel(d);
+        if (r < 0)
+                log_error_errno(r, "checkpoint: syncfs %s: %m", d->mountpoint);
+        /* 3.-8. barrier, copy, read and pack the dirty chunks, publish */
+        if (r >= 0)
+                r = fs_checkpoint(d->fs,
+                                  &(struct fs_checkpoint_opts){ .store = d->store_be, .parent = d->snap,
+                                                                .tag = tag, .labels = labels,
+                                                                .after_barrier = froze ? thaw_cb : NULL,
+                                                                .ctx = d },
+                                  &res);
+        if (froze) {
+                thaw_cb(d); /* a no-op if after_barrier thawed it */
+                f1 = now_ns();
+        }
+        if (r < 0)
+                return reply_errno(conn, "CheckpointFailed", "checkpoint failed", r);
+        res.duration_ns = now_ns() - t0;
+        /* The stall: the sandbox frozen by us, else the write barrier. */
+        if (froze)
+                res.barrier_ns = MAX(res.barrier_ns, f1 - f0);
+        atomic_fetch_add(&d->checkpoints, 1);
+        atomic_store(&d->ck_duration_ns, res.duration_ns);
+        atomic_store(&d->ck_stall_ns, res.barrier_ns);
+        digest_str(&res.digest, dg);
+        log_info("checkpoint %s%s%s: %" PRIu64 " bytes dirty, %" PRIu64 " new chunks, stall %.3f ms, %.3f ms",
+                 dg, tag ? " tag " : "", tag ? tag : "", res.bytes_dirty, res.chunks_new,
+                 (double)res.barrier_ns / 1e6, (double)res.duration_ns / 1e6);
+        {
+                char tdg[DIGEST_STR_LEN + 1];
+                digest_str(&res.tree_digest, tdg);
+                return reply_json(conn, MHD_HTTP_OK,
+                                  json_pack("{s:s, s:s, s:s, s:I, s:s, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:b}",
+                                            "digest", dg, "reference", tag ? tag : dg, "tree", tdg,
+                                            "generation", (json_int_t)res.generation, "parent", d->snapshot,
+                                            "bytes_dirty", (json_int_t)res.bytes_dirty,
+                                            "bytes_new", (json_int_t)res.bytes_new, "bytes_uploaded", (json_int_t)0,
+                                            "chunks_new", (json_int_t)res.chunks_new,
+                                            "chunks_reused", (json_int_t)res.chunks_reused,
+                                            "duration_ns", (json_int_t)res.duration_ns,
+                                            "stall_ns", (json_int_t)res.barrier_ns, "frozen", froze || d->user_frozen));
+        }
+}
+
 /* A request's state across MHD's calls: its body so far. */
 struct request {
         char *body;
@@ -407,6 +544,8 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *conn, const char
                         return api_freeze(d, conn);
                 if (strcmp(url, "/api/v1/unfreeze") == 0)
                         return api_unfreeze(d, conn);
+                if (strcmp(url, "/api/v1/checkpoint") == 0)
+                        return api_checkpoint(d, conn, rq->body);
                 return reply_error(conn, MHD_HTTP_NOT_FOUND, "NotFound", "no such endpoint");
         }
         if (strcmp(method, "GET") != 0)
@@ -666,7 +805,6 @@ static int empty_snapshot(struct snapshot **ret)
         return 0;
 }
 
-static void json_decrefp_(json_t **j) { json_decref(*j); }
 static void backend_freep_(struct backend **b) { backend_free(*b); }
 
 int main(int argc, char **argv)
@@ -800,7 +938,13 @@ int main(int argc, char **argv)
                         goto fail;
                 }
                 digest_str(&dg, d.snapshot);
+                if (strncmp(d.store, "oci://", 6) == 0)
+                        d.no_checkpoint = "checkpoint of an oci:// mount is not supported yet";
+                else
+                        d.store_be = store;
         }
+        if (o.empty)
+                d.no_checkpoint = "checkpoint of an --empty mount is not supported yet";
         r = cache_open(o.cache, o.cache_size, &d.cache);
         if (r < 0)
                 goto fail;

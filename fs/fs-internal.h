@@ -18,6 +18,11 @@
  *   inode, and exists while either is non-trivial.
  *
  * Locks, in the order they may be taken (never the other way round):
+ *   fs->barrier       rwlock: every handler that changes the model or a
+ *                     data file holds it shared around its do_*() (never
+ *                     across fuse_reply_*); a checkpoint holds it
+ *                     exclusively while it copies the model and reads the
+ *                     dirty chunks (checkpoint.c), so it sees one instant
  *   fs->lock          the inode table, every fs_inode field marked "lock",
  *                     next_ino, the copy-up in-flight list, fs->jseq
  *   fs->jlock         journal write order (jnext), never held across I/O
@@ -130,6 +135,9 @@ struct fs {
         bool acl;       /* FUSE_CAP_POSIX_ACL negotiated; set once in init */
         bool writeback; /* FUSE_CAP_WRITEBACK_CACHE negotiated; set once in init */
         char state_dir[4096];
+
+        /* Writers shared, a checkpoint exclusive (writer-preferring). */
+        pthread_rwlock_t barrier;
 
         /* The model. */
         pthread_mutex_t lock;
@@ -248,6 +256,10 @@ void wl_data_remove(struct fs *fs, uint64_t ino);
 int wl_mark_present(struct fs *fs, struct fs_inode *p, uint32_t first, uint32_t end);
 int wl_set_base_limit(struct fs *fs, struct fs_inode *p, uint64_t limit);
 int wl_sync(struct fs *fs, struct fs_inode *p, bool data_only);
+
+/* barrier_enter()/barrier_leave(): around a change (fs->barrier shared). */
+void barrier_enter(struct fs *fs);
+void barrier_leave(struct fs *fs);
 
 /* ---- acl.c ---- */
 /* acl_to_mode(): *mode's permission bits as an access ACL sets them;

@@ -48,6 +48,9 @@ static struct timespec now_real(void)
 
 static bool broken(struct fs *fs) { return atomic_load(&fs->broken); }
 
+void barrier_enter(struct fs *fs) { pthread_rwlock_rdlock(&fs->barrier); }
+void barrier_leave(struct fs *fs) { pthread_rwlock_unlock(&fs->barrier); }
+
 /* ---- inode table (kernel side) ---- */
 
 /* inode_find(): the inode the kernel knows as nodeid ino, or NULL. The
@@ -443,8 +446,13 @@ static int do_setattr(fuse_req_t req, struct fs *fs, uint64_t ino, const struct 
 static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set,
                        struct fuse_file_info *fi)
 {
+        struct fs *fs = req_fs(req);
         struct stat st;
-        int r = do_setattr(req, req_fs(req), ino, attr, to_set, fi, &st);
+        int r;
+
+        barrier_enter(fs);
+        r = do_setattr(req, fs, ino, attr, to_set, fi, &st);
+        barrier_leave(fs);
 
         if (r < 0)
                 fuse_reply_err(req, -r);
@@ -623,15 +631,22 @@ static void op_mknod(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t
 
         if (!S_ISREG(mode) && !S_ISCHR(mode) && !S_ISBLK(mode) && !S_ISFIFO(mode) && !S_ISSOCK(mode))
                 r = -EINVAL;
-        else
+        else {
+                barrier_enter(req_fs(req));
                 r = do_make(req, req_fs(req), parent, name, mode, rdev, NULL, &e, NULL);
+                barrier_leave(req_fs(req));
+        }
         reply_entry_or_err(req, r, &e);
 }
 
 static void op_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode)
 {
         struct fuse_entry_param e;
-        int r = do_make(req, req_fs(req), parent, name, S_IFDIR | (mode & 07777), 0, NULL, &e, NULL);
+        int r;
+
+        barrier_enter(req_fs(req));
+        r = do_make(req, req_fs(req), parent, name, S_IFDIR | (mode & 07777), 0, NULL, &e, NULL);
+        barrier_leave(req_fs(req));
 
         reply_entry_or_err(req, r, &e);
 }
@@ -639,7 +654,11 @@ static void op_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t
 static void op_symlink(fuse_req_t req, const char *link, fuse_ino_t parent, const char *name)
 {
         struct fuse_entry_param e;
-        int r = do_make(req, req_fs(req), parent, name, S_IFLNK | 0777, 0, link, &e, NULL);
+        int r;
+
+        barrier_enter(req_fs(req));
+        r = do_make(req, req_fs(req), parent, name, S_IFLNK | 0777, 0, link, &e, NULL);
+        barrier_leave(req_fs(req));
 
         reply_entry_or_err(req, r, &e);
 }
@@ -701,12 +720,22 @@ fail:
 
 static void op_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
-        fuse_reply_err(req, -do_remove(req_fs(req), parent, name, false));
+        int r;
+
+        barrier_enter(req_fs(req));
+        r = do_remove(req_fs(req), parent, name, false);
+        barrier_leave(req_fs(req));
+        fuse_reply_err(req, -r);
 }
 
 static void op_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
-        fuse_reply_err(req, -do_remove(req_fs(req), parent, name, true));
+        int r;
+
+        barrier_enter(req_fs(req));
+        r = do_remove(req_fs(req), parent, name, true);
+        barrier_leave(req_fs(req));
+        fuse_reply_err(req, -r);
 }
 
 /* A rename's attribute changes, at most one record per inode. */
@@ -850,7 +879,12 @@ fail:
 static void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_ino_t newparent,
                       const char *newname, unsigned int flags)
 {
-        fuse_reply_err(req, -do_rename(req_fs(req), parent, name, newparent, newname, flags));
+        int r;
+
+        barrier_enter(req_fs(req));
+        r = do_rename(req_fs(req), parent, name, newparent, newname, flags);
+        barrier_leave(req_fs(req));
+        fuse_reply_err(req, -r);
 }
 
 static int do_link(struct fs *fs, uint64_t ino, uint64_t newp, const char *name,
@@ -904,7 +938,11 @@ static int do_link(struct fs *fs, uint64_t ino, uint64_t newp, const char *name,
 static void op_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const char *newname)
 {
         struct fuse_entry_param e;
-        int r = do_link(req_fs(req), ino, newparent, newname, &e);
+        int r;
+
+        barrier_enter(req_fs(req));
+        r = do_link(req_fs(req), ino, newparent, newname, &e);
+        barrier_leave(req_fs(req));
 
         reply_entry_or_err(req, r, &e);
 }
@@ -1146,7 +1184,11 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_
         struct fs *fs = req_fs(req);
         struct fuse_entry_param e;
         struct fs_inode *p = NULL;
-        int r = do_make(req, fs, parent, name, S_IFREG | (mode & 07777), 0, NULL, &e, &p);
+        int r;
+
+        barrier_enter(fs);
+        r = do_make(req, fs, parent, name, S_IFREG | (mode & 07777), 0, NULL, &e, &p);
+        barrier_leave(fs);
 
         if (r >= 0) {
                 r = file_new(fs, p, fi);
@@ -1440,7 +1482,9 @@ static void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t siz
         ssize_t n;
 
         (void)ino;
+        barrier_enter(req_fs(req));
         n = do_write(req_fs(req), file_of(fi), buf, size, off, fuse_req_ctx(req)->uid);
+        barrier_leave(req_fs(req));
         if (n < 0)
                 fuse_reply_err(req, (int)-n);
         else
@@ -1488,8 +1532,13 @@ static int do_fallocate(struct fs *fs, struct fs_file *f, int mode, off_t off, o
 static void op_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t offset, off_t length,
                          struct fuse_file_info *fi)
 {
+        int r;
+
         (void)ino;
-        fuse_reply_err(req, -do_fallocate(req_fs(req), file_of(fi), mode, offset, length));
+        barrier_enter(req_fs(req));
+        r = do_fallocate(req_fs(req), file_of(fi), mode, offset, length);
+        barrier_leave(req_fs(req));
+        fuse_reply_err(req, -r);
 }
 
 /* flush_times(): journal the times WRITEs changed. */
@@ -1776,12 +1825,22 @@ fail:
 static void op_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, const char *value,
                         size_t size, int flags)
 {
-        fuse_reply_err(req, -do_setxattr(req_fs(req), ino, name, value ? value : "", size, flags));
+        int r;
+
+        barrier_enter(req_fs(req));
+        r = do_setxattr(req_fs(req), ino, name, value ? value : "", size, flags);
+        barrier_leave(req_fs(req));
+        fuse_reply_err(req, -r);
 }
 
 static void op_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name)
 {
-        fuse_reply_err(req, -do_setxattr(req_fs(req), ino, name, NULL, 0, 0));
+        int r;
+
+        barrier_enter(req_fs(req));
+        r = do_setxattr(req_fs(req), ino, name, NULL, 0, 0);
+        barrier_leave(req_fs(req));
+        fuse_reply_err(req, -r);
 }
 
 static const struct fuse_lowlevel_ops fs_ops = {
@@ -1849,6 +1908,14 @@ int fs_new(const struct fs_opts *o, struct fs **ret)
                 unsigned n = o->readahead_chunks ? o->readahead_chunks : FS_READAHEAD_CHUNKS;
                 fs->ra_chunks = MAX(1u, MIN(n, FS_READAHEAD_BYTES / fs->chunk_size));
         }
+        {
+                pthread_rwlockattr_t ba;
+                pthread_rwlockattr_init(&ba);
+                /* A checkpoint waiting for the barrier is not starved by writers. */
+                pthread_rwlockattr_setkind_np(&ba, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
+                pthread_rwlock_init(&fs->barrier, &ba);
+                pthread_rwlockattr_destroy(&ba);
+        }
         pthread_mutex_init(&fs->lock, NULL);
         pthread_cond_init(&fs->cond, NULL);
         pthread_mutex_init(&fs->jlock, NULL);
@@ -1909,6 +1976,7 @@ struct fs *fs_free(struct fs *fs)
         free(fs->inflight);
         free(fs->ra_queue);
         free(fs->ra_threads);
+        pthread_rwlock_destroy(&fs->barrier);
         pthread_mutex_destroy(&fs->lock);
         pthread_cond_destroy(&fs->cond);
         pthread_mutex_destroy(&fs->jlock);

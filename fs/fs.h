@@ -83,6 +83,39 @@ struct fuse_session *fs_session_new(struct fs *fs, struct fuse_args *args);
 
 void fs_get_counters(const struct fs *fs, struct fs_counters *ret);
 
+/* A checkpoint (checkpoint.c). Besides the base, the chunks of this many of
+ * the store's newest snapshots are reused by reference. */
+#define FS_CHECKPOINT_RECENT 8u
+/* A checkpoint (checkpoint.c). */
+struct fs_checkpoint_opts {
+        struct backend *store;           /* where to publish: the store the base came from */
+        const struct snapshot *parent;   /* the base snapshot; NULL: none */
+        const char *tag;                 /* may be NULL */
+        json_t *labels;                  /* may be NULL */
+        /* Called right after the barrier is released (e.g. to thaw the
+         * sandbox), on success and failure alike, if non-NULL. */
+        void (*after_barrier)(void *ctx);
+        void *ctx;
+};
+struct fs_checkpoint_result {
+        struct digest digest, tree_digest;
+        uint64_t generation;
+        uint64_t bytes_dirty;   /* bytes of the chunks read from the writable layer */
+        uint64_t bytes_new;     /* compressed bytes of new chunks packed */
+        uint64_t chunks_new, chunks_reused; /* of the chunks read */
+        uint64_t barrier_ns;    /* how long changes were held off */
+        uint64_t duration_ns;
+};
+
+/* fs_checkpoint(): publish what the mount shows now as a new snapshot,
+ * parent o->parent, in o->store. Holds the write barrier (every changing
+ * FUSE handler waits) while it copies the model and reads, hashes and packs
+ * the chunks the writable layer holds; builds and publishes the tree after.
+ * The caller flushes the kernel's dirty pages first (syncfs), never under
+ * the barrier. The mount keeps its base and layer (no fold yet). One call at
+ * a time; concurrent with every handler. 0, or -errno (logged). */
+int fs_checkpoint(struct fs *fs, const struct fs_checkpoint_opts *o, struct fs_checkpoint_result *ret);
+
 /* fs_read_file(): READ without the kernel: len bytes of inode ino at off
  * into dst, through the cache and the store exactly as a READ. Returns the
  * count (short at end of file), -EIO for data that could not be fetched or
