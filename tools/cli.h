@@ -51,6 +51,7 @@ int cmd_pull(const struct cli_command *cmd, int argc, char **argv);
 int cmd_mount(const struct cli_command *cmd, int argc, char **argv);
 int cmd_umount(const struct cli_command *cmd, int argc, char **argv);
 int cmd_status(const struct cli_command *cmd, int argc, char **argv);
+int cmd_checkpoint(const struct cli_command *cmd, int argc, char **argv);
 int cmd_import(const struct cli_command *cmd, int argc, char **argv);
 int cmd_bench(const struct cli_command *cmd, int argc, char **argv);
 
@@ -136,6 +137,14 @@ int cli_resolve(struct backend *b, const char *ref, struct digest *ret);
 /* cli_tags_of(): every tag pointing at d, as a JSON array of strings
  * (sorted, maybe empty). */
 int cli_tags_of(struct backend *b, const struct digest *d, json_t **ret);
+
+/* cli_mount_api(): METHOD path (body: JSON text or NULL) to the control API
+ * of the stasisd serving mountpoint (found in the mount registry), waiting
+ * at most timeout_s seconds for each read; *ret is the JSON of a 200
+ * answer. Logs (an error answer with its sentence and reason) and returns
+ * -errno. */
+int cli_mount_api(const char *mountpoint, const char *method, const char *path, const char *body,
+                  unsigned timeout_s, json_t **ret);
 
 /* cli_print_json(): one JSON document and a newline on stdout; logs failures. */
 int cli_print_json(const json_t *j);

@@ -460,16 +460,19 @@ int cmd_umount(const struct cli_command *cmd, int argc, char **argv)
         return EXIT_OK;
 }
 
-/* api_get(): GET path from the daemon listening on the unix socket sock;
- * the JSON body of a 200 answer. A plain HTTP/1.1 exchange with
+/* api_call(): METHOD path (with a JSON body, if body is non-NULL) to the
+ * daemon listening on the unix socket sock; the JSON body of a 200 answer.
+ * Another answer is logged with the API's error sentence and reason, and
+ * returns -EPROTO. A plain HTTP/1.1 exchange with
  * "Connection: close": the API's answers are small and carry a
  * Content-Length, so reading to EOF is all the client it takes (libcurl's
  * CURLOPT_UNIX_SOCKET_PATH does the same, and takes its place once the CLI
  * links libcurl for the registry backend). */
-static int api_get(const char *sock, const char *path, json_t **ret)
+static int api_call(const char *sock, const char *method, const char *path, const char *body_out,
+                    unsigned timeout_s, json_t **ret)
 {
         struct sockaddr_un sa = { .sun_family = AF_UNIX };
-        struct timeval tv = { .tv_sec = 10 };
+        struct timeval tv = { .tv_sec = timeout_s };
         _cleanup_(closep) int fd = -1;
         _cleanup_(freep) char *buf = NULL;
         size_t len = 0, cap = 0;
@@ -489,9 +492,13 @@ static int api_get(const char *sock, const char *path, json_t **ret)
         if (connect(fd, (struct sockaddr *)&sa, sizeof sa) < 0)
                 return log_error_errno(-errno, "control socket %s: %m", sock);
         snprintf(req, sizeof req,
-                 "GET %s HTTP/1.1\r\nHost: localhost\r\nAccept: application/json\r\n"
-                 "Connection: close\r\n\r\n", path);
+                 "%s %s HTTP/1.1\r\nHost: localhost\r\nAccept: application/json\r\n"
+                 "Content-Type: application/json\r\nContent-Length: %zu\r\n"
+                 "Connection: close\r\n\r\n",
+                 method, path, body_out ? strlen(body_out) : (size_t)0);
         r = write_full(fd, req, strlen(req));
+        if (r >= 0 && body_out)
+                r = write_full(fd, body_out, strlen(body_out));
         if (r < 0)
                 return log_error_errno(r, "control socket %s: send: %m", sock);
         for (;;) {
@@ -523,13 +530,47 @@ static int api_get(const char *sock, const char *path, json_t **ret)
                 return log_error_errno(-EPROTO, "control socket %s: not an HTTP answer", sock);
         code = (unsigned)strtoul(buf + 9, NULL, 10);
         body += 4;
-        if (code != 200)
+        if (code != 200) {
+                j = json_loadb(body, len - (size_t)(body - buf), 0, &jerr);
+                if (j && json_string_value(json_object_get(j, "error"))) {
+                        r = log_error_errno(-EPROTO, "%s (%s, HTTP %u)", json_string_value(json_object_get(j, "error")),
+                                            json_string_value(json_object_get(j, "reason")) ?
+                                                    json_string_value(json_object_get(j, "reason")) : "?",
+                                            code);
+                        json_decref(j);
+                        return r;
+                }
+                json_decref(j);
                 return log_error_errno(-EPROTO, "control socket %s: HTTP %u: %s", sock, code, body);
+        }
         j = json_loadb(body, len - (size_t)(body - buf), 0, &jerr);
         if (!j)
                 return log_error_errno(-EBADMSG, "control socket %s: bad JSON: %s", sock, jerr.text);
         *ret = j;
         return 0;
+}
+
+int cli_mount_api(const char *mountpoint, const char *method, const char *path, const char *body,
+                  unsigned timeout_s, json_t **ret)
+{
+        _cleanup_(json_decrefp_) json_t *e = NULL;
+        char mp[PATH_MAX], ep[PATH_MAX];
+        const char *sock;
+        int r;
+
+        r = abs_path(mountpoint, mp);
+        if (r < 0)
+                return log_error_errno(r, "%s: %m", mountpoint);
+        r = registry_find(mp, &e, ep);
+        if (r < 0)
+                return log_error_errno(r, "%s: not a stasis mount (no registry entry in %s/mounts)", mp, run_dir());
+        sock = json_string_value(json_object_get(e, "socket"));
+        if (!sock)
+                return log_error_errno(-EBADMSG, "%s: registry entry %s names no socket", mp, ep);
+        if (!pid_alive((pid_t)json_integer_value(json_object_get(e, "pid"))))
+                return log_error_errno(-ESRCH, "%s: stasisd (pid %" PRIu64 ") is dead; run stasis umount %s", mp,
+                                       (uint64_t)json_integer_value(json_object_get(e, "pid")), mp);
+        return api_call(sock, method, path, body, timeout_s, ret);
 }
 
 static uint64_t jint(const json_t *j, const char *k)
@@ -544,9 +585,8 @@ int cmd_status(const struct cli_command *cmd, int argc, char **argv)
                 { "json", no_argument, NULL, OPT_JSON },
                 {},
         };
-        _cleanup_(json_decrefp_) json_t *e = NULL, *s = NULL;
-        char mp[PATH_MAX], ep[PATH_MAX], ctx[512], b1[32], b2[32];
-        const char *sock;
+        _cleanup_(json_decrefp_) json_t *s = NULL;
+        char ctx[512], b1[32], b2[32];
         bool json = false;
         int c, r;
 
@@ -564,20 +604,7 @@ int cmd_status(const struct cli_command *cmd, int argc, char **argv)
         if (r)
                 return r;
         cli_set_context(ctx, "status");
-        r = abs_path(argv[optind], mp);
-        if (r < 0)
-                return log_error_errno(r, "%s: %m", argv[optind]), EXIT_FAIL;
-        r = registry_find(mp, &e, ep);
-        if (r < 0)
-                return log_error_errno(r, "%s: not a stasis mount (no registry entry in %s/mounts)", mp,
-                                       run_dir()), EXIT_FAIL;
-        sock = json_string_value(json_object_get(e, "socket"));
-        if (!sock)
-                return log_error_errno(-EBADMSG, "%s: registry entry %s names no socket", mp, ep), EXIT_FAIL;
-        if (!pid_alive((pid_t)json_integer_value(json_object_get(e, "pid"))))
-                return log_error_errno(-ESRCH, "%s: stasisd (pid %" PRIu64 ") is dead; run stasis umount %s",
-                                       mp, jint(e, "pid"), mp), EXIT_FAIL;
-        r = api_get(sock, "/api/v1/status", &s);
+        r = cli_mount_api(argv[optind], "GET", "/api/v1/status", NULL, 10, &s);
         if (r < 0)
                 return EXIT_FAIL;
         if (json)
