@@ -174,7 +174,21 @@ const struct cli_command cli_commands[] = {
                         "nature. $STASIS_JOURNAL_MAX bounds the layer's journal before it is compacted\n"
                         "(default 64M).\n" COMMON_HELP,
         },
-        { .name = "checkpoint" },
+        {
+                .name = "checkpoint",
+                .run = cmd_checkpoint,
+                .usage = "[--tag T] [--label K=V]... [--json] MOUNTPOINT",
+                .summary = "write a new snapshot of a mount while it runs",
+                .help = "Ask the mount's stasisd to publish what the mount shows now as a new\n"
+                        "snapshot (parent: the mount's base) in the store it was mounted from. A\n"
+                        "mount labelled io.stasis.freeze=... is frozen while the changes are read.\n"
+                        "Prints the digest, or with --json the API's answer (digest, generation,\n"
+                        "parent, bytes_dirty, bytes_new, chunks_new, chunks_reused, duration_ns,\n"
+                        "stall_ns).\n\n"
+                        "  --tag T           tag the snapshot\n"
+                        "  --label K=V       a label on the snapshot (repeatable)\n"
+                        "  --json            the API's answer\n" COMMON_HELP,
+        },
         { .name = "pause" },
         {
                 .name = "status",
