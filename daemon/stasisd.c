@@ -39,6 +39,10 @@
  *                        way the label io.stasis.freeze says (freezer.h);
  *                        idempotent; 409 NoFreezer without the label. A
  *                        sandbox left frozen is thawed when stasisd exits.
+ *   POST /api/v1/checkpoint  a new snapshot of the mount (fs_checkpoint())
+ *   POST /api/v1/pause, /api/v1/unpause   a checkpoint after which the
+ *                        sandbox stays frozen and the mount read-only (EROFS)
+ *                        until unpause or unmount
  * Errors are {"error": sentence, "reason": CamelCase} (docs/control-api.md).
  * The mount is noatime by nature (the kernel never updates atime on FUSE
  * inodes). */
@@ -100,6 +104,7 @@ struct daemon {
         json_t *labels;
         struct freezer *freezer; /* NULL: no io.stasis.freeze label; immutable pointer */
         bool user_frozen;        /* frozen through POST /freeze; api */
+        atomic_bool paused;      /* POST /pause succeeded, no /unpause yet; api writes */
         struct backend *store_be; /* the mount's store; NULL: cannot checkpoint */
         const char *no_checkpoint; /* why not, if store_be is NULL */
         /* The last checkpoint; api, read by status with relaxed atomics. */
@@ -178,7 +183,7 @@ static json_t *status_json(struct daemon *d)
         cache_get_stats(d->cache, &cs);
         return json_pack("{s:s, s:s, s:s, s:s, s:s, s:I, s:I, s:I, s:O,"
                          " s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I,"
-                         " s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}",
+                         " s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:b}",
                          "mountpoint", d->mountpoint, "snapshot", d->snapshot, "store", d->store,
                          "cache", d->cache_dir, "state_dir", d->state,
                          "pid", (json_int_t)getpid(),
@@ -204,7 +209,8 @@ static json_t *status_json(struct daemon *d)
                          "journal_bytes", (json_int_t)c.journal_bytes,
                          "checkpoints", (json_int_t)atomic_load(&d->checkpoints),
                          "last_checkpoint_duration_ns", (json_int_t)atomic_load(&d->ck_duration_ns),
-                         "last_checkpoint_stall_ns", (json_int_t)atomic_load(&d->ck_stall_ns));
+                         "last_checkpoint_stall_ns", (json_int_t)atomic_load(&d->ck_stall_ns),
+                         "paused", atomic_load(&d->paused));
 }
 
 static char *metrics_text(struct daemon *d)
@@ -387,8 +393,11 @@ static int flush_kernel(const struct daemon *d)
         return 0;
 }
 
-/* POST /api/v1/checkpoint (docs/control-api.md); local store only so far. */
-static enum MHD_Result api_checkpoint(struct daemon *d, struct MHD_Connection *conn, const char *body)
+/* POST /api/v1/checkpoint and /api/v1/pause (docs/control-api.md); local
+ * store only so far. A pause is a checkpoint after which the sandbox stays
+ * frozen (if labelled) and the mount read-only until /unpause or unmount. */
+static enum MHD_Result api_checkpoint(struct daemon *d, struct MHD_Connection *conn, const char *body,
+                                      bool pause)
 {
         _cleanup_(json_decrefp_) json_t *req = NULL;
         struct fs_checkpoint_result res = {};
@@ -427,9 +436,11 @@ static enum MHD_Result api_checkpoint(struct daemon *d, struct MHD_Connection *c
                 return reply_error(conn, MHD_HTTP_BAD_REQUEST, "BadRequest", "push is not supported yet");
         if (!d->store_be)
                 return reply_error(conn, MHD_HTTP_BAD_REQUEST, "BadRequest", d->no_checkpoint);
+        if (pause && atomic_load(&d->paused))
+                return reply_error(conn, MHD_HTTP_CONFLICT, "Busy", "the mount is paused already (unpause first)");
 
-        /* 1. freeze, unless the caller froze it through /freeze */
-        if (d->freezer && !d->user_frozen) {
+        /* 1. freeze, unless the caller froze it through /freeze (or a pause did) */
+        if (d->freezer && !d->user_frozen && !atomic_load(&d->paused)) {
                 f0 = now_ns();
                 r = freezer_freeze(d->freezer);
                 if (r < 0) {
@@ -447,15 +458,19 @@ static enum MHD_Result api_checkpoint(struct daemon *d, struct MHD_Connection *c
                 r = fs_checkpoint(d->fs,
                                   &(struct fs_checkpoint_opts){ .store = d->store_be, .parent = d->snap,
                                                                 .tag = tag, .labels = labels,
-                                                                .after_barrier = froze ? thaw_cb : NULL,
-                                                                .ctx = d },
+                                                                .after_barrier = froze && !pause ? thaw_cb : NULL,
+                                                                .ctx = d, .readonly = pause },
                                   &res);
-        if (froze) {
+        if (froze && (!pause || r < 0)) {
                 thaw_cb(d); /* a no-op if after_barrier thawed it */
                 f1 = now_ns();
         }
         if (r < 0)
-                return reply_errno(conn, "CheckpointFailed", "checkpoint failed", r);
+                return reply_errno(conn, "CheckpointFailed", pause ? "pause failed" : "checkpoint failed", r);
+        if (pause) {
+                atomic_store(&d->paused, true);
+                f1 = now_ns(); /* it stays frozen: the stall so far */
+        }
         res.duration_ns = now_ns() - t0;
         /* The stall: the sandbox frozen by us, else the write barrier. */
         if (froze)
@@ -471,7 +486,7 @@ static enum MHD_Result api_checkpoint(struct daemon *d, struct MHD_Connection *c
                 char tdg[DIGEST_STR_LEN + 1];
                 digest_str(&res.tree_digest, tdg);
                 return reply_json(conn, MHD_HTTP_OK,
-                                  json_pack("{s:s, s:s, s:s, s:I, s:s, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:b}",
+                                  json_pack("{s:s, s:s, s:s, s:I, s:s, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:b, s:b}",
                                             "digest", dg, "reference", tag ? tag : dg, "tree", tdg,
                                             "generation", (json_int_t)res.generation, "parent", d->snapshot,
                                             "bytes_dirty", (json_int_t)res.bytes_dirty,
@@ -479,8 +494,31 @@ static enum MHD_Result api_checkpoint(struct daemon *d, struct MHD_Connection *c
                                             "chunks_new", (json_int_t)res.chunks_new,
                                             "chunks_reused", (json_int_t)res.chunks_reused,
                                             "duration_ns", (json_int_t)res.duration_ns,
-                                            "stall_ns", (json_int_t)res.barrier_ns, "frozen", froze || d->user_frozen));
+                                            "stall_ns", (json_int_t)res.barrier_ns,
+                                            "froze", froze, /* it froze the sandbox for the checkpoint */
+                                            "frozen", d->freezer && freezer_frozen(d->freezer))); /* now */
         }
+}
+
+/* POST /api/v1/unpause: writable again, and thawed unless frozen through
+ * /freeze. Idempotent. */
+static enum MHD_Result api_unpause(struct daemon *d, struct MHD_Connection *conn)
+{
+        int r;
+
+        if (atomic_load(&d->paused)) {
+                fs_set_readonly(d->fs, false);
+                atomic_store(&d->paused, false);
+                if (d->freezer && !d->user_frozen) {
+                        r = freezer_thaw(d->freezer);
+                        if (r < 0) {
+                                log_error_errno(r, "unpause: unfreeze (%s): %m", freezer_method(d->freezer));
+                                return reply_errno(conn, "FreezeFailed", "unfreeze failed", r);
+                        }
+                }
+        }
+        return reply_json(conn, MHD_HTTP_OK,
+                          json_pack("{s:b, s:b}", "paused", 0, "frozen", d->freezer && freezer_frozen(d->freezer)));
 }
 
 /* A request's state across MHD's calls: its body so far. */
@@ -545,7 +583,11 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *conn, const char
                 if (strcmp(url, "/api/v1/unfreeze") == 0)
                         return api_unfreeze(d, conn);
                 if (strcmp(url, "/api/v1/checkpoint") == 0)
-                        return api_checkpoint(d, conn, rq->body);
+                        return api_checkpoint(d, conn, rq->body, false);
+                if (strcmp(url, "/api/v1/pause") == 0)
+                        return api_checkpoint(d, conn, rq->body, true);
+                if (strcmp(url, "/api/v1/unpause") == 0)
+                        return api_unpause(d, conn);
                 return reply_error(conn, MHD_HTTP_NOT_FOUND, "NotFound", "no such endpoint");
         }
         if (strcmp(method, "GET") != 0)

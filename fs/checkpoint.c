@@ -498,7 +498,7 @@ int fs_checkpoint(struct fs *fs, const struct fs_checkpoint_opts *o, struct fs_c
         json_t *stats = NULL;
         uint64_t t0 = now_ns(), b0;
         size_t blob_len = 0;
-        bool held = false;
+        bool held = false, set_ro = false;
         int r;
 
         if (!fs || !o || !o->store || !ret)
@@ -542,6 +542,10 @@ int fs_checkpoint(struct fs *fs, const struct fs_checkpoint_opts *o, struct fs_c
                 }
         }
         r = packer_flush(c.packer);
+        if (r >= 0 && o->readonly) { /* a pause: nothing changes after this instant */
+                atomic_store(&fs->readonly, true);
+                set_ro = true;
+        }
         pthread_rwlock_unlock(&fs->barrier);
         held = false;
         res.barrier_ns = now_ns() - b0;
@@ -596,6 +600,8 @@ fail:
                 if (o->after_barrier)
                         o->after_barrier(o->ctx);
         }
+        if (r < 0 && set_ro)
+                fs_set_readonly(fs, false);
         json_decref(stats);
         ck_release(&c);
         return r;

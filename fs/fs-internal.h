@@ -138,6 +138,7 @@ struct fs {
 
         /* Writers shared, a checkpoint exclusive (writer-preferring). */
         pthread_rwlock_t barrier;
+        atomic_bool readonly; /* paused: changes get EROFS; set under the barrier */
 
         /* The model. */
         pthread_mutex_t lock;
@@ -258,7 +259,7 @@ int wl_set_base_limit(struct fs *fs, struct fs_inode *p, uint64_t limit);
 int wl_sync(struct fs *fs, struct fs_inode *p, bool data_only);
 
 /* barrier_enter()/barrier_leave(): around a change (fs->barrier shared). */
-void barrier_enter(struct fs *fs);
+int barrier_enter(struct fs *fs); /* 0, or -EROFS (paused; not entered) */
 void barrier_leave(struct fs *fs);
 
 /* ---- acl.c ---- */

@@ -48,7 +48,15 @@ static struct timespec now_real(void)
 
 static bool broken(struct fs *fs) { return atomic_load(&fs->broken); }
 
-void barrier_enter(struct fs *fs) { pthread_rwlock_rdlock(&fs->barrier); }
+int barrier_enter(struct fs *fs)
+{
+        pthread_rwlock_rdlock(&fs->barrier);
+        if (atomic_load(&fs->readonly)) {
+                pthread_rwlock_unlock(&fs->barrier);
+                return -EROFS;
+        }
+        return 0;
+}
 void barrier_leave(struct fs *fs) { pthread_rwlock_unlock(&fs->barrier); }
 
 /* ---- inode table (kernel side) ---- */
@@ -450,9 +458,11 @@ static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to
         struct stat st;
         int r;
 
-        barrier_enter(fs);
-        r = do_setattr(req, fs, ino, attr, to_set, fi, &st);
-        barrier_leave(fs);
+        r = barrier_enter(fs);
+        if (r == 0) {
+                r = do_setattr(req, fs, ino, attr, to_set, fi, &st);
+                barrier_leave(fs);
+        }
 
         if (r < 0)
                 fuse_reply_err(req, -r);
@@ -632,9 +642,11 @@ static void op_mknod(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t
         if (!S_ISREG(mode) && !S_ISCHR(mode) && !S_ISBLK(mode) && !S_ISFIFO(mode) && !S_ISSOCK(mode))
                 r = -EINVAL;
         else {
-                barrier_enter(req_fs(req));
-                r = do_make(req, req_fs(req), parent, name, mode, rdev, NULL, &e, NULL);
-                barrier_leave(req_fs(req));
+                r = barrier_enter(req_fs(req));
+                if (r == 0) {
+                        r = do_make(req, req_fs(req), parent, name, mode, rdev, NULL, &e, NULL);
+                        barrier_leave(req_fs(req));
+                }
         }
         reply_entry_or_err(req, r, &e);
 }
@@ -644,9 +656,11 @@ static void op_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t
         struct fuse_entry_param e;
         int r;
 
-        barrier_enter(req_fs(req));
-        r = do_make(req, req_fs(req), parent, name, S_IFDIR | (mode & 07777), 0, NULL, &e, NULL);
-        barrier_leave(req_fs(req));
+        r = barrier_enter(req_fs(req));
+        if (r == 0) {
+                r = do_make(req, req_fs(req), parent, name, S_IFDIR | (mode & 07777), 0, NULL, &e, NULL);
+                barrier_leave(req_fs(req));
+        }
 
         reply_entry_or_err(req, r, &e);
 }
@@ -656,9 +670,11 @@ static void op_symlink(fuse_req_t req, const char *link, fuse_ino_t parent, cons
         struct fuse_entry_param e;
         int r;
 
-        barrier_enter(req_fs(req));
-        r = do_make(req, req_fs(req), parent, name, S_IFLNK | 0777, 0, link, &e, NULL);
-        barrier_leave(req_fs(req));
+        r = barrier_enter(req_fs(req));
+        if (r == 0) {
+                r = do_make(req, req_fs(req), parent, name, S_IFLNK | 0777, 0, link, &e, NULL);
+                barrier_leave(req_fs(req));
+        }
 
         reply_entry_or_err(req, r, &e);
 }
@@ -722,9 +738,11 @@ static void op_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
         int r;
 
-        barrier_enter(req_fs(req));
-        r = do_remove(req_fs(req), parent, name, false);
-        barrier_leave(req_fs(req));
+        r = barrier_enter(req_fs(req));
+        if (r == 0) {
+                r = do_remove(req_fs(req), parent, name, false);
+                barrier_leave(req_fs(req));
+        }
         fuse_reply_err(req, -r);
 }
 
@@ -732,9 +750,11 @@ static void op_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
         int r;
 
-        barrier_enter(req_fs(req));
-        r = do_remove(req_fs(req), parent, name, true);
-        barrier_leave(req_fs(req));
+        r = barrier_enter(req_fs(req));
+        if (r == 0) {
+                r = do_remove(req_fs(req), parent, name, true);
+                barrier_leave(req_fs(req));
+        }
         fuse_reply_err(req, -r);
 }
 
@@ -881,9 +901,11 @@ static void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_
 {
         int r;
 
-        barrier_enter(req_fs(req));
-        r = do_rename(req_fs(req), parent, name, newparent, newname, flags);
-        barrier_leave(req_fs(req));
+        r = barrier_enter(req_fs(req));
+        if (r == 0) {
+                r = do_rename(req_fs(req), parent, name, newparent, newname, flags);
+                barrier_leave(req_fs(req));
+        }
         fuse_reply_err(req, -r);
 }
 
@@ -940,9 +962,11 @@ static void op_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const 
         struct fuse_entry_param e;
         int r;
 
-        barrier_enter(req_fs(req));
-        r = do_link(req_fs(req), ino, newparent, newname, &e);
-        barrier_leave(req_fs(req));
+        r = barrier_enter(req_fs(req));
+        if (r == 0) {
+                r = do_link(req_fs(req), ino, newparent, newname, &e);
+                barrier_leave(req_fs(req));
+        }
 
         reply_entry_or_err(req, r, &e);
 }
@@ -1170,7 +1194,14 @@ static int do_open(struct fs *fs, uint64_t ino, struct fuse_file_info *fi)
 static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
         struct fs *fs = req_fs(req);
-        int r = do_open(fs, ino, fi);
+        int r;
+
+        /* Paused: no handle that could write (its WRITEs would fail at
+         * writeback, after write() had succeeded). */
+        if ((fi->flags & O_ACCMODE) != O_RDONLY && atomic_load(&fs->readonly))
+                r = -EROFS;
+        else
+                r = do_open(fs, ino, fi);
 
         if (r < 0)
                 fuse_reply_err(req, -r);
@@ -1186,9 +1217,11 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_
         struct fs_inode *p = NULL;
         int r;
 
-        barrier_enter(fs);
-        r = do_make(req, fs, parent, name, S_IFREG | (mode & 07777), 0, NULL, &e, &p);
-        barrier_leave(fs);
+        r = barrier_enter(fs);
+        if (r == 0) {
+                r = do_make(req, fs, parent, name, S_IFREG | (mode & 07777), 0, NULL, &e, &p);
+                barrier_leave(fs);
+        }
 
         if (r >= 0) {
                 r = file_new(fs, p, fi);
@@ -1482,9 +1515,11 @@ static void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t siz
         ssize_t n;
 
         (void)ino;
-        barrier_enter(req_fs(req));
-        n = do_write(req_fs(req), file_of(fi), buf, size, off, fuse_req_ctx(req)->uid);
-        barrier_leave(req_fs(req));
+        n = barrier_enter(req_fs(req));
+        if (n == 0) {
+                n = do_write(req_fs(req), file_of(fi), buf, size, off, fuse_req_ctx(req)->uid);
+                barrier_leave(req_fs(req));
+        }
         if (n < 0)
                 fuse_reply_err(req, (int)-n);
         else
@@ -1535,9 +1570,11 @@ static void op_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t offset,
         int r;
 
         (void)ino;
-        barrier_enter(req_fs(req));
-        r = do_fallocate(req_fs(req), file_of(fi), mode, offset, length);
-        barrier_leave(req_fs(req));
+        r = barrier_enter(req_fs(req));
+        if (r == 0) {
+                r = do_fallocate(req_fs(req), file_of(fi), mode, offset, length);
+                barrier_leave(req_fs(req));
+        }
         fuse_reply_err(req, -r);
 }
 
@@ -1827,9 +1864,11 @@ static void op_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, const 
 {
         int r;
 
-        barrier_enter(req_fs(req));
-        r = do_setxattr(req_fs(req), ino, name, value ? value : "", size, flags);
-        barrier_leave(req_fs(req));
+        r = barrier_enter(req_fs(req));
+        if (r == 0) {
+                r = do_setxattr(req_fs(req), ino, name, value ? value : "", size, flags);
+                barrier_leave(req_fs(req));
+        }
         fuse_reply_err(req, -r);
 }
 
@@ -1837,9 +1876,11 @@ static void op_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name)
 {
         int r;
 
-        barrier_enter(req_fs(req));
-        r = do_setxattr(req_fs(req), ino, name, NULL, 0, 0);
-        barrier_leave(req_fs(req));
+        r = barrier_enter(req_fs(req));
+        if (r == 0) {
+                r = do_setxattr(req_fs(req), ino, name, NULL, 0, 0);
+                barrier_leave(req_fs(req));
+        }
         fuse_reply_err(req, -r);
 }
 
@@ -1994,6 +2035,15 @@ struct fuse_session *fs_session_new(struct fs *fs, struct fuse_args *args)
         if (!fs || !args)
                 return NULL;
         return fuse_session_new(args, &fs_ops, sizeof fs_ops, fs);
+}
+
+void fs_set_readonly(struct fs *fs, bool readonly)
+{
+        /* Under the barrier: a change in progress finishes first, and every
+         * later one sees the flag. */
+        pthread_rwlock_wrlock(&fs->barrier);
+        atomic_store(&fs->readonly, readonly);
+        pthread_rwlock_unlock(&fs->barrier);
 }
 
 void fs_get_counters(const struct fs *fs, struct fs_counters *ret)

@@ -96,6 +96,8 @@ struct fs_checkpoint_opts {
          * sandbox), on success and failure alike, if non-NULL. */
         void (*after_barrier)(void *ctx);
         void *ctx;
+        bool readonly; /* pause: leave the fs read-only (fs_set_readonly()),
+                        * from the instant the snapshot shows, on success */
 };
 struct fs_checkpoint_result {
         struct digest digest, tree_digest;
@@ -115,6 +117,10 @@ struct fs_checkpoint_result {
  * the barrier. The mount keeps its base and layer (no fold yet). One call at
  * a time; concurrent with every handler. 0, or -errno (logged). */
 int fs_checkpoint(struct fs *fs, const struct fs_checkpoint_opts *o, struct fs_checkpoint_result *ret);
+
+/* fs_set_readonly(): while set, every change (and an open for writing)
+ * fails with EROFS (a paused mount). Waits for changes in progress. */
+void fs_set_readonly(struct fs *fs, bool readonly);
 
 /* fs_read_file(): READ without the kernel: len bytes of inode ino at off
  * into dst, through the cache and the store exactly as a READ. Returns the

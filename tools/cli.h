@@ -52,6 +52,8 @@ int cmd_mount(const struct cli_command *cmd, int argc, char **argv);
 int cmd_umount(const struct cli_command *cmd, int argc, char **argv);
 int cmd_status(const struct cli_command *cmd, int argc, char **argv);
 int cmd_checkpoint(const struct cli_command *cmd, int argc, char **argv);
+int cmd_pause(const struct cli_command *cmd, int argc, char **argv);
+int cmd_unpause(const struct cli_command *cmd, int argc, char **argv);
 int cmd_import(const struct cli_command *cmd, int argc, char **argv);
 int cmd_bench(const struct cli_command *cmd, int argc, char **argv);
 

@@ -1,5 +1,6 @@
-/* cmd-checkpoint.c — `stasis checkpoint`: a client of the mount's control
- * API (POST /api/v1/checkpoint, docs/control-api.md). */
+/* cmd-checkpoint.c — `stasis checkpoint`, `pause` and `unpause`: clients of
+ * the mount's control API (POST /api/v1/checkpoint, /pause, /unpause;
+ * docs/control-api.md). */
 #include <getopt.h>
 #include <inttypes.h>
 #include <limits.h>
@@ -13,7 +14,8 @@
 
 static void json_decrefp_(json_t **j) { json_decref(*j); }
 
-int cmd_checkpoint(const struct cli_command *cmd, int argc, char **argv)
+/* snapshot(): checkpoint or pause (path), which take the same options. */
+static int snapshot(const struct cli_command *cmd, int argc, char **argv, const char *path)
 {
         static const struct option options[] = {
                 CLI_COMMON_OPTIONS,
@@ -60,7 +62,7 @@ int cmd_checkpoint(const struct cli_command *cmd, int argc, char **argv)
         r = cli_nargs(cmd, argc, argv, 1, 1);
         if (r)
                 return r;
-        snprintf(what, sizeof what, "checkpoint %s", argv[optind]);
+        snprintf(what, sizeof what, "%s %s", cmd->name, argv[optind]);
         cli_set_context(ctx, what);
         if ((tag && json_object_set_new(req, "tag", json_string(tag)) < 0) ||
             (json_object_size(labels) && json_object_set(req, "labels", labels) < 0))
@@ -68,11 +70,45 @@ int cmd_checkpoint(const struct cli_command *cmd, int argc, char **argv)
         body = json_dumps(req, JSON_COMPACT);
         if (!body)
                 return log_error_errno(-ENOMEM, "%m"), EXIT_FAIL;
-        r = cli_mount_api(argv[optind], "POST", "/api/v1/checkpoint", body, CHECKPOINT_TIMEOUT_S, &res);
+        r = cli_mount_api(argv[optind], "POST", path, body, CHECKPOINT_TIMEOUT_S, &res);
         if (r < 0)
                 return EXIT_FAIL;
         if (json)
                 return cli_print_json(res) < 0 ? EXIT_FAIL : EXIT_OK;
         printf("%s\n", json_string_value(json_object_get(res, "digest")));
         return EXIT_OK;
+}
+
+int cmd_checkpoint(const struct cli_command *cmd, int argc, char **argv)
+{
+        return snapshot(cmd, argc, argv, "/api/v1/checkpoint");
+}
+
+int cmd_pause(const struct cli_command *cmd, int argc, char **argv)
+{
+        return snapshot(cmd, argc, argv, "/api/v1/pause");
+}
+
+int cmd_unpause(const struct cli_command *cmd, int argc, char **argv)
+{
+        static const struct option options[] = {
+                CLI_COMMON_OPTIONS,
+                {},
+        };
+        _cleanup_(json_decrefp_) json_t *res = NULL;
+        char ctx[512], what[PATH_MAX + 16];
+        int c, r;
+
+        while ((c = getopt_long(argc, argv, CLI_SHORTOPTS, options, NULL)) >= 0) {
+                r = cli_common_option(cmd, c, argv);
+                if (r != CLI_CONTINUE)
+                        return r;
+        }
+        r = cli_nargs(cmd, argc, argv, 1, 1);
+        if (r)
+                return r;
+        snprintf(what, sizeof what, "unpause %s", argv[optind]);
+        cli_set_context(ctx, what);
+        r = cli_mount_api(argv[optind], "POST", "/api/v1/unpause", "{}", 60, &res);
+        return r < 0 ? EXIT_FAIL : EXIT_OK;
 }

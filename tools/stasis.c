@@ -189,7 +189,19 @@ const struct cli_command cli_commands[] = {
                         "  --label K=V       a label on the snapshot (repeatable)\n"
                         "  --json            the API's answer\n" COMMON_HELP,
         },
-        { .name = "pause" },
+        {
+                .name = "pause",
+                .run = cmd_pause,
+                .usage = "[--tag T] [--label K=V]... [--json] MOUNTPOINT",
+                .summary = "checkpoint a mount, then keep it frozen and read-only",
+                .help = "As stasis checkpoint, after which the sandbox stays frozen (if the mount is\n"
+                        "labelled io.stasis.freeze=...) and the mount refuses changes and opens for\n"
+                        "writing with EROFS, until stasis unpause or unmount. A failed pause leaves\n"
+                        "the mount running and writable. Pausing a paused mount fails (Busy).\n\n"
+                        "  --tag T           tag the snapshot\n"
+                        "  --label K=V       a label on the snapshot (repeatable)\n"
+                        "  --json            the API's answer\n" COMMON_HELP,
+        },
         {
                 .name = "status",
                 .run = cmd_status,
@@ -199,7 +211,14 @@ const struct cli_command cli_commands[] = {
                         "for its counters.\n\n"
                         "  --json            the daemon's status JSON\n" COMMON_HELP,
         },
-        { .name = "unpause" },
+        {
+                .name = "unpause",
+                .run = cmd_unpause,
+                .usage = "MOUNTPOINT",
+                .summary = "end a pause: writable again, the sandbox thawed",
+                .help = "Make a paused mount writable again and thaw its sandbox (unless it was\n"
+                        "frozen through the API's /freeze). Does nothing on a mount not paused.\n" COMMON_HELP,
+        },
         {
                 .name = "umount",
                 .run = cmd_umount,

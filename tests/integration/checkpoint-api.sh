@@ -79,7 +79,8 @@ t1=$(field tree)
 max=$((1 + 50 + 1 + 3000000 / cs + 1 + 2))
 (($(field chunks_new) <= max)) || fail "$(field chunks_new) new chunks (at most $max expected)"
 if [[ -n $CG ]]; then
-        [[ $(field frozen) == true ]] || fail "a labelled mount was not frozen"
+        [[ $(field froze) == true ]] || fail "a labelled mount was not frozen"
+        [[ $(field frozen) == false ]] || fail "the answer says the sandbox is still frozen"
         grep -q '^frozen 0$' "$CG/cgroup.events" || fail "the checkpoint left the cgroup frozen"
 fi
 [[ $("$STASIS" inspect --store "$S" --json g1 | jq -r .digest) == "$d1" ]] || fail "tag g1 is not the checkpoint"

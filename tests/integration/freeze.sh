@@ -17,7 +17,10 @@ mkdir "$CG" 2>/dev/null || skip "cannot create a cgroup under $CG2"
 LOOP_PID=
 on_exit_hook() {
         [[ -f $CG/cgroup.freeze ]] && echo 0 >"$CG/cgroup.freeze"
-        [[ -n $LOOP_PID ]] && kill "$LOOP_PID" 2>/dev/null && wait "$LOOP_PID" 2>/dev/null
+        [[ -n $LOOP_PID ]] && kill -9 "$LOOP_PID" 2>/dev/null
+        local p
+        for p in $(cat "$CG/cgroup.procs" 2>/dev/null); do kill -9 "$p" 2>/dev/null; done
+        sleep 0.2
         rmdir "$CG" 2>/dev/null || true
 }
 
@@ -28,7 +31,7 @@ api() { # api SOCK PATH: the HTTP status; the body in $T/body
 frozen() { grep -q '^frozen 1$' "$CG/cgroup.events"; }
 
 step "a counting loop in $CG"
-sh -c 'echo $$ >'"$CG"'/cgroup.procs; i=0; while :; do i=$((i+1)); echo $i >'"$T"'/count; sleep 0.01; done' &
+sh -c 'echo $$ >'"$CG"'/cgroup.procs; i=0; while :; do i=$((i+1)); echo $i >'"$T"'/count.tmp; mv '"$T"'/count.tmp '"$T"'/count; sleep 0.01; done' </dev/null >/dev/null 2>&1 &
 LOOP_PID=$!
 for _ in $(seq 100); do [[ -s $T/count ]] && break; sleep 0.05; done
 [[ -s $T/count ]] || fail "the loop does not count"
