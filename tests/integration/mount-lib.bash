@@ -40,8 +40,13 @@ _mount_on_exit() {
                         [[ -f $f ]] && { echo "--- $f" >&2; tail -60 "$f" >&2; }
                 done
         fi
-        (exit $rc)
-        _on_exit
+        # _on_exit reads the status from $?; under set -e a failing
+        # "(exit $rc)" alone would end the trap before it runs.
+        if ((rc == 0)); then
+                _on_exit
+        else
+                (exit $rc) || _on_exit
+        fi
 }
 trap _mount_on_exit EXIT
 
