@@ -117,8 +117,16 @@ total=0
 for ((trial = 1; trial <= trials; trial++)); do
         mount_snap "$mp" --store "$S" --cache "$T/cache" --state "$state" base
         pid=$(daemon_pid "$mp")
+        acked=$(wc -l <"$ack")
         python3 "$T/writer.py" "$mp" "$ack" "$trial" 2>"$T/writer.err" &
         wpid=$!
+        # Let the writer get going first (a loaded machine or a sanitizer
+        # build can take longer than the whole random delay to start it),
+        # then kill at a random moment of its writing.
+        for ((i = 0; i < 300 && $(wc -l <"$ack") < acked + 20; i++)); do
+                kill -0 "$wpid" 2>/dev/null || break
+                sleep 0.1
+        done
         sleep "0.$((RANDOM % 9 + 1))$((RANDOM % 10))"
         kill -9 "$pid"
         wait "$wpid" 2>/dev/null || true
