@@ -61,10 +61,11 @@ struct restore {
         atomic_uint_fast64_t files, bytes_written, chunks_read;
 };
 
-static void set_error(struct restore *r, int e)
+/* set_error(): record the first error; true if e was the first. */
+static bool set_error(struct restore *r, int e)
 {
         int expected = 0;
-        atomic_compare_exchange_strong(&r->error, &expected, e);
+        return atomic_compare_exchange_strong(&r->error, &expected, e);
 }
 
 static int apply_xattrs_fd(struct restore *r, int fd, const struct tree_inode *ti, const char *path)
@@ -171,9 +172,14 @@ static int write_file(struct restore *r, struct chunk_codec *codec, uint8_t *buf
                         if (idx == TREE_HOLE) /* the tree's validation forbids this */
                                 return log_error_errno(EBADMSG, "%s: data extent over a hole chunk", j->path);
                         if (have != k) {
-                                e = snapshot_read_chunk(r->b, r->s, idx, codec, buf);
-                                if (e < 0) /* logged, naming the chunk and its pack */
+                                char why[CHUNK_WHY_MAX];
+                                e = snapshot_read_chunk_why(r->b, r->s, idx, codec, buf, why);
+                                if (e < 0) {
+                                        /* Workers fail in parallel: only the first says why. */
+                                        if (set_error(r, e) && why[0])
+                                                log_error("%s", why);
                                         return e;
+                                }
                                 atomic_fetch_add(&r->chunks_read, 1);
                                 have = k;
                         }

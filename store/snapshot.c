@@ -393,8 +393,21 @@ int snapshot_load_tree(struct backend *b, struct snapshot *s)
 
 /* ---- chunks ---- */
 
-int snapshot_read_chunk(struct backend *b, const struct snapshot *s, uint32_t idx,
-                        struct chunk_codec *codec, void *dst)
+/* FAIL(): log the failure, or with why set, only describe it there. */
+#define FAIL(why, err, ...)                                                                    \
+        ({                                                                                     \
+                int _fe_ = -abs(err);                                                          \
+                if (why) {                                                                     \
+                        errno = -_fe_;                                                         \
+                        snprintf((why), CHUNK_WHY_MAX, __VA_ARGS__);                           \
+                } else {                                                                       \
+                        _fe_ = log_error_errno(_fe_, __VA_ARGS__);                             \
+                }                                                                              \
+                _fe_;                                                                          \
+        })
+
+static int read_chunk(struct backend *b, const struct snapshot *s, uint32_t idx, struct chunk_codec *codec,
+                      void *dst, char *why)
 {
         _cleanup_(chunk_codec_freep) struct chunk_codec *own = NULL;
         _cleanup_(freep) void *frame = NULL;
@@ -418,19 +431,19 @@ int snapshot_read_chunk(struct backend *b, const struct snapshot *s, uint32_t id
         /* tree_load() already bounds these; a second look costs nothing. */
         if (c.ulen == 0 || c.ulen > s->config.chunk_size || c.clen == 0 ||
             c.clen > chunk_bound(s->config.chunk_size))
-                return log_error_errno(-EBADMSG, "chunk %s in pack %s at offset %" PRIu64 ": impossible lengths %u/%u",
+                return FAIL(why, -EBADMSG, "chunk %s in pack %s at offset %" PRIu64 ": impossible lengths %u/%u",
                                        cs, ps, c.offset, c.clen, c.ulen);
         frame = malloc(c.clen);
         if (!frame)
                 return -ENOMEM;
         n = backend_read(b, pack, c.offset, frame, c.clen);
         if (n == -ENOENT)
-                return log_error_errno(-ENOENT, "chunk %s: pack %s missing", cs, ps);
+                return FAIL(why, -ENOENT, "chunk %s: pack %s missing", cs, ps);
         if (n < 0)
-                return log_error_errno((int)n, "chunk %s in pack %s at offset %" PRIu64 ": read failed: %m",
+                return FAIL(why, (int)n, "chunk %s in pack %s at offset %" PRIu64 ": read failed: %m",
                                        cs, ps, c.offset);
         if ((size_t)n < c.clen)
-                return log_error_errno(-EBADMSG, "chunk %s in pack %s at offset %" PRIu64 ": truncated (%zd of %u bytes)",
+                return FAIL(why, -EBADMSG, "chunk %s in pack %s at offset %" PRIu64 ": truncated (%zd of %u bytes)",
                                        cs, ps, c.offset, n, c.clen);
         if (!codec) {
                 own = chunk_codec_new(CHUNK_LEVEL_DEFAULT);
@@ -440,11 +453,24 @@ int snapshot_read_chunk(struct backend *b, const struct snapshot *s, uint32_t id
         }
         r = chunk_decode(codec, frame, c.clen, c.ulen, s->config.chunk_size, &c.addr, dst);
         if (r == -EBADMSG)
-                return log_error_errno(r, "chunk %s in pack %s at offset %" PRIu64 ": corrupt (bad frame or hash mismatch)",
+                return FAIL(why, r, "chunk %s in pack %s at offset %" PRIu64 ": corrupt (bad frame or hash mismatch)",
                                        cs, ps, c.offset);
         if (r < 0)
-                return log_error_errno(r, "chunk %s in pack %s at offset %" PRIu64 ": %m", cs, ps, c.offset);
+                return FAIL(why, r, "chunk %s in pack %s at offset %" PRIu64 ": %m", cs, ps, c.offset);
         return 0;
+}
+
+int snapshot_read_chunk(struct backend *b, const struct snapshot *s, uint32_t idx,
+                        struct chunk_codec *codec, void *dst)
+{
+        return read_chunk(b, s, idx, codec, dst, NULL);
+}
+
+int snapshot_read_chunk_why(struct backend *b, const struct snapshot *s, uint32_t idx,
+                            struct chunk_codec *codec, void *dst, char why[static CHUNK_WHY_MAX])
+{
+        why[0] = '\0';
+        return read_chunk(b, s, idx, codec, dst, why);
 }
 
 /* ---- index.json entries ---- */

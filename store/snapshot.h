@@ -83,6 +83,12 @@ struct snapshot *snapshot_free(struct snapshot *s);
  * and -ENOENT for a missing pack, each logged once naming chunk and pack. */
 int snapshot_read_chunk(struct backend *b, const struct snapshot *s, uint32_t idx,
                         struct chunk_codec *codec, void *dst);
+/* snapshot_read_chunk_why(): the same, but nothing is logged: the sentence
+ * that would have been is left in why. For callers that run many reads at
+ * once and must report one failure only (restore). */
+#define CHUNK_WHY_MAX 512
+int snapshot_read_chunk_why(struct backend *b, const struct snapshot *s, uint32_t idx,
+                            struct chunk_codec *codec, void *dst, char why[static CHUNK_WHY_MAX]);
 
 /* What a new snapshot is made of. */
 struct snapshot_new {
