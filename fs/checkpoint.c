@@ -573,7 +573,13 @@ int fs_checkpoint(struct fs *fs, const struct fs_checkpoint_opts *o, struct fs_c
                 r = -ENOMEM;
                 goto fail;
         }
-        r = snapshot_publish(o->store,
+        if (o->prev_tree && o->prev_digest && digest_eq(&tree_digest, o->prev_tree)) {
+                /* Nothing changed since the last checkpoint: the same snapshot. */
+                res.digest = *o->prev_digest;
+                res.reused = true;
+                r = o->tag ? store_tag(o->store, &res.digest, o->tag) : 0;
+        } else
+                r = snapshot_publish(o->store,
                              &(struct snapshot_new){
                                      .tree_blob = blob,
                                      .tree_len = blob_len,
@@ -583,6 +589,8 @@ int fs_checkpoint(struct fs *fs, const struct fs_checkpoint_opts *o, struct fs_c
                                      .labels = o->labels,
                                      .stats = stats,
                                      .tag = o->tag,
+                                     .trace = o->trace,
+                                     .trace_len = o->trace_len,
                              },
                              &res.digest);
         if (r < 0) {

@@ -98,6 +98,14 @@ struct fs_checkpoint_opts {
         void *ctx;
         bool readonly; /* pause: leave the fs read-only (fs_set_readonly()),
                         * from the instant the snapshot shows, on success */
+        /* The previous checkpoint of this mount to the same target, if any:
+         * when the new tree equals prev_tree, nothing is published and the
+         * result is prev_digest (re-tagged if tag is set). */
+        const struct digest *prev_tree, *prev_digest;
+        /* The access trace to store with the snapshot (snapshot_new.trace);
+         * NULL: none. */
+        const void *trace;
+        size_t trace_len;
 };
 struct fs_checkpoint_result {
         struct digest digest, tree_digest;
@@ -107,6 +115,7 @@ struct fs_checkpoint_result {
         uint64_t chunks_new, chunks_reused; /* of the chunks read */
         uint64_t barrier_ns;    /* how long changes were held off */
         uint64_t duration_ns;
+        bool reused; /* the tree equalled prev_tree: result is prev_digest */
 };
 
 /* fs_checkpoint(): publish what the mount shows now as a new snapshot,

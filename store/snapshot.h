@@ -104,6 +104,10 @@ struct snapshot_new {
         /* created: RFC 3339 UTC "YYYY-MM-DDTHH:MM:SSZ", or NULL for now. An import
          * passes its image's, so importing one image twice gives one digest. */
         const char *created;
+        /* An access trace (docs/store-design.md) stored with the snapshot;
+         * NULL: none. */
+        const void *trace;
+        size_t trace_len;
 };
 /* snapshot_publish(): with every pack the tree names already stored, write the
  * tree, config and manifest blobs, then under the index lock check that every
