@@ -26,6 +26,7 @@
 #include <sys/stat.h>
 
 #include "fs-internal.h"
+#include "trace.h"
 #include "store/packer.h"
 
 /* A reachable inode, copied from the model. */
@@ -493,7 +494,8 @@ int fs_checkpoint(struct fs *fs, const struct fs_checkpoint_opts *o, struct fs_c
         struct fs_checkpoint_result res = {};
         struct packer_stats ps;
         _cleanup_(freep) uint8_t *buf = NULL;
-        _cleanup_(freep) void *blob = NULL;
+        _cleanup_(freep) void *blob = NULL, *trace = NULL;
+        size_t trace_len = 0;
         struct digest tree_digest;
         json_t *stats = NULL;
         uint64_t t0 = now_ns(), b0;
@@ -578,21 +580,28 @@ int fs_checkpoint(struct fs *fs, const struct fs_checkpoint_opts *o, struct fs_c
                 res.digest = *o->prev_digest;
                 res.reused = true;
                 r = o->tag ? store_tag(o->store, &res.digest, o->tag) : 0;
-        } else
-                r = snapshot_publish(o->store,
-                             &(struct snapshot_new){
-                                     .tree_blob = blob,
-                                     .tree_len = blob_len,
-                                     .tree_digest = tree_digest,
-                                     .parent = o->parent,
-                                     .chunk_size = fs->chunk_size,
-                                     .labels = o->labels,
-                                     .stats = stats,
-                                     .tag = o->tag,
-                                     .trace = o->trace,
-                                     .trace_len = o->trace_len,
-                             },
-                             &res.digest);
+        } else {
+                struct snapshot_new n = {
+                        .tree_blob = blob,
+                        .tree_len = blob_len,
+                        .tree_digest = tree_digest,
+                        .parent = o->parent,
+                        .chunk_size = fs->chunk_size,
+                        .labels = o->labels,
+                        .stats = stats,
+                        .tag = o->tag,
+                        .trace = o->trace,
+                        .trace_len = o->trace_len,
+                };
+                /* The trace: the caller's, else what this mount recorded. */
+                r = o->trace ? 0 : fs_trace_blob(fs, &trace, &trace_len);
+                if (r >= 0 && !o->trace) {
+                        n.trace = trace;
+                        n.trace_len = trace_len;
+                }
+                if (r >= 0)
+                        r = snapshot_publish(o->store, &n, &res.digest);
+        }
         if (r < 0) {
                 log_error_errno(r, "checkpoint: publish: %m");
                 goto fail;

@@ -182,6 +182,8 @@ struct fs {
         atomic_uint_fast64_t bytes_served, errors, readahead_chunks, reads;
         atomic_uint_fast64_t dirty_chunks, dirty_bytes, copied_up, bytes_written, journal_bytes;
         atomic_uint_fast64_t journal_synced; /* journal_bytes at the last fdatasync */
+
+        struct fs_trace *trace; /* trace.c's; NULL: not recording */
 };
 
 /* read.c */

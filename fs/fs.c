@@ -26,6 +26,7 @@
 #include <linux/falloc.h>
 
 #include "fs-internal.h"
+#include "trace.h"
 
 #define ACL_ACCESS "system.posix_acl_access"
 #define ACL_DEFAULT "system.posix_acl_default"
@@ -1990,6 +1991,9 @@ int fs_new(const struct fs_opts *o, struct fs **ret)
                 if (r < 0)
                         return r;
         }
+        r = fs_trace_new(fs, o);
+        if (r < 0)
+                return r;
         *ret = TAKE_PTR(fs);
         return 0;
 }
@@ -1998,6 +2002,7 @@ struct fs *fs_free(struct fs *fs)
 {
         if (!fs)
                 return NULL;
+        fs_trace_free(fs);
         fs_readahead_stop(fs);
         if (fs->tls_ok) {
                 fs_tls_free(pthread_getspecific(fs->tls));
@@ -2068,6 +2073,7 @@ void fs_get_counters(const struct fs *fs, struct fs_counters *ret)
         ret->copied_up = atomic_load(&fs->copied_up);
         ret->bytes_written = atomic_load(&fs->bytes_written);
         ret->journal_bytes = atomic_load(&fs->journal_bytes);
+        fs_trace_counters(fs, ret);
 }
 
 ssize_t fs_read_file(struct fs *fs, uint64_t ino, uint64_t off, void *dst, size_t len)

@@ -58,6 +58,7 @@ struct fs_opts {
         unsigned workers;       /* readahead threads; 0: 2 */
         const char *state_dir;  /* the mount's state directory (required) */
         const char *base_name;  /* what HEAD records as the base: a digest, or "empty" */
+        bool no_prefetch;       /* do not prefetch the snapshot's access trace */
         uint64_t journal_max;   /* compact the layer's journal after this many
                                  * appended bytes (and twice its last image); 0:
                                  * FS_JOURNAL_MAX */
@@ -69,6 +70,7 @@ struct fs_counters {
         uint64_t bytes_served, errors, readahead_chunks;
         uint64_t reads, inodes; /* READ requests; inodes in the table */
         uint64_t dirty_chunks, dirty_bytes, copied_up, bytes_written, journal_bytes;
+        uint64_t prefetch_chunks, prefetch_hits; /* trace.c */
 };
 
 /* fs_new(): no file data is read; opens (creating, or replaying) the

@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "fs-internal.h"
+#include "trace.h"
 
 void fs_tls_free(void *p)
 {
@@ -259,6 +260,8 @@ int fs_read_data(struct fs *fs, const struct tree_inode *inode, struct fs_file *
                 pos += n;
         }
 
+        if (f)
+                fs_trace_read(fs, inode, off, len);
         /* Sequential? The second READ that starts where the last one ended
          * queues the next ra_chunks chunks, each chunk at most once. */
         if (f && fs->ra_chunks) {
