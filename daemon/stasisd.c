@@ -75,6 +75,21 @@
 #define CACHE_DEFAULT "/var/cache/stasis"
 #define RUN_DEFAULT "/run/stasis"
 
+/* What the last successful checkpoint (or push) to one target left: its
+ * tree and snapshot. The target is "" for the mount's own store, else the
+ * registry reference pushed to (oci://HOST/REPO[:TAG]). A checkpoint whose
+ * tree equals the remembered one for its target is that snapshot again
+ * (fs_checkpoint_opts.prev_tree). In memory only: a restarted stasisd
+ * forgets, and its next checkpoint publishes a new (equally correct)
+ * snapshot. The least recently used of PREV_MAX targets is forgotten. */
+#define PREV_MAX 16
+#define TARGET_MAX (6 + OCI_HOST_MAX + 1 + OCI_REPO_MAX + 1 + OCI_TAG_MAX + 1)
+struct prev {
+        char target[TARGET_MAX];
+        struct digest tree, digest;
+        uint64_t used; /* 0: free slot */
+};
+
 struct opts {
         const char *store, *cache, *state, *ref, *mountpoint;
         uint64_t cache_size;
@@ -109,9 +124,14 @@ struct daemon {
         const char *no_checkpoint; /* why not, if store_be is NULL */
         /* The last checkpoint; api, read by status with relaxed atomics. */
         atomic_uint_fast64_t checkpoints, ck_duration_ns, ck_stall_ns;
+        /* The last success per target, so that a repeat with no change
+         * gives the same digest and uploads nothing; api. */
+        struct prev prev[PREV_MAX];
+        uint64_t prev_clock; /* api */
 };
 
 static void json_decrefp_(json_t **j) { json_decref(*j); }
+static void backend_freep_(struct backend **b) { backend_free(*b); }
 
 /* The label that says how to freeze the sandbox (freezer.h). */
 #define LABEL_FREEZE "io.stasis.freeze"
@@ -393,24 +413,178 @@ static int flush_kernel(const struct daemon *d)
         return 0;
 }
 
-/* POST /api/v1/checkpoint and /api/v1/pause (docs/control-api.md); local
- * store only so far. A pause is a checkpoint after which the sandbox stays
- * frozen (if labelled) and the mount read-only until /unpause or unmount. */
+/* ---- what the last checkpoint to each target was ---- */
+
+static struct prev *prev_find(struct daemon *d, const char *target)
+{
+        for (size_t i = 0; i < PREV_MAX; i++)
+                if (d->prev[i].used && strcmp(d->prev[i].target, target) == 0)
+                        return &d->prev[i];
+        return NULL;
+}
+
+static void prev_set(struct daemon *d, const char *target, const struct digest *tree, const struct digest *dg)
+{
+        struct prev *p = prev_find(d, target);
+
+        if (!p) { /* a free slot, else the least recently used */
+                p = &d->prev[0];
+                for (size_t i = 1; i < PREV_MAX && p->used; i++)
+                        if (d->prev[i].used < p->used)
+                                p = &d->prev[i];
+                snprintf(p->target, sizeof p->target, "%s", target);
+        }
+        p->tree = *tree;
+        p->digest = *dg;
+        p->used = ++d->prev_clock;
+}
+
+/* ---- pushing to a registry ---- */
+
+/* A push target from a request: "push": "oci://HOST[:PORT]/REPO[:TAG]" and
+ * "registry": {"auth", "insecure", "ca_cert"} (docs/control-api.md). */
+struct push_req {
+        struct oci_ref ref;
+        const char *tag;            /* the remote tag: the target's, else the request's; NULL: by digest */
+        char target[TARGET_MAX];    /* oci://HOST/REPO[:TAG]: the key of struct prev */
+        struct registry_opts ro;    /* borrows strings of the request */
+};
+
+/* parse_push(): 1 with *ret filled if the request names a push target, 0
+ * if not, -EINVAL with a sentence in err. */
+static int parse_push(const json_t *req, const char *tag, struct push_req *ret, char err[static 256])
+{
+        json_t *v = json_object_get(req, "push"), *reg = json_object_get(req, "registry"), *a, *in, *ca;
+        struct push_req p = {};
+
+        if (!v || json_is_null(v))
+                return 0;
+        if (!json_is_string(v) || oci_ref_parse(json_string_value(v), &p.ref) < 0 || p.ref.has_digest) {
+                snprintf(err, 256, "push must be a string oci://HOST[:PORT]/REPO[:TAG]");
+                return -EINVAL;
+        }
+        p.tag = p.ref.tag[0] ? p.ref.tag : tag;
+        snprintf(p.target, sizeof p.target, "oci://%s/%s%s%s", p.ref.host, p.ref.repo, p.tag ? ":" : "",
+                 p.tag ? p.tag : "");
+        if (reg && !json_is_null(reg) && !json_is_object(reg)) {
+                snprintf(err, 256, "registry must be an object {auth, insecure, ca_cert}");
+                return -EINVAL;
+        }
+        a = json_object_get(reg, "auth");
+        in = json_object_get(reg, "insecure");
+        ca = json_object_get(reg, "ca_cert");
+        if ((a && !json_is_null(a) && !json_is_string(a)) || (in && !json_is_null(in) && !json_is_boolean(in)) ||
+            (ca && !json_is_null(ca) && !json_is_string(ca))) {
+                snprintf(err, 256, "registry: auth and ca_cert must be strings, insecure a boolean");
+                return -EINVAL;
+        }
+        /* Only what the request carries: no config of the daemon's is read. */
+        p.ro = (struct registry_opts){ .push = true, .auth = json_string_value(a) ?: "",
+                                       .insecure = json_is_true(in), .ca_pem = json_string_value(ca) };
+        *ret = p;
+        if (p.tag == p.ref.tag) /* it points into p, not *ret */
+                ret->tag = ret->ref.tag;
+        return 1;
+}
+
+/* reply_push_error(): a registry failure: RegistryAuthFailed for refused
+ * credentials, Timeout, else PushFailed; 502/504. msg never holds a secret. */
+static enum MHD_Result reply_push_error(struct MHD_Connection *conn, int err, const char *msg)
+{
+        if (err == -ETIMEDOUT)
+                return reply_error(conn, MHD_HTTP_GATEWAY_TIMEOUT, "Timeout", msg);
+        return reply_error(conn, MHD_HTTP_BAD_GATEWAY, err == -EACCES || err == -EPERM ? "RegistryAuthFailed" : "PushFailed",
+                           msg);
+}
+
+/* push_open(): the registry of p, authenticated for push; on failure the
+ * reply is queued into *ret_reply and -errno returned. */
+static int push_open(struct MHD_Connection *conn, const struct push_req *p, struct backend **ret,
+                     enum MHD_Result *ret_reply)
+{
+        char err[OCI_ERR_MAX], msg[OCI_ERR_MAX + TARGET_MAX + 32];
+        int r = backend_oci_connect(p->ref.host, p->ref.repo, &p->ro, ret, err);
+
+        if (r < 0) {
+                snprintf(msg, sizeof msg, "push to %s: %s", p->target, err);
+                log_error("%s", msg);
+                *ret_reply = reply_push_error(conn, r, msg);
+        }
+        return r;
+}
+
+/* push_run(): snapshot dg of the mount's store to p's registry be. */
+static int push_run(struct daemon *d, struct MHD_Connection *conn, struct backend *be, const struct push_req *p,
+                    const struct digest *dg, struct oci_copy_stats *ret, enum MHD_Result *ret_reply)
+{
+        char ds[DIGEST_STR_LEN + 1], msg[TARGET_MAX + PATH_MAX + 160], a[32];
+        int r = oci_push(d->store_be, dg, be, p->tag, 0, ret); /* logs */
+
+        digest_str(dg, ds);
+        if (r < 0) {
+                snprintf(msg, sizeof msg, "push of %s to %s failed: %s (details in %s/stasisd.log)", ds, p->target,
+                         strerror(-r), d->state);
+                log_error("%s", msg);
+                *ret_reply = reply_push_error(conn, r, msg);
+                return r;
+        }
+        log_info("pushed %s to %s: %s uploaded, %" PRIu64 " of %" PRIu64 " blobs present already%s", ds, p->target,
+                 format_bytes(ret->bytes_copied, a), ret->blobs_skipped, ret->blobs_total,
+                 ret->manifest_skipped ? ", the tag named it already" : "");
+        return 0;
+}
+
+/* push_reference(): what was pushed: oci://HOST/REPO:TAG, or @DIGEST. */
+static void push_reference(const struct push_req *p, const struct digest *dg, char buf[static TARGET_MAX + DIGEST_STR_LEN])
+{
+        char ds[DIGEST_STR_LEN + 1];
+
+        if (p->tag)
+                snprintf(buf, TARGET_MAX + DIGEST_STR_LEN, "%s", p->target);
+        else
+                snprintf(buf, TARGET_MAX + DIGEST_STR_LEN, "oci://%s/%s@%s", p->ref.host, p->ref.repo,
+                         digest_str(dg, ds));
+}
+
+/* wipe_secret(): overwrite a secret string held by a request's JSON before
+ * it is freed. */
+static void wipe_secret(json_t *v)
+{
+        if (json_is_string(v))
+                explicit_bzero((char *)json_string_value(v), json_string_length(v));
+}
+
+static void json_wipe_decrefp_(json_t **j)
+{
+        wipe_secret(json_object_get(json_object_get(*j, "registry"), "auth"));
+        json_decref(*j);
+}
+
+/* POST /api/v1/checkpoint and /api/v1/pause (docs/control-api.md). A
+ * pause is a checkpoint after which the sandbox stays frozen (if labelled)
+ * and the mount read-only until /unpause or unmount. With a push target the
+ * snapshot is published to the mount's store first, then pushed (the
+ * sandbox thawed, unless paused or frozen through /freeze). */
 static enum MHD_Result api_checkpoint(struct daemon *d, struct MHD_Connection *conn, const char *body,
                                       bool pause)
 {
-        _cleanup_(json_decrefp_) json_t *req = NULL;
+        _cleanup_(json_wipe_decrefp_) json_t *req = NULL;
+        _cleanup_(backend_freep_) struct backend *reg = NULL;
         struct fs_checkpoint_result res = {};
+        struct oci_copy_stats ps = {};
+        struct push_req push;
         json_t *tag_j, *labels, *v;
         const char *tag = NULL, *k;
-        char dg[DIGEST_STR_LEN + 1];
+        char dg[DIGEST_STR_LEN + 1], err[256], ref[TARGET_MAX + DIGEST_STR_LEN];
+        const struct prev *prev;
+        enum MHD_Result reply_r;
         uint64_t t0 = now_ns(), f0 = 0, f1 = 0;
-        bool froze = false;
+        bool froze = false, pushing;
         int r;
 
         if (body && *body) {
-                json_error_t err;
-                req = json_loads(body, 0, &err);
+                json_error_t jerr;
+                req = json_loads(body, 0, &jerr);
                 if (!req || !json_is_object(req))
                         return reply_error(conn, MHD_HTTP_BAD_REQUEST, "BadRequest", "the body is not a JSON object");
         }
@@ -431,13 +605,22 @@ static enum MHD_Result api_checkpoint(struct daemon *d, struct MHD_Connection *c
                                                    "labels must be an object of strings");
         } else
                 labels = NULL;
-        v = json_object_get(req, "push");
-        if (v && !json_is_null(v))
-                return reply_error(conn, MHD_HTTP_BAD_REQUEST, "BadRequest", "push is not supported yet");
+        r = parse_push(req, tag, &push, err);
+        if (r < 0)
+                return reply_error(conn, MHD_HTTP_BAD_REQUEST, "BadRequest", err);
+        pushing = r > 0;
         if (!d->store_be)
                 return reply_error(conn, MHD_HTTP_BAD_REQUEST, "BadRequest", d->no_checkpoint);
         if (pause && atomic_load(&d->paused))
                 return reply_error(conn, MHD_HTTP_CONFLICT, "Busy", "the mount is paused already (unpause first)");
+        /* 0. the registry first: wrong credentials or a registry that does
+         * not answer fail before anything is frozen or written */
+        if (pushing && push_open(conn, &push, &reg, &reply_r) < 0)
+                return reply_r;
+        /* the last snapshot to this target, if the store still has it */
+        prev = prev_find(d, pushing ? push.target : "");
+        if (prev && backend_has(d->store_be, &prev->digest) <= 0)
+                prev = NULL;
 
         /* 1. freeze, unless the caller froze it through /freeze (or a pause did) */
         if (d->freezer && !d->user_frozen && !atomic_load(&d->paused)) {
@@ -459,7 +642,9 @@ static enum MHD_Result api_checkpoint(struct daemon *d, struct MHD_Connection *c
                                   &(struct fs_checkpoint_opts){ .store = d->store_be, .parent = d->snap,
                                                                 .tag = tag, .labels = labels,
                                                                 .after_barrier = froze && !pause ? thaw_cb : NULL,
-                                                                .ctx = d, .readonly = pause },
+                                                                .ctx = d, .readonly = pause,
+                                                                .prev_tree = prev ? &prev->tree : NULL,
+                                                                .prev_digest = prev ? &prev->digest : NULL },
                                   &res);
         if (froze && (!pause || r < 0)) {
                 thaw_cb(d); /* a no-op if after_barrier thawed it */
@@ -467,10 +652,19 @@ static enum MHD_Result api_checkpoint(struct daemon *d, struct MHD_Connection *c
         }
         if (r < 0)
                 return reply_errno(conn, "CheckpointFailed", pause ? "pause failed" : "checkpoint failed", r);
-        if (pause) {
-                atomic_store(&d->paused, true);
+        if (pause)
                 f1 = now_ns(); /* it stays frozen: the stall so far */
+        /* 9. the push, the sandbox running again (unless paused) */
+        if (pushing && push_run(d, conn, reg, &push, &res.digest, &ps, &reply_r) < 0) {
+                if (pause) { /* a failed pause leaves the mount writable and thawed */
+                        fs_set_readonly(d->fs, false);
+                        if (froze)
+                                thaw_cb(d);
+                }
+                return reply_r;
         }
+        if (pause)
+                atomic_store(&d->paused, true);
         res.duration_ns = now_ns() - t0;
         /* The stall: the sandbox frozen by us, else the write barrier. */
         if (froze)
@@ -478,26 +672,99 @@ static enum MHD_Result api_checkpoint(struct daemon *d, struct MHD_Connection *c
         atomic_fetch_add(&d->checkpoints, 1);
         atomic_store(&d->ck_duration_ns, res.duration_ns);
         atomic_store(&d->ck_stall_ns, res.barrier_ns);
+        prev_set(d, "", &res.tree_digest, &res.digest);
+        if (pushing)
+                prev_set(d, push.target, &res.tree_digest, &res.digest);
         digest_str(&res.digest, dg);
-        log_info("checkpoint %s%s%s: %" PRIu64 " bytes dirty, %" PRIu64 " new chunks, stall %.3f ms, %.3f ms",
-                 dg, tag ? " tag " : "", tag ? tag : "", res.bytes_dirty, res.chunks_new,
-                 (double)res.barrier_ns / 1e6, (double)res.duration_ns / 1e6);
+        log_info("checkpoint %s%s%s%s: %" PRIu64 " bytes dirty, %" PRIu64 " new chunks, stall %.3f ms, %.3f ms", dg,
+                 tag ? " tag " : "", tag ? tag : "", res.reused ? " (unchanged: the last one)" : "", res.bytes_dirty,
+                 res.chunks_new, (double)res.barrier_ns / 1e6, (double)res.duration_ns / 1e6);
+        if (pushing)
+                push_reference(&push, &res.digest, ref);
+        else
+                snprintf(ref, sizeof ref, "%s", tag ? tag : dg);
         {
                 char tdg[DIGEST_STR_LEN + 1];
                 digest_str(&res.tree_digest, tdg);
                 return reply_json(conn, MHD_HTTP_OK,
-                                  json_pack("{s:s, s:s, s:s, s:I, s:s, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:b, s:b}",
-                                            "digest", dg, "reference", tag ? tag : dg, "tree", tdg,
+                                  json_pack("{s:s, s:s, s:s, s:I, s:s, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:b, s:b, s:b, s:b,"
+                                            " s:I, s:I}",
+                                            "digest", dg, "reference", ref, "tree", tdg,
                                             "generation", (json_int_t)res.generation, "parent", d->snapshot,
                                             "bytes_dirty", (json_int_t)res.bytes_dirty,
-                                            "bytes_new", (json_int_t)res.bytes_new, "bytes_uploaded", (json_int_t)0,
+                                            "bytes_new", (json_int_t)res.bytes_new,
+                                            "bytes_uploaded", (json_int_t)ps.bytes_copied,
                                             "chunks_new", (json_int_t)res.chunks_new,
                                             "chunks_reused", (json_int_t)res.chunks_reused,
                                             "duration_ns", (json_int_t)res.duration_ns,
                                             "stall_ns", (json_int_t)res.barrier_ns,
                                             "froze", froze, /* it froze the sandbox for the checkpoint */
-                                            "frozen", d->freezer && freezer_frozen(d->freezer))); /* now */
+                                            "frozen", d->freezer && freezer_frozen(d->freezer), /* now */
+                                            "reused", res.reused, /* unchanged since the last one to this target */
+                                            "pushed", pushing,
+                                            "blobs_uploaded", (json_int_t)ps.blobs_copied,
+                                            "blobs_skipped", (json_int_t)ps.blobs_skipped));
         }
+}
+
+/* POST /api/v1/push: {"digest", "push", "registry", "tag"}: push a snapshot
+ * of the mount's store (one its checkpoint made) to a registry, as a
+ * checkpoint with a push target does after it published. The committer
+ * captures all its containers frozen, thaws them, then pushes each. */
+static enum MHD_Result api_push(struct daemon *d, struct MHD_Connection *conn, const char *body)
+{
+        _cleanup_(json_wipe_decrefp_) json_t *req = NULL;
+        _cleanup_(backend_freep_) struct backend *reg = NULL;
+        struct snapshot *s = NULL;
+        struct oci_copy_stats ps = {};
+        struct push_req push;
+        struct digest dg, tree;
+        json_t *tag_j;
+        const char *tag = NULL, *ds;
+        char err[256], ref[TARGET_MAX + DIGEST_STR_LEN];
+        enum MHD_Result reply_r;
+        int r;
+
+        req = body && *body ? json_loads(body, 0, NULL) : NULL;
+        if (!req || !json_is_object(req))
+                return reply_error(conn, MHD_HTTP_BAD_REQUEST, "BadRequest", "the body is not a JSON object");
+        ds = json_string_value(json_object_get(req, "digest"));
+        if (!ds || digest_parse(ds, &dg) < 0)
+                return reply_error(conn, MHD_HTTP_BAD_REQUEST, "BadRequest", "digest must be sha256:<64 hex>");
+        tag_j = json_object_get(req, "tag");
+        if (tag_j && !json_is_null(tag_j)) {
+                tag = json_string_value(tag_j);
+                if (!tag || !tag_valid(tag))
+                        return reply_error(conn, MHD_HTTP_BAD_REQUEST, "BadRequest",
+                                           "tag must be a string of [A-Za-z0-9_][A-Za-z0-9._-]{0,127}");
+        }
+        r = parse_push(req, tag, &push, err);
+        if (r <= 0)
+                return reply_error(conn, MHD_HTTP_BAD_REQUEST, "BadRequest", r < 0 ? err : "push: a target is required");
+        if (!d->store_be)
+                return reply_error(conn, MHD_HTTP_BAD_REQUEST, "BadRequest", d->no_checkpoint);
+        r = backend_has(d->store_be, &dg);
+        if (r <= 0) {
+                snprintf(err, sizeof err, "%s is not in the mount's store", ds);
+                return r == 0 ? reply_error(conn, MHD_HTTP_NOT_FOUND, "NotFound", err)
+                              : reply_errno(conn, "PushFailed", "the mount's store cannot be read", r);
+        }
+        r = snapshot_open(d->store_be, &dg, &s); /* logs */
+        if (r < 0)
+                return reply_errno(conn, "PushFailed", "the snapshot cannot be read", r);
+        tree = s->tree_digest;
+        snapshot_free(s);
+        if (push_open(conn, &push, &reg, &reply_r) < 0 || push_run(d, conn, reg, &push, &dg, &ps, &reply_r) < 0)
+                return reply_r;
+        prev_set(d, push.target, &tree, &dg);
+        push_reference(&push, &dg, ref);
+        return reply_json(conn, MHD_HTTP_OK,
+                          json_pack("{s:s, s:s, s:I, s:I, s:I, s:I, s:I}", "digest", ds, "reference", ref,
+                                    "bytes_uploaded", (json_int_t)ps.bytes_copied,
+                                    "blobs_uploaded", (json_int_t)ps.blobs_copied,
+                                    "blobs_skipped", (json_int_t)ps.blobs_skipped,
+                                    "bytes_total", (json_int_t)ps.bytes_total,
+                                    "duration_ns", (json_int_t)ps.wall_ns));
 }
 
 /* POST /api/v1/unpause: writable again, and thawed unless frozen through
@@ -537,6 +804,8 @@ static void request_done(void *cls, struct MHD_Connection *conn, void **req_cls,
         (void)toe;
 
         if (rq) {
+                if (rq->body) /* it may hold registry credentials */
+                        explicit_bzero(rq->body, rq->len);
                 free(rq->body);
                 free(rq);
         }
@@ -588,6 +857,8 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *conn, const char
                         return api_checkpoint(d, conn, rq->body, true);
                 if (strcmp(url, "/api/v1/unpause") == 0)
                         return api_unpause(d, conn);
+                if (strcmp(url, "/api/v1/push") == 0)
+                        return api_push(d, conn, rq->body);
                 return reply_error(conn, MHD_HTTP_NOT_FOUND, "NotFound", "no such endpoint");
         }
         if (strcmp(method, "GET") != 0)
@@ -657,7 +928,8 @@ static int registry_write(const struct daemon *d, const char *log_path)
 
 static int parse_args(int argc, char **argv, struct opts *o)
 {
-        enum { OPT_STORE = 0x100, OPT_CACHE, OPT_CACHE_SIZE, OPT_STATE, OPT_LABEL, OPT_FG, OPT_HELP, OPT_EMPTY };
+        enum { OPT_STORE = 0x100, OPT_CACHE, OPT_CACHE_SIZE, OPT_STATE, OPT_LABEL, OPT_FG, OPT_HELP, OPT_EMPTY,
+               OPT_NO_PREFETCH };
         static const struct option options[] = {
                 { "store", required_argument, NULL, OPT_STORE },
                 { "cache", required_argument, NULL, OPT_CACHE },
@@ -846,8 +1118,6 @@ static int empty_snapshot(struct snapshot **ret)
         *ret = s;
         return 0;
 }
-
-static void backend_freep_(struct backend **b) { backend_free(*b); }
 
 int main(int argc, char **argv)
 {

@@ -362,6 +362,42 @@ int oci_manifest_get(struct backend *b, const char *ref, void **ret, size_t *ret
         return 0;
 }
 
+int oci_manifest_head(struct backend *b, const char *ref, struct digest *ret)
+{
+        struct oci_backend *ob;
+        _cleanup_(freep) char *url = NULL;
+        struct reg_response resp = {};
+        struct reg_request q = { .method = "HEAD", .headers = { ACCEPT_MANIFESTS } };
+        struct digest d;
+        int r;
+
+        if (!backend_is_oci(b) || !ref || !ret)
+                return -EINVAL;
+        ob = to_oci(b);
+        r = url_of(ob, "manifests", ref, &url);
+        if (r < 0)
+                return r;
+        q.url = url;
+        q.scope = ob->scope;
+        q.deadline_ns = fetch_deadline(ob);
+        r = registry_do(ob->reg, &q, &resp);
+        if (r < 0) {
+                log_debug("%s", resp.error);
+        } else if (resp.status == 200) {
+                r = resp.digest[0] && digest_parse(resp.digest, &d) == 0 ? 1 : 0;
+                if (r > 0)
+                        *ret = d;
+        } else if (resp.status == 404)
+                r = 0;
+        else {
+                r = reg_status_errno(&resp);
+                log_debug("registry %s: HEAD manifest %s:%s: %s", registry_host(ob->reg), ob->repo, ref,
+                          resp.error);
+        }
+        reg_response_release(&resp);
+        return r;
+}
+
 /* ---- reads ---- */
 
 /* seg_victim(): an empty slot, else the least recently used; lock held. */
@@ -1080,14 +1116,27 @@ int registry_opts_from_env(struct registry_opts *o)
 int backend_oci_open(const char *host, const char *repo, const struct registry_opts *o,
                      struct backend **ret)
 {
+        char err[OCI_ERR_MAX] = "";
+        int r = backend_oci_connect(host, repo, o, ret, err);
+
+        if (r < 0)
+                return log_error_errno(r, "%s", err[0] ? err : "registry: cannot connect: %m");
+        return 0;
+}
+
+int backend_oci_connect(const char *host, const char *repo, const struct registry_opts *o,
+                        struct backend **ret, char *ret_err)
+{
         struct oci_backend *ob;
-        char err[REG_ERR_MAX];
         int r;
 
-        if (!host || !repo || !ret)
+        if (!host || !repo || !ret || !ret_err)
                 return -EINVAL;
-        if (!repo_valid(repo))
-                return log_error_errno(-EINVAL, "registry %s: \"%.80s\" is not a repository name", host, repo);
+        ret_err[0] = 0;
+        if (!repo_valid(repo)) {
+                snprintf(ret_err, OCI_ERR_MAX, "registry %s: \"%.80s\" is not a repository name", host, repo);
+                return -EINVAL;
+        }
         ob = calloc(1, sizeof *ob);
         if (!ob)
                 return -ENOMEM;
@@ -1099,8 +1148,9 @@ int backend_oci_open(const char *host, const char *repo, const struct registry_o
         if (o && o->mount_from) {
                 if (!repo_valid(o->mount_from)) {
                         oci_free(&ob->base);
-                        return log_error_errno(-EINVAL, "registry %s: \"%.80s\" is not a repository name", host,
-                                               o->mount_from);
+                        snprintf(ret_err, OCI_ERR_MAX, "registry %s: \"%.80s\" is not a repository name", host,
+                                 o->mount_from);
+                        return -EINVAL;
                 }
                 ob->mount_from = strdup(o->mount_from);
                 if (!ob->mount_from) {
@@ -1108,10 +1158,12 @@ int backend_oci_open(const char *host, const char *repo, const struct registry_o
                         return -ENOMEM;
                 }
         }
-        r = registry_new(host, o, ob->scope, &ob->reg, err);
+        r = registry_new(host, o, ob->scope, &ob->reg, ret_err);
         if (r < 0) {
                 oci_free(&ob->base);
-                return log_error_errno(r, "%s", err[0] ? err : "registry: cannot connect: %m");
+                if (!ret_err[0])
+                        snprintf(ret_err, OCI_ERR_MAX, "registry %s: cannot connect: %s", host, strerror(-r));
+                return r;
         }
         *ret = &ob->base;
         return 0;

@@ -20,6 +20,7 @@
 #define OCI_HOST_MAX 256
 #define OCI_REPO_MAX 256
 #define OCI_TAG_MAX 128
+#define OCI_ERR_MAX 384 /* an error sentence (backend_oci_connect()) */
 /* Defaults; see struct registry_opts. */
 #define OCI_FETCH_TIMEOUT_DEFAULT_SEC 30
 #define OCI_CONNECT_TIMEOUT_SEC 10
@@ -46,11 +47,23 @@ struct registry_opts {
         unsigned connections;    /* concurrent requests; 0: default */
         bool push;               /* ask tokens for pull,push (else pull) */
         const char *mount_from;  /* another repository of the registry to mount blobs from, or NULL */
+        /* Credentials given in place of a docker config (a control-API
+         * request carries them): base64 of "user:password", a config's
+         * "auth". Set, no config is read and "" means anonymous. Secret. */
+        const char *auth;
+        const char *ca_pem;      /* a PEM CA bundle as text, in place of ca_cert's file; NULL: none */
 };
 
 /* registry_opts_from_env(): fill o from the OCI_ENV_* variables (unset ones
  * keep their value). -EINVAL (logged) for a bad STASIS_FETCH_TIMEOUT. */
 int registry_opts_from_env(struct registry_opts *o);
+
+/* oci_registry_auth(): the credentials for host in the docker config at
+ * config_path (NULL: $DOCKER_CONFIG/config.json, else ~/.docker/config.json),
+ * as registry_opts.auth takes them: base64 of "user:password", malloc'd; ""
+ * if there are none (anonymous). Logs (never the secret) and returns -errno
+ * for an unreadable or malformed config. The caller wipes and frees it. */
+int oci_registry_auth(const char *config_path, const char *host, char **ret);
 
 /* A parsed reference: oci://HOST[:PORT]/REPO[:TAG|@sha256:HEX]. */
 struct oci_ref {
@@ -68,6 +81,11 @@ int oci_ref_parse(const char *s, struct oci_ref *ret);
  * wrong credentials fail here, logged once naming the registry. */
 int backend_oci_open(const char *host, const char *repo, const struct registry_opts *o,
                      struct backend **ret);
+/* backend_oci_connect(): backend_oci_open() that logs nothing and says why it
+ * failed in ret_err (OCI_ERR_MAX bytes, one sentence naming the registry,
+ * never a secret): -EACCES for refused credentials, -errno. */
+int backend_oci_connect(const char *host, const char *repo, const struct registry_opts *o,
+                        struct backend **ret, char *ret_err);
 bool backend_is_oci(const struct backend *b);
 
 struct oci_stats {
@@ -84,6 +102,10 @@ void backend_oci_stats(struct backend *b, struct oci_stats *ret);
  * -ENOENT if absent. */
 int oci_manifest_get(struct backend *b, const char *ref, void **ret, size_t *ret_len,
                      struct digest *ret_digest);
+/* oci_manifest_head(): the digest the registry has for manifest ref (its
+ * Docker-Content-Digest): 1 with *ret, 0 if absent or the registry named no
+ * digest, -errno (not logged above debug level). */
+int oci_manifest_head(struct backend *b, const char *ref, struct digest *ret);
 /* oci_manifest_put(): PUT an OCI image manifest by ref (a tag, or NULL for
  * its digest). Every blob it names must be in the repository already. */
 int oci_manifest_put(struct backend *b, const char *ref, const void *data, size_t len);
@@ -93,11 +115,13 @@ int oci_manifest_put(struct backend *b, const char *ref, const void *data, size_
 struct oci_copy_stats {
         uint64_t blobs_total, blobs_copied, blobs_skipped, blobs_mounted;
         uint64_t bytes_total, bytes_copied;
+        bool manifest_skipped; /* push: the tag named this manifest already */
         struct digest manifest;
         uint64_t wall_ns;
 };
-/* oci_push(): snapshot snap from src into the registry dst under tag: blobs
- * the registry lacks (up to jobs at once), then the manifest. */
+/* oci_push(): snapshot snap from src into the registry dst under tag (NULL:
+ * by digest, untagged): blobs the registry lacks (up to jobs at once), then
+ * the manifest, unless the registry has it under that tag already. */
 int oci_push(struct backend *src, const struct digest *snap, struct backend *dst, const char *tag,
              unsigned jobs, struct oci_copy_stats *ret);
 /* oci_pull(): the snapshot ref (tag or sha256: digest) from registry src

@@ -98,6 +98,40 @@ static bool key_matches(const char *key, const char *host)
         return n == strlen(host) && strncmp(k, host, n) == 0;
 }
 
+int reg_creds_from_auth(const char *auth, struct reg_creds *ret)
+{
+        _cleanup_(freep) char *plain = NULL;
+        struct reg_creds c = {};
+        char *colon;
+        int r;
+
+        if (!auth || !ret)
+                return -EINVAL;
+        if (!*auth) {
+                *ret = c;
+                return 0;
+        }
+        r = base64_decode(auth, &plain);
+        if (r < 0)
+                return r;
+        colon = strchr(plain, ':');
+        if (!colon) {
+                wipe_free(TAKE_PTR(plain));
+                return -EINVAL;
+        }
+        *colon = 0;
+        c.user = strdup(plain);
+        c.secret = strdup(colon + 1);
+        *colon = ':';
+        wipe_free(TAKE_PTR(plain));
+        if (!c.user || !c.secret) {
+                reg_creds_release(&c);
+                return -ENOMEM;
+        }
+        *ret = c;
+        return 0;
+}
+
 static int creds_from_entry(const json_t *e, struct reg_creds *ret)
 {
         const char *auth = json_string_value(json_object_get(e, "auth"));
@@ -105,26 +139,10 @@ static int creds_from_entry(const json_t *e, struct reg_creds *ret)
         const char *pass = json_string_value(json_object_get(e, "password"));
         const char *idt = json_string_value(json_object_get(e, "identitytoken"));
         struct reg_creds c = {};
-        int r;
 
-        if (auth && *auth) {
-                _cleanup_(freep) char *plain = NULL;
-                char *colon;
-
-                r = base64_decode(auth, &plain);
-                if (r < 0)
-                        return r;
-                colon = strchr(plain, ':');
-                if (!colon) {
-                        wipe_free(TAKE_PTR(plain));
-                        return -EINVAL;
-                }
-                *colon = 0;
-                c.user = strdup(plain);
-                c.secret = strdup(colon + 1);
-                *colon = ':';
-                wipe_free(TAKE_PTR(plain));
-        } else if (user && (pass || idt)) {
+        if (auth && *auth)
+                return reg_creds_from_auth(auth, ret);
+        else if (user && (pass || idt)) {
                 c.user = strdup(user);
                 c.secret = strdup(pass ? pass : idt);
         } else
@@ -194,6 +212,34 @@ int reg_creds_load(const char *path, const char *host, struct reg_creds *ret, ch
                 log_debug("registry %s: credentials from %s", host, path);
                 return 0;
         }
+        return 0;
+}
+
+int oci_registry_auth(const char *config_path, const char *host, char **ret)
+{
+        _cleanup_(reg_creds_release) struct reg_creds c = {};
+        char err[REG_ERR_MAX] = "", *plain = NULL, *out;
+        int r;
+
+        if (!host || !ret)
+                return -EINVAL;
+        r = reg_creds_load(config_path, host, &c, err);
+        if (r < 0)
+                return log_error_errno(r, "%s", err[0] ? err : "registry config: %m");
+        if (!c.user) {
+                out = strdup("");
+                if (!out)
+                        return -ENOMEM;
+                *ret = out;
+                return 0;
+        }
+        if (asprintf(&plain, "%s:%s", c.user, c.secret) < 0)
+                return -ENOMEM;
+        out = reg_base64(plain, strlen(plain));
+        wipe_free(plain);
+        if (!out)
+                return -ENOMEM;
+        *ret = out;
         return 0;
 }
 

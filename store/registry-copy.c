@@ -91,7 +91,7 @@ static int copy_run(struct copy *c, unsigned jobs)
 /* blobs_of(): config, tree and every pack of s. */
 static int blobs_of(const struct snapshot *s, struct digest **ret, size_t *ret_n)
 {
-        struct digest *v = calloc((size_t)s->n_packs + 2, sizeof *v);
+        struct digest *v = calloc((size_t)s->n_packs + 3, sizeof *v);
         size_t n = 0;
 
         if (!v)
@@ -122,11 +122,13 @@ int oci_push(struct backend *src, const struct digest *snap, struct backend *dst
         struct oci_stats before, after;
         struct copy c = { .src = src, .dst = dst, .what = "push" };
         char ds[DIGEST_STR_LEN + 1];
+        struct digest have;
+        bool skipped = false;
         uint64_t t0 = now_ns();
         size_t mlen, n;
         int r;
 
-        if (!src || !snap || !backend_is_oci(dst) || !tag || !ret)
+        if (!src || !snap || !backend_is_oci(dst) || !ret)
                 return -EINVAL;
         digest_str(snap, ds);
         r = snapshot_open(src, snap, &s); /* logs */
@@ -144,9 +146,14 @@ int oci_push(struct backend *src, const struct digest *snap, struct backend *dst
         r = copy_run(&c, jobs);
         if (r < 0)
                 return r; /* logged; no manifest was put */
-        r = oci_manifest_put(dst, tag, mbuf, mlen); /* logs */
-        if (r < 0)
-                return r;
+        /* A re-push of what the tag names already uploads nothing at all. */
+        if (oci_manifest_head(dst, tag ? tag : ds, &have) > 0 && digest_eq(&have, snap))
+                skipped = true;
+        else {
+                r = oci_manifest_put(dst, tag, mbuf, mlen); /* logs */
+                if (r < 0)
+                        return r;
+        }
         backend_oci_stats(dst, &after);
         *ret = (struct oci_copy_stats){
                 .blobs_total = n,
@@ -155,6 +162,7 @@ int oci_push(struct backend *src, const struct digest *snap, struct backend *dst
                 .blobs_mounted = after.blobs_mounted - before.blobs_mounted,
                 .bytes_total = bytes_of(s) + (uint64_t)mlen,
                 .bytes_copied = after.bytes_uploaded - before.bytes_uploaded,
+                .manifest_skipped = skipped,
                 .manifest = *snap,
                 .wall_ns = now_ns() - t0,
         };

@@ -45,6 +45,8 @@ struct registry {
         char host[OCI_HOST_MAX];
         char base[OCI_HOST_MAX + 16]; /* "https://host" or "http://host" */
         char *ca_cert;
+        char *ca_pem; /* a CA bundle as text (registry_opts.ca_pem), or NULL */
+        size_t ca_pem_len;
         bool insecure;
         unsigned retries;
         uint64_t fetch_timeout_ns;
@@ -380,7 +382,11 @@ static CURLcode perform(struct registry *reg, CURL *h, const struct reg_request 
         (void)curl_easy_setopt(h, CURLOPT_LOW_SPEED_TIME, LOW_SPEED_SEC);
         if (q->deadline_ns)
                 (void)curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, (long)MIN(left, (uint64_t)LONG_MAX));
-        if (reg->ca_cert)
+        if (reg->ca_pem) {
+                struct curl_blob blob = { .data = reg->ca_pem, .len = reg->ca_pem_len,
+                                          .flags = CURL_BLOB_NOCOPY }; /* lives as long as reg */
+                (void)curl_easy_setopt(h, CURLOPT_CAINFO_BLOB, &blob);
+        } else if (reg->ca_cert)
                 (void)curl_easy_setopt(h, CURLOPT_CAINFO, reg->ca_cert);
         if (reg->insecure) {
                 (void)curl_easy_setopt(h, CURLOPT_SSL_VERIFYPEER, 0L);
@@ -903,9 +909,27 @@ int registry_new(const char *host, const struct registry_opts *o, const char *sc
                 r = -ENOMEM;
                 goto fail;
         }
-        r = reg_creds_load(o ? o->config_path : NULL, host, &reg->creds, ret_err);
-        if (r < 0)
-                goto fail;
+        if (o && o->ca_pem) {
+                reg->ca_pem = strdup(o->ca_pem);
+                if (!reg->ca_pem) {
+                        r = -ENOMEM;
+                        goto fail;
+                }
+                reg->ca_pem_len = strlen(reg->ca_pem);
+        }
+        if (o && o->auth) {
+                r = reg_creds_from_auth(o->auth, &reg->creds);
+                if (r < 0) {
+                        /* never quote it: it is the secret */
+                        errf(ret_err, REG_ERR_MAX, "registry %s: the credentials given are not base64 of user:password",
+                             host);
+                        goto fail;
+                }
+        } else {
+                r = reg_creds_load(o ? o->config_path : NULL, host, &reg->creds, ret_err);
+                if (r < 0)
+                        goto fail;
+        }
 
         snprintf(reg->base, sizeof reg->base, "https://%s", host);
         r = ping(reg, scope, &resp);
@@ -947,6 +971,7 @@ struct registry *registry_free(struct registry *reg)
         free(reg->handles);
         free(reg->busy);
         free(reg->ca_cert);
+        free(reg->ca_pem);
         reg_creds_release(&reg->creds);
         pthread_cond_destroy(&reg->cond);
         pthread_mutex_destroy(&reg->lock);

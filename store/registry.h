@@ -18,7 +18,7 @@
 
 #include "oci.h"
 
-#define REG_ERR_MAX 384
+#define REG_ERR_MAX OCI_ERR_MAX
 
 struct registry;
 
@@ -91,6 +91,9 @@ void reg_creds_release(struct reg_creds *c);
  * (NULL: the default places). 0 with empty creds if there are none; -errno
  * with *ret_err set for an unreadable or malformed config. */
 int reg_creds_load(const char *path, const char *host, struct reg_creds *ret, char *ret_err);
+/* reg_creds_from_auth(): credentials from a config's "auth" value (base64 of
+ * "user:password"); "" gives empty creds. -EINVAL for anything else. */
+int reg_creds_from_auth(const char *auth, struct reg_creds *ret);
 
 /* A parsed WWW-Authenticate challenge. */
 struct reg_challenge {

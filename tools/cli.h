@@ -78,6 +78,7 @@ enum {
         OPT_FETCH_TIMEOUT,
         OPT_JOBS,
         OPT_MOUNT_FROM,
+        OPT_PUSH,
 };
 /* The registry options are common because --store and REF may be oci://
  * anywhere; cli_common_option() turns each into its environment variable

@@ -1,6 +1,9 @@
 /* cmd-checkpoint.c — `stasis checkpoint`, `pause` and `unpause`: clients of
  * the mount's control API (POST /api/v1/checkpoint, /pause, /unpause;
- * docs/control-api.md). */
+ * docs/control-api.md). A --push target travels in the request with the
+ * registry options resolved here (credentials, CA text): stasisd reads no
+ * registry config of its own. */
+#include <fcntl.h>
 #include <getopt.h>
 #include <inttypes.h>
 #include <limits.h>
@@ -8,11 +11,55 @@
 #include <string.h>
 
 #include "cli.h"
+#include "store/oci.h"
 
-/* A checkpoint reads and packs every dirty chunk before it answers. */
+/* A checkpoint reads and packs every dirty chunk (and pushes) before it answers. */
 #define CHECKPOINT_TIMEOUT_S 3600u
+#define CA_MAX (1u << 20)
 
 static void json_decrefp_(json_t **j) { json_decref(*j); }
+
+/* wipe_freep_(): free a string that held a secret, zeroed first. */
+static void wipe_freep_(char **p)
+{
+        if (*p)
+                explicit_bzero(*p, strlen(*p));
+        free(*p);
+}
+
+/* push_registry(): the request's "registry" object for a push to host,
+ * from this process's registry options (CLI_COMMON_OPTIONS put them in the
+ * environment): the credentials the docker config has for host (stasisd
+ * reads no config of its own), the CA bundle as text, insecure. Logs;
+ * -errno. */
+static int push_registry(const char *host, json_t *req)
+{
+        struct registry_opts o = {};
+        _cleanup_(wipe_freep_) char *auth = NULL;
+        _cleanup_(freep) char *ca = NULL;
+        json_t *reg;
+        size_t len;
+        int r;
+
+        r = registry_opts_from_env(&o); /* logs */
+        if (r < 0)
+                return r;
+        r = oci_registry_auth(o.config_path, host, &auth); /* logs */
+        if (r < 0)
+                return r;
+        if (o.ca_cert) {
+                r = read_file_at(AT_FDCWD, o.ca_cert, CA_MAX, &ca, &len);
+                if (r < 0)
+                        return log_error_errno(r, "--ca-cert %s: %m", o.ca_cert);
+        }
+        reg = json_pack("{s:b}", "insecure", o.insecure);
+        if (!reg || json_object_set_new(req, "registry", reg) < 0)
+                return -ENOMEM;
+        if ((*auth && json_object_set_new(reg, "auth", json_string(auth)) < 0) ||
+            (ca && json_object_set_new(reg, "ca_cert", json_string(ca)) < 0))
+                return -ENOMEM;
+        return 0;
+}
 
 /* snapshot(): checkpoint or pause (path), which take the same options. */
 static int snapshot(const struct cli_command *cmd, int argc, char **argv, const char *path)
@@ -22,11 +69,13 @@ static int snapshot(const struct cli_command *cmd, int argc, char **argv, const 
                 { "tag", required_argument, NULL, OPT_TAG },
                 { "label", required_argument, NULL, OPT_LABEL },
                 { "json", no_argument, NULL, OPT_JSON },
+                { "push", required_argument, NULL, OPT_PUSH },
                 {},
         };
         _cleanup_(json_decrefp_) json_t *req = json_object(), *labels = json_object(), *res = NULL;
-        _cleanup_(freep) char *body = NULL;
-        const char *tag = NULL;
+        _cleanup_(wipe_freep_) char *body = NULL; /* may hold credentials */
+        const char *tag = NULL, *push = NULL;
+        struct oci_ref ref;
         char ctx[512], what[PATH_MAX + 16];
         bool json = false;
         int c, r;
@@ -53,6 +102,11 @@ static int snapshot(const struct cli_command *cmd, int argc, char **argv, const 
                 case OPT_JSON:
                         json = true;
                         break;
+                case OPT_PUSH:
+                        if (oci_ref_parse(optarg, &ref) < 0 || ref.has_digest)
+                                return cli_usage(cmd, "--push %s: expected oci://HOST[:PORT]/REPO[:TAG]", optarg);
+                        push = optarg;
+                        break;
                 default:
                         r = cli_common_option(cmd, c, argv);
                         if (r != CLI_CONTINUE)
@@ -65,9 +119,21 @@ static int snapshot(const struct cli_command *cmd, int argc, char **argv, const 
         snprintf(what, sizeof what, "%s %s", cmd->name, argv[optind]);
         cli_set_context(ctx, what);
         if ((tag && json_object_set_new(req, "tag", json_string(tag)) < 0) ||
-            (json_object_size(labels) && json_object_set(req, "labels", labels) < 0))
+            (json_object_size(labels) && json_object_set(req, "labels", labels) < 0) ||
+            (push && json_object_set_new(req, "push", json_string(push)) < 0))
                 return log_error_errno(-ENOMEM, "%m"), EXIT_FAIL;
+        if (push) {
+                r = push_registry(ref.host, req);
+                if (r < 0)
+                        return r == -ENOMEM ? (log_error_errno(r, "%m"), EXIT_FAIL) : EXIT_FAIL;
+        }
         body = json_dumps(req, JSON_COMPACT);
+        /* the credentials now live in body alone */
+        if (push) {
+                json_t *a = json_object_get(json_object_get(req, "registry"), "auth");
+                if (a)
+                        explicit_bzero((char *)json_string_value(a), json_string_length(a));
+        }
         if (!body)
                 return log_error_errno(-ENOMEM, "%m"), EXIT_FAIL;
         r = cli_mount_api(argv[optind], "POST", path, body, CHECKPOINT_TIMEOUT_S, &res);

@@ -16,6 +16,12 @@
         "  --ca-cert FILE    trust the CAs in FILE (PEM) instead of the system's\n"              \
         "  --insecure        allow plain HTTP and unverified TLS\n"                              \
         "  --fetch-timeout SECONDS  deadline of one registry read, retries included (30)\n"
+/* --push's registry options: read here, sent to stasisd in the request. */
+#define PUSH_HELP                                                                           \
+        "  --registry-config FILE  docker config.json with the credentials for --push\n"     \
+        "                    (default $DOCKER_CONFIG/config.json, else ~/.docker/config.json)\n" \
+        "  --ca-cert FILE    trust the CAs in FILE (PEM) instead of the system's\n"              \
+        "  --insecure        allow plain HTTP and unverified TLS\n"
 #define COMMON_HELP                                                                         \
         "  -v, --verbose     more log output (repeat for debug)\n"                           \
         "  --help            this text\n"
@@ -177,30 +183,37 @@ const struct cli_command cli_commands[] = {
         {
                 .name = "checkpoint",
                 .run = cmd_checkpoint,
-                .usage = "[--tag T] [--label K=V]... [--json] MOUNTPOINT",
+                .usage = "[--tag T] [--label K=V]... [--push oci://HOST[:PORT]/REPO[:TAG]] [--json] MOUNTPOINT",
                 .summary = "write a new snapshot of a mount while it runs",
                 .help = "Ask the mount's stasisd to publish what the mount shows now as a new\n"
                         "snapshot (parent: the mount's base) in the store it was mounted from. A\n"
                         "mount labelled io.stasis.freeze=... is frozen while the changes are read.\n"
-                        "Prints the digest, or with --json the API's answer (digest, generation,\n"
-                        "parent, bytes_dirty, bytes_new, chunks_new, chunks_reused, duration_ns,\n"
-                        "stall_ns).\n\n"
+                        "With --push, stasisd then pushes it to a registry (only the blobs the\n"
+                        "registry lacks; the sandbox runs meanwhile), tagged TAG (else --tag T,\n"
+                        "else by digest). With no change since the last checkpoint to the same\n"
+                        "target, the digest is the same and nothing is uploaded.\n"
+                        "Prints the digest, or with --json the API's answer (digest, reference,\n"
+                        "generation, parent, bytes_dirty, bytes_new, bytes_uploaded, chunks_new,\n"
+                        "chunks_reused, duration_ns, stall_ns, reused).\n\n"
                         "  --tag T           tag the snapshot\n"
                         "  --label K=V       a label on the snapshot (repeatable)\n"
-                        "  --json            the API's answer\n" COMMON_HELP,
+                        "  --push oci://HOST[:PORT]/REPO[:TAG]  also push it to this registry\n"
+                        "  --json            the API's answer\n" PUSH_HELP COMMON_HELP,
         },
         {
                 .name = "pause",
                 .run = cmd_pause,
-                .usage = "[--tag T] [--label K=V]... [--json] MOUNTPOINT",
+                .usage = "[--tag T] [--label K=V]... [--push oci://HOST[:PORT]/REPO[:TAG]] [--json] MOUNTPOINT",
                 .summary = "checkpoint a mount, then keep it frozen and read-only",
                 .help = "As stasis checkpoint, after which the sandbox stays frozen (if the mount is\n"
                         "labelled io.stasis.freeze=...) and the mount refuses changes and opens for\n"
-                        "writing with EROFS, until stasis unpause or unmount. A failed pause leaves\n"
-                        "the mount running and writable. Pausing a paused mount fails (Busy).\n\n"
+                        "writing with EROFS, until stasis unpause or unmount. A failed pause (a\n"
+                        "failed push included) leaves the mount running and writable. Pausing a\n"
+                        "paused mount fails (Busy).\n\n"
                         "  --tag T           tag the snapshot\n"
                         "  --label K=V       a label on the snapshot (repeatable)\n"
-                        "  --json            the API's answer\n" COMMON_HELP,
+                        "  --push oci://HOST[:PORT]/REPO[:TAG]  also push it to this registry\n"
+                        "  --json            the API's answer\n" PUSH_HELP COMMON_HELP,
         },
         {
                 .name = "status",

@@ -121,7 +121,9 @@ if [[ -n $CG ]]; then
 fi
 
 step "bad requests: 400 BadRequest"
-for body in '{"tag": "bad tag"}' '{"tag": 5}' '[1]' '{"labels": {"a": 1}}' '{"push": "oci://127.0.0.1:5000/x:y"}'; do
+for body in '{"tag": "bad tag"}' '{"tag": 5}' '[1]' '{"labels": {"a": 1}}' '{"push": 5}' \
+        '{"push": "oci://127.0.0.1:5000/x@sha256:0000000000000000000000000000000000000000000000000000000000000000"}' \
+        '{"push": "oci://127.0.0.1:5000/x:y", "registry": {"insecure": "yes"}}'; do
         code=$(api "$sock" /api/v1/checkpoint "$body")
         [[ $code == 400 && $(field reason) == BadRequest ]] || fail "$body answered $code: $(cat "$T/body")"
 done
