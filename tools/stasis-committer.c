@@ -8,9 +8,10 @@
  * A commit finds each container's stasis mount by its Kubernetes labels
  * (no mount: fail before anything is frozen), freezes every container
  * through its stasisd (POST /api/v1/freeze; 409 NoFreezer is a warning),
- * checkpoints and pushes each (POST /api/v1/checkpoint), and thaws them in
- * reverse order (POST /api/v1/unfreeze) on every path out, SIGINT and
- * SIGTERM included. With --snapshot NAME it also writes the SandboxSnapshot
+ * checkpoints each into its node store (POST /api/v1/checkpoint), thaws them
+ * in reverse order (POST /api/v1/unfreeze; on every path out, SIGINT and
+ * SIGTERM included), then pushes each snapshot to its target (POST
+ * /api/v1/push), so the uploads never keep a container frozen. With --snapshot NAME it also writes the SandboxSnapshot
  * status: Committing before, Succeed or Failed after.
  *
  * Global state: stop_signal alone, because a signal handler can reach
@@ -20,6 +21,7 @@
 #include <curl/curl.h>
 #include <fcntl.h>
 #include <getopt.h>
+#include <inttypes.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -241,35 +243,48 @@ static const char *checkpoint_reason(const struct cm_reply *rep)
         return "CheckpointFailed";
 }
 
-static int checkpoint_one(struct run *run, struct target *t)
+/* post_checked(): POST path with body to t's stasisd; 0 with *ret holding a
+ * 2xx answer, else -1 with the run's failure recorded (what: "checkpoint"). */
+static int post_checked(struct run *run, struct target *t, const char *path, const char *what, const json_t *body,
+                        struct cm_reply *ret)
 {
         struct cm_call c = { .timeout_s = run->timeout_s, .stop = &stop_signal };
-        _cleanup_(json_decrefp) json_t *body = NULL;
         struct cm_reply rep = {};
-        json_t *reg;
-        const char *d;
         int r;
 
-        reg = json_pack("{s:b}", "insecure", t->insecure);
-        body = json_pack("{s:s, s:o}", "push", t->oci, "registry", reg);
-        if (!body || (t->auth && json_object_set_new(reg, "auth", json_string(t->auth)) < 0))
-                return fail(run, "CheckpointFailed", "container %s: out of memory", t->name);
-        r = cm_api_post(t->mount.socket, "/api/v1/checkpoint", body, &c, &rep);
+        r = cm_api_post(t->mount.socket, path, body, &c, &rep);
         if (r < 0) {
-                r = api_error(run, t, "checkpoint", r, &rep);
+                r = api_error(run, t, what, r, &rep);
                 cm_reply_release(&rep);
                 return r;
         }
         if (rep.status / 100 != 2) {
                 if (missing_endpoint(&rep))
-                        r = fail(run, "DaemonTooOld", "container %s: stasisd on %s has no POST /api/v1/checkpoint (HTTP %ld)",
-                                 t->name, t->mount.socket, rep.status);
+                        r = fail(run, "DaemonTooOld", "container %s: stasisd on %s has no POST %s (HTTP %ld)",
+                                 t->name, t->mount.socket, path, rep.status);
                 else
-                        r = fail(run, checkpoint_reason(&rep), "container %s: checkpoint and push to %s failed: %s",
-                                 t->name, t->uri, rep.error);
+                        r = fail(run, checkpoint_reason(&rep), "container %s: %s to %s failed: %s", t->name, what,
+                                 t->uri, rep.error);
                 cm_reply_release(&rep);
                 return r;
         }
+        *ret = rep;
+        return 0;
+}
+
+/* capture_one(): a checkpoint of t's mount into its node store (POST
+ * /api/v1/checkpoint), while every container of the run is frozen: the
+ * snapshot's digest into t->digest. Unchanged since the last one, stasisd
+ * answers the same digest. */
+static int capture_one(struct run *run, struct target *t)
+{
+        struct cm_reply rep = {};
+        const char *d;
+        int r;
+
+        r = post_checked(run, t, "/api/v1/checkpoint", "checkpoint", NULL, &rep);
+        if (r < 0)
+                return r;
         d = json_string_value(json_object_get(rep.body, "digest"));
         if (!cm_is_digest(d)) {
                 r = fail(run, "CheckpointFailed", "container %s: stasisd answered the checkpoint without a sha256 digest",
@@ -282,6 +297,40 @@ static int checkpoint_one(struct run *run, struct target *t)
         if (!t->digest)
                 return fail(run, "CheckpointFailed", "container %s: out of memory", t->name);
         return 0;
+}
+
+/* push_one(): push t's snapshot to its target URI (POST /api/v1/push),
+ * the containers thawed; only the blobs the registry lacks go up. The
+ * digest reported is the pushed manifest's, which is the snapshot's. */
+static int push_one(struct run *run, struct target *t)
+{
+        _cleanup_(json_decrefp) json_t *body = NULL;
+        struct cm_reply rep = {};
+        json_t *reg;
+        const char *d;
+        int r;
+
+        reg = json_pack("{s:b}", "insecure", t->insecure);
+        body = json_pack("{s:s, s:s, s:o}", "digest", t->digest, "push", t->oci, "registry", reg);
+        if (!body || (t->auth && json_object_set_new(reg, "auth", json_string(t->auth)) < 0))
+                return fail(run, "PushFailed", "container %s: out of memory", t->name);
+        r = post_checked(run, t, "/api/v1/push", "push", body, &rep);
+        /* the body held the credentials */
+        if (t->auth) {
+                json_t *a = json_object_get(reg, "auth");
+                explicit_bzero((char *)json_string_value(a), json_string_length(a));
+        }
+        if (r < 0)
+                return r;
+        d = json_string_value(json_object_get(rep.body, "digest"));
+        if (!d || strcmp(d, t->digest) != 0)
+                r = fail(run, "PushFailed", "container %s: stasisd pushed %s, not the snapshot %s", t->name,
+                         d ? d : "nothing", t->digest);
+        else
+                log_debug("container %s: %s pushed to %s, %" PRIi64 " bytes uploaded", t->name, t->digest, t->oci,
+                          (int64_t)json_integer_value(json_object_get(rep.body, "bytes_uploaded")));
+        cm_reply_release(&rep);
+        return r;
 }
 
 /* thaw_all(): unfreeze, in reverse order, every container this run may
@@ -419,9 +468,12 @@ static int commit(struct run *run)
         for (size_t i = 0; i < run->n && r >= 0; i++)
                 r = stop_signal ? fail_interrupted(run) : freeze_one(run, &run->t[i]);
         for (size_t i = 0; i < run->n && r >= 0; i++)
-                r = stop_signal ? fail_interrupted(run) : checkpoint_one(run, &run->t[i]);
+                r = stop_signal ? fail_interrupted(run) : capture_one(run, &run->t[i]);
         if (thaw_all(run) < 0)
                 r = -1;
+        /* the uploads run with every container thawed */
+        for (size_t i = 0; i < run->n && r >= 0; i++)
+                r = stop_signal ? fail_interrupted(run) : push_one(run, &run->t[i]);
         if (r >= 0 && stop_signal)
                 r = fail_interrupted(run);
         return r < 0 ? -1 : 0;
