@@ -88,7 +88,7 @@ static int copy_run(struct copy *c, unsigned jobs)
         return atomic_load(&c->err);
 }
 
-/* blobs_of(): config, tree and every pack of s. */
+/* blobs_of(): config, tree, every pack and the access trace of s. */
 static int blobs_of(const struct snapshot *s, struct digest **ret, size_t *ret_n)
 {
         struct digest *v = calloc((size_t)s->n_packs + 3, sizeof *v);
@@ -100,6 +100,8 @@ static int blobs_of(const struct snapshot *s, struct digest **ret, size_t *ret_n
         v[n++] = s->tree_digest;
         for (uint32_t i = 0; i < s->n_packs; i++)
                 v[n++] = s->packs[i];
+        if (s->has_trace)
+                v[n++] = s->trace_digest;
         *ret = v;
         *ret_n = n;
         return 0;
@@ -107,7 +109,7 @@ static int blobs_of(const struct snapshot *s, struct digest **ret, size_t *ret_n
 
 static uint64_t bytes_of(const struct snapshot *s)
 {
-        uint64_t b = s->tree_size;
+        uint64_t b = s->tree_size + (s->has_trace ? s->trace_size : 0);
         for (uint32_t i = 0; i < s->n_packs; i++)
                 b += s->pack_sizes[i];
         return b;

@@ -191,7 +191,10 @@ static int manifest_parse(const void *json, size_t len, struct snapshot **ret,
         s = calloc(1, sizeof *s);
         if (!s)
                 return -ENOMEM;
-        s->n_packs = (uint32_t)(n - 1);
+        /* An access trace, if any, is the last layer (after the packs). */
+        v = json_object_get(json_array_get(layers, n - 1), "mediaType");
+        s->has_trace = n >= 2 && json_is_string(v) && streq(json_string_value(v), MEDIA_TRACE);
+        s->n_packs = (uint32_t)(n - 1 - s->has_trace);
         s->packs = calloc(n, sizeof *s->packs);
         s->pack_sizes = calloc(n, sizeof *s->pack_sizes);
         if (!s->packs || !s->pack_sizes)
@@ -203,12 +206,20 @@ static int manifest_parse(const void *json, size_t len, struct snapshot **ret,
         if (parse_descriptor(json_array_get(layers, 0), "layers[0] (the tree)", MEDIA_TREE,
                              &s->tree_digest, &s->tree_size) < 0)
                 return -EBADMSG;
-        for (size_t i = 1; i < n; i++) {
+        for (size_t i = 1; i <= s->n_packs; i++) {
                 char what[32];
                 snprintf(what, sizeof what, "layers[%zu]", i);
                 if (parse_descriptor(json_array_get(layers, i), what, MEDIA_PACK, &s->packs[i - 1],
                                      &s->pack_sizes[i - 1]) < 0)
                         return -EBADMSG;
+        }
+        if (s->has_trace) {
+                if (parse_descriptor(json_array_get(layers, n - 1), "the access trace", MEDIA_TRACE,
+                                     &s->trace_digest, &s->trace_size) < 0)
+                        return -EBADMSG;
+                if (s->trace_size < TRACE_BLOB_HEADER || s->trace_size > TRACE_BLOB_MAX)
+                        return log_error_errno(-EBADMSG, "snapshot manifest: the access trace is %" PRIu64 " bytes, not in [%u, %zu]",
+                                               s->trace_size, TRACE_BLOB_HEADER, TRACE_BLOB_MAX);
         }
 
         digest_sha256(json, len, &s->digest);
@@ -388,6 +399,41 @@ int snapshot_load_tree(struct backend *b, struct snapshot *s)
                         return log_error_errno(-EBADMSG, "snapshot %s: tree %s: pack %u differs from manifest layers[%u]",
                                                ms, ts, i, i + 1);
         s->tree = TAKE_PTR(t);
+        return 0;
+}
+
+int snapshot_load_trace(struct backend *b, const struct snapshot *s, uint32_t *ret_chunk_size,
+                        struct trace_entry **ret, size_t *ret_n)
+{
+        _cleanup_(freep) void *buf = NULL;
+        char ms[DIGEST_STR_LEN + 1], ts[DIGEST_STR_LEN + 1];
+        size_t len;
+        int r;
+
+        if (!b || !s || !ret_chunk_size || !ret || !ret_n)
+                return -EINVAL;
+        if (!s->has_trace) {
+                *ret = NULL;
+                *ret_n = 0;
+                return 0;
+        }
+        digest_str(&s->digest, ms);
+        digest_str(&s->trace_digest, ts);
+        r = blob_read_verified(b, &s->trace_digest, TRACE_BLOB_MAX, &buf, &len);
+        if (r == -ENOENT)
+                return log_error_errno(r, "snapshot %s: access trace %s not in the store", ms, ts);
+        if (r == -EBADMSG)
+                return r;
+        if (r < 0)
+                return log_error_errno(r, "snapshot %s: read access trace %s: %m", ms, ts);
+        if (len != s->trace_size)
+                return log_error_errno(-EBADMSG, "snapshot %s: access trace %s is %zu bytes, manifest says %" PRIu64,
+                                       ms, ts, len, s->trace_size);
+        r = trace_blob_parse(buf, len, ret_chunk_size, ret, ret_n);
+        if (r == -EBADMSG)
+                return log_error_errno(r, "snapshot %s: access trace %s is not a valid v1 trace", ms, ts);
+        if (r < 0)
+                return log_error_errno(r, "snapshot %s: access trace %s: %m", ms, ts);
         return 0;
 }
 
@@ -672,8 +718,9 @@ int snapshot_publish(struct backend *b, const struct snapshot_new *n, struct dig
         _cleanup_(json_decrefp) json_t *config = NULL, *labels = NULL, *stats = NULL, *layers = NULL,
                                        *config_desc = NULL, *manifest = NULL;
         char created[32], ds[DIGEST_STR_LEN + 1];
-        struct digest tree_digest, config_digest;
+        struct digest tree_digest, config_digest, trace_digest = {};
         struct publish_ctx p = {};
+        bool has_trace = false;
         uint32_t n_packs;
         uint64_t generation = 0;
         size_t config_len, manifest_len, n_need = 0;
@@ -703,7 +750,7 @@ int snapshot_publish(struct backend *b, const struct snapshot_new *n, struct dig
         if (n_packs >= LAYERS_MAX)
                 return log_error_errno(-E2BIG, "publish: the tree names %u packs, a manifest holds at most %u",
                                        n_packs, LAYERS_MAX - 1);
-        need = calloc((size_t)n_packs + 3, sizeof *need);
+        need = calloc((size_t)n_packs + 4, sizeof *need);
         pack_sizes = calloc((size_t)n_packs + 1, sizeof *pack_sizes);
         if (!need || !pack_sizes)
                 return -ENOMEM;
@@ -719,6 +766,23 @@ int snapshot_publish(struct backend *b, const struct snapshot_new *n, struct dig
                 r = backend_freshen(b, tree_pack(t, i));
                 if (r < 0)
                         return log_error_errno(r, "publish: freshen pack %s: %m", digest_str(tree_pack(t, i), ds));
+        }
+
+        if (n->trace && n->trace_len) {
+                _cleanup_(freep) struct trace_entry *te = NULL;
+                uint32_t tcs;
+                size_t tn;
+
+                r = trace_blob_parse(n->trace, n->trace_len, &tcs, &te, &tn);
+                if (r == -ENOMEM)
+                        return r;
+                if (r < 0)
+                        return log_error_errno(-EINVAL, "publish: the access trace is not a valid v1 trace");
+                r = blob_write_data(b, n->trace, n->trace_len, &trace_digest);
+                if (r < 0)
+                        return log_error_errno(r, "publish: write access trace blob: %m");
+                need[n_need++] = trace_digest;
+                has_trace = true;
         }
 
         r = blob_write_data(b, n->tree_blob, n->tree_len, &tree_digest);
@@ -757,6 +821,8 @@ int snapshot_publish(struct backend *b, const struct snapshot_new *n, struct dig
         for (uint32_t i = 0; i < n_packs; i++)
                 if (json_array_append_new(layers, json_descriptor(MEDIA_PACK, tree_pack(t, i), pack_sizes[i])) < 0)
                         return -ENOMEM;
+        if (has_trace && json_array_append_new(layers, json_descriptor(MEDIA_TRACE, &trace_digest, n->trace_len)) < 0)
+                return -ENOMEM;
         config_desc = json_descriptor(MEDIA_SNAPSHOT_CONFIG, &config_digest, config_len);
         if (!config_desc)
                 return -ENOMEM;

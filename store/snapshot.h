@@ -10,6 +10,8 @@
  *   layers[0]     the tree (application/vnd.stasis.tree.v1+zstd)
  *   layers[1..]   every pack the tree references (application/vnd.stasis.pack.v1),
  *                 in the tree's pack order
+ *   layers[last]  optional: the access trace (application/vnd.stasis.trace.v1,
+ *                 store/trace-blob.h), after the packs
  * Its identity is the manifest's digest. The store's index.json lists roots:
  * every committed snapshot gets an entry; a tag is an entry carrying the
  * annotation org.opencontainers.image.ref.name. */
@@ -23,6 +25,7 @@
 #include "backend.h"
 #include "chunk.h"
 #include "digest.h"
+#include "trace-blob.h"
 #include "tree.h"
 
 #define MEDIA_OCI_MANIFEST "application/vnd.oci.image.manifest.v1+json"
@@ -31,6 +34,7 @@
 #define MEDIA_SNAPSHOT_CONFIG "application/vnd.stasis.snapshot.config.v1+json"
 #define MEDIA_TREE "application/vnd.stasis.tree.v1+zstd"
 #define MEDIA_PACK "application/vnd.stasis.pack.v1"
+#define MEDIA_TRACE "application/vnd.stasis.trace.v1"
 #define ANNOTATION_REF_NAME "org.opencontainers.image.ref.name"
 #define ANNOTATION_CREATED "org.opencontainers.image.created"
 
@@ -60,6 +64,9 @@ struct snapshot {
         uint32_t n_packs;
         struct digest *packs;
         uint64_t *pack_sizes;
+        bool has_trace; /* the manifest names an access trace (its last layer) */
+        struct digest trace_digest;
+        uint64_t trace_size;
         struct snapshot_config config;
         struct tree *tree; /* NULL until snapshot_load_tree() */
 };
@@ -77,6 +84,11 @@ int snapshot_open(struct backend *b, const struct digest *manifest, struct snaps
  * the tree's pack list equals the manifest's. */
 int snapshot_load_tree(struct backend *b, struct snapshot *s);
 struct snapshot *snapshot_free(struct snapshot *s);
+/* snapshot_load_trace(): read, verify and parse s's access trace (entries in
+ * trace order, in units of *ret_chunk_size; trace-blob.h). 0 with *ret NULL
+ * and *ret_n 0 if s has none; -ENOENT, -EBADMSG (logged), -errno. */
+int snapshot_load_trace(struct backend *b, const struct snapshot *s, uint32_t *ret_chunk_size,
+                        struct trace_entry **ret, size_t *ret_n);
 
 /* snapshot_read_chunk(): chunk idx of s's tree from its pack, decoded and
  * verified, into dst (room for chunk_size bytes). -EBADMSG for corrupt data
@@ -104,8 +116,9 @@ struct snapshot_new {
         /* created: RFC 3339 UTC "YYYY-MM-DDTHH:MM:SSZ", or NULL for now. An import
          * passes its image's, so importing one image twice gives one digest. */
         const char *created;
-        /* An access trace (docs/store-design.md) stored with the snapshot;
-         * NULL: none. */
+        /* An access trace blob (trace-blob.h, docs/access-trace.md) stored
+         * with the snapshot as its last layer; NULL or 0 bytes: none. It
+         * must parse (-EINVAL if not). */
         const void *trace;
         size_t trace_len;
 };

@@ -214,6 +214,34 @@ static int verify_chunks(struct verify *v, const struct snapshot *s)
 
 static int verify_root(struct verify *v, const struct digest *d, unsigned depth);
 
+/* verify_trace(): s's access trace, if any, hashed once and parsed (a mount
+ * reads it as untrusted input). */
+static int verify_trace(struct verify *v, const struct snapshot *s)
+{
+        _cleanup_(freep) void *buf = NULL;
+        _cleanup_(freep) struct trace_entry *e = NULL;
+        size_t len = 0, n;
+        uint32_t cs;
+        int r;
+
+        if (!s->has_trace || digest_set_get(v->blobs, &s->trace_digest, NULL))
+                return 0;
+        r = check_blob(v, &s->trace_digest, "access trace", TRACE_BLOB_MAX, &buf, &len);
+        if (r <= 0)
+                return r;
+        if (len != s->trace_size) {
+                problem(v, &s->trace_digest, NULL, "access trace: %zu bytes, the manifest says %" PRIu64,
+                        len, s->trace_size);
+                return 0;
+        }
+        r = trace_blob_parse(buf, len, &cs, &e, &n);
+        if (r == -ENOMEM)
+                return r;
+        if (r < 0)
+                problem(v, &s->trace_digest, NULL, "access trace: not a valid v1 trace");
+        return 0;
+}
+
 /* A manifest that is not a stasis snapshot (an image copied into the store):
  * hash what it names. */
 static int verify_foreign(struct verify *v, const struct digest *d, json_t *m, unsigned depth)
@@ -320,6 +348,9 @@ static int verify_root(struct verify *v, const struct digest *d, unsigned depth)
                 v->stats.blobs++;
                 v->stats.bytes += s->tree_size;
         }
+        r = verify_trace(v, s);
+        if (r < 0)
+                return r;
         return verify_chunks(v, s);
 }
 
