@@ -23,7 +23,12 @@
  *   dirty_bytes       their bytes (dirty_chunks x chunk size)
  *   copied_up         chunks copied up from the base for a partial write
  *   bytes_written     bytes of WRITEs
- *   journal_bytes     bytes appended to the layer's journal since mount */
+ *   journal_bytes     bytes appended to the layer's journal since mount
+ *   prefetch_chunks   chunks the access-trace prefetcher fetched into the
+ *                     cache (also in chunks_fetched; trace.h)
+ *   prefetch_hits     of those, chunks a READ then got from the cache, each
+ *                     once: the prefetcher sets a per-chunk bit, a READ's
+ *                     cache hit clears it (one atomic load per hit) */
 #ifndef STASIS_FS_H
 #define STASIS_FS_H
 

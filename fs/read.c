@@ -3,7 +3,8 @@
  * (decoded and SHA-256-verified by chunk_decode), and then goes into the
  * cache. Bounded readahead runs on a small worker pool and only fills the
  * cache; a READ never waits for readahead except for a chunk that readahead
- * is fetching at that moment (single flight per chunk). */
+ * is fetching at that moment (single flight per chunk). The access-trace
+ * prefetcher (trace.c) fills the cache through the same chunk_get(). */
 #include <inttypes.h>
 #include <stdio.h>
 #include <string.h>
@@ -110,12 +111,18 @@ static int cache_hit(struct fs *fs, const struct tree_chunk *c, void *dst)
         return cache_get(fs->cache, &c->addr, dst, fs->chunk_size, &len) == 1 && len == c->ulen;
 }
 
-/* chunk_get(): chunk idx into dst (chunk_size bytes of room). readahead:
- * only make sure the chunk is in the cache. 0, -EIO, -ENOMEM. */
-static int chunk_get(struct fs *fs, struct fs_tls *t, uint32_t idx, void *dst, bool readahead)
+/* How chunk_get() is called: by a READ, or only to fill the cache (by
+ * readahead, or by the access-trace prefetcher, trace.c). */
+enum get_mode { GET_READ, GET_READAHEAD, GET_PREFETCH };
+
+/* chunk_get(): chunk idx into dst (chunk_size bytes of room). GET_READAHEAD
+ * and GET_PREFETCH only make sure the chunk is in the cache, and return 1 if
+ * this call fetched it. 0, -EIO, -ENOMEM. A READ's cache hit on a chunk the
+ * prefetcher brought in is a prefetch hit (fs_trace_hit()). */
+static int chunk_get(struct fs *fs, struct fs_tls *t, uint32_t idx, void *dst, enum get_mode mode)
 {
+        bool readahead = mode != GET_READ, hit;
         struct tree_chunk c;
-        bool hit;
         int r;
 
         r = tree_chunk(fs->tree, idx, &c);
@@ -123,8 +130,10 @@ static int chunk_get(struct fs *fs, struct fs_tls *t, uint32_t idx, void *dst, b
                 return -EIO;
         if (readahead ? (!fs->cache || cache_has(fs->cache, &c.addr) > 0)
                       : cache_hit(fs, &c, dst)) {
-                if (!readahead)
+                if (!readahead) {
                         atomic_fetch_add(&fs->cache_hits, 1);
+                        fs_trace_hit(fs, idx);
+                }
                 return 0;
         }
 
@@ -138,17 +147,23 @@ static int chunk_get(struct fs *fs, struct fs_tls *t, uint32_t idx, void *dst, b
 
         hit = readahead ? cache_has(fs->cache, &c.addr) > 0 : cache_hit(fs, &c, dst);
         if (hit) {
-                if (!readahead)
+                if (!readahead) {
                         atomic_fetch_add(&fs->cache_hits, 1);
+                        fs_trace_hit(fs, idx);
+                }
                 r = 0;
         } else {
-                if (readahead)
+                if (mode == GET_READAHEAD)
                         atomic_fetch_add(&fs->readahead_chunks, 1);
-                else
+                else if (mode == GET_READ)
                         atomic_fetch_add(&fs->cache_misses, 1);
                 r = fetch(fs, t, idx, &c, dst);
-                if (r >= 0 && fs->cache)
-                        (void)cache_put(fs->cache, &c.addr, dst, c.ulen); /* best effort */
+                /* best effort; a prefetched chunk counts once it is in */
+                if (r >= 0 && fs->cache && cache_put(fs->cache, &c.addr, dst, c.ulen) >= 0 &&
+                    mode == GET_PREFETCH) {
+                        fs_trace_fetched(fs, idx); /* before a waiting READ looks */
+                        r = 1;
+                }
         }
 
         pthread_mutex_lock(&fs->fetch_lock);
@@ -156,6 +171,17 @@ static int chunk_get(struct fs *fs, struct fs_tls *t, uint32_t idx, void *dst, b
         pthread_cond_broadcast(&fs->fetch_cond);
         pthread_mutex_unlock(&fs->fetch_lock);
         return r;
+}
+
+int fs_prefetch_chunk(struct fs *fs, uint32_t idx)
+{
+        struct fs_tls *t = fs_tls_get(fs);
+
+        if (!t)
+                return -ENOMEM;
+        if (!fs->cache || idx >= fs->n_chunks)
+                return -EINVAL;
+        return chunk_get(fs, t, idx, t->chunk, GET_PREFETCH);
 }
 
 static void readahead_queue(struct fs *fs, const struct tree_inode *inode, uint32_t first,
@@ -200,7 +226,7 @@ static void *readahead_worker(void *p)
                 pthread_mutex_unlock(&fs->ra_lock);
 
                 if (t)
-                        (void)chunk_get(fs, t, idx, t->chunk, true);
+                        (void)chunk_get(fs, t, idx, t->chunk, GET_READAHEAD);
         }
         return NULL;
 }
@@ -250,7 +276,7 @@ int fs_read_data(struct fs *fs, const struct tree_inode *inode, struct fs_file *
                 if (idx == TREE_HOLE) {
                         memset(dst + (pos - off), 0, n); /* never fetched */
                 } else {
-                        r = chunk_get(fs, t, idx, t->chunk, false);
+                        r = chunk_get(fs, t, idx, t->chunk, GET_READ);
                         if (r < 0)
                                 return r;
                         if (tree_chunk(fs->tree, idx, &c) < 0 || coff + n > c.ulen)

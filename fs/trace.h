@@ -1,15 +1,38 @@
 /* trace.h — the access trace (issue 6): which base chunks a mount read in
  * its first seconds, recorded while it runs, stored with the snapshot a
  * checkpoint makes, and prefetched in the background when that snapshot is
- * mounted. Owns struct fs_trace (fs->trace). Not a public header: fs.c,
- * read.c and checkpoint.c call it. */
+ * mounted. Owns struct fs_trace (fs->trace): the recording, the prefetch
+ * threads and the prefetch counters. Not a public header: fs.c, read.c and
+ * checkpoint.c call it. Every function is callable from any thread; the
+ * blob format is store/trace-blob.h, the design docs/access-trace.md.
+ *
+ * Recording: the first FS_TRACE_SECONDS after the mount, at most
+ * FS_TRACE_ENTRIES distinct chunks, in first-read order. An entry is
+ * (persistent inode number, chunk index within the file), so it maps onto
+ * the next generation's tree. Lock-free on the READ path: a bitmap of the
+ * chunks seen (one atomic OR per new chunk) and a slot counter.
+ *
+ * Prefetch: unless o->no_prefetch or the mount has no node cache,
+ * FS_PREFETCH_THREADS low-priority threads load the mounted snapshot's
+ * trace, map it onto the tree (entries whose inode or chunk no longer exists
+ * are skipped) and fetch those chunks into the cache in trace order through
+ * read.c's single-flight fetch, at most FS_PREFETCH_CHUNKS chunks and
+ * FS_PREFETCH_BYTES bytes (and half the cache's bound); they stop at
+ * fs_trace_free(). */
 #ifndef STASIS_FS_TRACE_H
 #define STASIS_FS_TRACE_H
 
 #include <stddef.h>
 
 #include "fs.h"
+#include "store/trace-blob.h"
 #include "store/tree.h"
+
+#define FS_TRACE_SECONDS 30u
+#define FS_TRACE_ENTRIES 16384u /* <= TRACE_BLOB_ENTRIES_MAX */
+#define FS_PREFETCH_THREADS 2u
+#define FS_PREFETCH_CHUNKS 16384u
+#define FS_PREFETCH_BYTES (1ull << 30)
 
 struct fs_trace;
 
@@ -25,5 +48,16 @@ void fs_trace_read(struct fs *fs, const struct tree_inode *inode, uint64_t off, 
 int fs_trace_blob(struct fs *fs, void **ret, size_t *ret_len);
 /* fs_trace_counters(): the prefetch_* fields of ret. */
 void fs_trace_counters(const struct fs *fs, struct fs_counters *ret);
+
+/* For read.c: fs_trace_fetched(): the prefetcher put chunk idx into the
+ * cache. fs_trace_hit(): a READ got chunk idx from the cache (counts a
+ * prefetch hit the first time for a chunk the prefetcher brought in). */
+void fs_trace_fetched(struct fs *fs, uint32_t idx);
+void fs_trace_hit(struct fs *fs, uint32_t idx);
+
+/* read.c: fs_prefetch_chunk(): make sure chunk idx (of fs->tree) is in the
+ * node cache, fetching it through the READ path's single flight. 1 if this
+ * call fetched it, 0 if it was there, -EIO, -ENOMEM, -EINVAL (no cache). */
+int fs_prefetch_chunk(struct fs *fs, uint32_t idx);
 
 #endif
