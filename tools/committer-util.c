@@ -16,7 +16,7 @@ const struct cm_reason cm_reasons[] = {
         { "MountNotFound", "A container has no stasis mount on this node (no entry in /run/stasis/mounts labelled with its pod, namespace and container). Nothing was frozen." },
         { "MountAmbiguous", "More than one stasis mount carries the same pod, namespace and container labels. Nothing was frozen." },
         { "DaemonUnreachable", "The container's stasisd did not answer on its control socket (not running, or /run/stasis is not mounted into the Job)." },
-        { "DaemonTooOld", "The container's stasisd does not implement the freeze or checkpoint endpoint." },
+        { "DaemonTooOld", "The container's stasisd does not implement the freeze, checkpoint or push endpoint." },
         { "FreezeFailed", "stasisd could not freeze the container. Nothing was captured; every container runs on." },
         { "UnfreezeFailed", "stasisd could not thaw a container that this run froze. The container may be stalled: check it (`stasis-committer unpause` retries)." },
         { "CheckpointFailed", "stasisd could not write the snapshot (the writable layer switch or the local commit failed). The sandbox runs on unchanged." },
