@@ -95,7 +95,7 @@ struct opts {
         uint64_t cache_size;
         json_t *labels;
         char *fuse_opts; /* user's -o, joined with commas */
-        bool foreground, empty;
+        bool foreground, empty, no_prefetch;
 };
 
 /* Everything the control API reads; immutable while it runs, except the fs
@@ -141,7 +141,8 @@ static void backend_freep_(struct backend **b) { backend_free(*b); }
 static void usage(FILE *f)
 {
         fprintf(f, "usage: stasisd [--store S] [--cache DIR] [--cache-size N] [--state DIR]\n"
-                   "               [--label K=V]... [--foreground] [-o OPTS] [-v] REF|--empty MOUNTPOINT\n");
+                   "               [--label K=V]... [--foreground] [--no-prefetch] [-o OPTS] [-v]\n"
+                   "               REF|--empty MOUNTPOINT\n");
 }
 
 static int mkdir_p(const char *path, mode_t mode)
@@ -198,10 +199,11 @@ static json_t *status_json(struct daemon *d)
 {
         struct fs_counters c = {};
         struct cache_stats cs = {};
+        json_t *j;
 
         fs_get_counters(d->fs, &c);
         cache_get_stats(d->cache, &cs);
-        return json_pack("{s:s, s:s, s:s, s:s, s:s, s:I, s:I, s:I, s:O,"
+        j = json_pack("{s:s, s:s, s:s, s:s, s:s, s:I, s:I, s:I, s:O,"
                          " s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I,"
                          " s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:b}",
                          "mountpoint", d->mountpoint, "snapshot", d->snapshot, "store", d->store,
@@ -231,6 +233,10 @@ static json_t *status_json(struct daemon *d)
                          "last_checkpoint_duration_ns", (json_int_t)atomic_load(&d->ck_duration_ns),
                          "last_checkpoint_stall_ns", (json_int_t)atomic_load(&d->ck_stall_ns),
                          "paused", atomic_load(&d->paused));
+        if (j && (json_object_set_new(j, "prefetch_chunks", json_integer((json_int_t)c.prefetch_chunks)) < 0 ||
+                  json_object_set_new(j, "prefetch_hits", json_integer((json_int_t)c.prefetch_hits)) < 0))
+                j = (json_decref(j), NULL);
+        return j;
 }
 
 static char *metrics_text(struct daemon *d)
@@ -287,12 +293,19 @@ static char *metrics_text(struct daemon *d)
                      "stasis_last_checkpoint_stall_seconds %.9f\n"
                      "# HELP stasis_uptime_seconds Seconds since the mount.\n"
                      "# TYPE stasis_uptime_seconds gauge\n"
-                     "stasis_uptime_seconds %" PRIu64 "\n",
+                     "stasis_uptime_seconds %" PRIu64 "\n"
+                     "# HELP stasis_prefetch_chunks_total Chunks the access-trace prefetcher fetched into the cache.\n"
+                     "# TYPE stasis_prefetch_chunks_total counter\n"
+                     "stasis_prefetch_chunks_total %" PRIu64 "\n"
+                     "# HELP stasis_prefetch_hits_total Prefetched chunks a READ then got from the cache.\n"
+                     "# TYPE stasis_prefetch_hits_total counter\n"
+                     "stasis_prefetch_hits_total %" PRIu64 "\n",
                      c.chunks_fetched, c.bytes_fetched, c.cache_hits, c.cache_misses,
                      c.bytes_served, c.errors, c.readahead_chunks, c.dirty_chunks, c.dirty_bytes,
                      c.copied_up, c.bytes_written, c.inodes, (uint64_t)atomic_load(&d->checkpoints),
                      (double)atomic_load(&d->ck_duration_ns) / 1e9, (double)atomic_load(&d->ck_stall_ns) / 1e9,
-                     (uint64_t)((now_ns() - d->started_ns) / NSEC_PER_SEC)) < 0)
+                     (uint64_t)((now_ns() - d->started_ns) / NSEC_PER_SEC), c.prefetch_chunks,
+                     c.prefetch_hits) < 0)
                 return NULL;
         return s;
 }
@@ -938,6 +951,7 @@ static int parse_args(int argc, char **argv, struct opts *o)
                 { "label", required_argument, NULL, OPT_LABEL },
                 { "foreground", no_argument, NULL, OPT_FG },
                 { "empty", no_argument, NULL, OPT_EMPTY },
+                { "no-prefetch", no_argument, NULL, OPT_NO_PREFETCH },
                 { "help", no_argument, NULL, OPT_HELP },
                 { "verbose", no_argument, NULL, 'v' },
                 {},
@@ -954,6 +968,7 @@ static int parse_args(int argc, char **argv, struct opts *o)
                 case OPT_STATE: o->state = optarg; break;
                 case OPT_FG: o->foreground = true; break;
                 case OPT_EMPTY: o->empty = true; break;
+                case OPT_NO_PREFETCH: o->no_prefetch = true; break;
                 case OPT_CACHE_SIZE:
                         if (parse_size(optarg, &o->cache_size) < 0 || o->cache_size < CACHE_SIZE_MIN) {
                                 fprintf(stderr, "stasisd: bad --cache-size '%s' (at least 1M)\n", optarg);
@@ -1279,7 +1294,7 @@ int main(int argc, char **argv)
                 journal_max = 0;
         r = fs_new(&(struct fs_opts){ .store = store, .snap = d.snap, .cache = d.cache,
                                       .state_dir = d.state, .base_name = d.snapshot,
-                                      .journal_max = journal_max },
+                                      .journal_max = journal_max, .no_prefetch = o.no_prefetch },
                    &d.fs);
         if (r < 0) {
                 log_error_errno(r, "filesystem: %m");

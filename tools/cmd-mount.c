@@ -321,7 +321,8 @@ int cmd_mount(const struct cli_command *cmd, int argc, char **argv)
                         args[++n] = "--foreground";
                         break;
                 case OPT_NO_PREFETCH:
-                        break; /* there is no access-trace prefetch yet */
+                        args[++n] = "--no-prefetch";
+                        break;
                 case OPT_EMPTY:
                         args[++n] = "--empty";
                         empty = true;
@@ -621,6 +622,8 @@ int cmd_status(const struct cli_command *cmd, int argc, char **argv)
         printf("cache             %" PRIu64 " hits, %" PRIu64 " misses\n", jint(s, "cache_hits"),
                jint(s, "cache_misses"));
         printf("readahead         %" PRIu64 " chunks\n", jint(s, "readahead_chunks"));
+        printf("prefetch          %" PRIu64 " chunks, %" PRIu64 " hits\n", jint(s, "prefetch_chunks"),
+               jint(s, "prefetch_hits"));
         printf("served            %s in %" PRIu64 " reads\n", format_bytes(jint(s, "bytes_served"), b2),
                jint(s, "reads"));
         printf("errors            %" PRIu64 "\n", jint(s, "errors"));

@@ -174,7 +174,7 @@ const struct cli_command cli_commands[] = {
                         "  --empty           mount an empty tree instead of a snapshot\n"
                         "  --label K=V       a label in the mount registry entry (repeatable)\n"
                         "  --foreground      run stasisd in the foreground\n"
-                        "  --no-prefetch     accepted; access-trace prefetch comes later\n"
+                        "  --no-prefetch     do not prefetch what the snapshot's access trace names\n"
                         "  -o OPTS           extra FUSE mount options\n"
                         "Mounted allow_other,default_permissions (and suid,dev as root); noatime by\n"
                         "nature. $STASIS_JOURNAL_MAX bounds the layer's journal before it is compacted\n"
