@@ -530,13 +530,16 @@ static int push_open(struct MHD_Connection *conn, const struct push_req *p, stru
 static int push_run(struct daemon *d, struct MHD_Connection *conn, struct backend *be, const struct push_req *p,
                     const struct digest *dg, struct oci_copy_stats *ret, enum MHD_Result *ret_reply)
 {
-        char ds[DIGEST_STR_LEN + 1], msg[TARGET_MAX + PATH_MAX + 160], a[32];
-        int r = oci_push(d->store_be, dg, be, p->tag, 0, ret); /* logs */
+        char ds[DIGEST_STR_LEN + 1], msg[TARGET_MAX + OCI_ERR_MAX + PATH_MAX + 160], why[OCI_ERR_MAX], a[32];
+        int r;
 
+        backend_oci_take_error(be, why); /* forget the open's */
+        r = oci_push(d->store_be, dg, be, p->tag, 0, ret); /* logs */
         digest_str(dg, ds);
         if (r < 0) {
+                backend_oci_take_error(be, why);
                 snprintf(msg, sizeof msg, "push of %s to %s failed: %s (details in %s/stasisd.log)", ds, p->target,
-                         strerror(-r), d->state);
+                         why[0] ? why : strerror(-r), d->state);
                 log_error("%s", msg);
                 *ret_reply = reply_push_error(conn, r, msg);
                 return r;

@@ -32,6 +32,7 @@
 #include <jansson.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -79,6 +80,7 @@ struct oci_backend {
         struct segment seg[N_SEGMENTS];            /* lock */
         struct manifest_entry man[N_MANIFESTS];    /* lock */
         uint64_t tick;                             /* lock */
+        char first_error[OCI_ERR_MAX];             /* lock: backend_oci_take_error() */
         atomic_uint_fast64_t bytes_uploaded, blobs_uploaded, blobs_mounted, blobs_present;
         atomic_uint_fast64_t bytes_downloaded, range_requests;
 };
@@ -91,6 +93,35 @@ static struct oci_backend *to_oci(struct backend *b)
 }
 
 bool backend_is_oci(const struct backend *b) { return b && b->ops == &oci_ops; }
+
+/* note_error(): keep the first failure's sentence for
+ * backend_oci_take_error(); registry messages never hold a secret. */
+_printf_(2, 3) static void note_error(struct oci_backend *ob, const char *fmt, ...)
+{
+        va_list ap;
+
+        pthread_mutex_lock(&ob->lock);
+        if (!ob->first_error[0]) {
+                va_start(ap, fmt);
+                vsnprintf(ob->first_error, sizeof ob->first_error, fmt, ap);
+                va_end(ap);
+        }
+        pthread_mutex_unlock(&ob->lock);
+}
+
+void backend_oci_take_error(struct backend *b, char *ret)
+{
+        struct oci_backend *ob;
+
+        ret[0] = 0;
+        if (!backend_is_oci(b))
+                return;
+        ob = to_oci(b);
+        pthread_mutex_lock(&ob->lock);
+        snprintf(ret, OCI_ERR_MAX, "%s", ob->first_error);
+        ob->first_error[0] = 0;
+        pthread_mutex_unlock(&ob->lock);
+}
 
 /* ---- manifests held in memory ---- */
 
@@ -219,6 +250,7 @@ static int head(struct oci_backend *ob, const char *kind, const char *ref, uint6
         r = registry_do(ob->reg, &q, &resp);
         if (r < 0) {
                 log_debug("%s", resp.error);
+                note_error(ob, "%s", resp.error[0] ? resp.error : strerror(-r));
                 reg_response_release(&resp);
                 return r;
         }
@@ -232,6 +264,8 @@ static int head(struct oci_backend *ob, const char *kind, const char *ref, uint6
                 r = reg_status_errno(&resp);
                 log_error_errno(r, "registry %s: HEAD %s/%s/%s: %s", registry_host(ob->reg), ob->repo, kind,
                                 ref, resp.error);
+                note_error(ob, "registry %s: HEAD %s/%s/%s: %s", registry_host(ob->reg), ob->repo, kind, ref,
+                           resp.error);
         }
         reg_response_release(&resp);
         return r;
@@ -670,9 +704,12 @@ static int oci_write(struct backend *b, const struct digest *d, const void *data
                 log_debug("registry %s: upload of %s failed (%s); starting over", registry_host(ob->reg), ds,
                           resp.error[0] ? resp.error : strerror(-r));
         }
-        if (r < 0)
+        if (r < 0) {
                 log_debug("registry %s: upload %s: %s", registry_host(ob->reg), ds,
                           resp.error[0] ? resp.error : strerror(-r));
+                note_error(ob, "registry %s: upload of %s to %s: %s", registry_host(ob->reg), ds, ob->repo,
+                           resp.error[0] ? resp.error : strerror(-r));
+        }
         reg_response_release(&resp);
         return r;
 }
@@ -725,6 +762,7 @@ int oci_manifest_put(struct backend *b, const char *ref, const void *data, size_
                         &resp);
         if (r < 0) {
                 log_error_errno(r, "%s", resp.error);
+                note_error(ob, "%s", resp.error[0] ? resp.error : strerror(-r));
                 reg_response_release(&resp);
                 return r;
         }
@@ -732,6 +770,8 @@ int oci_manifest_put(struct backend *b, const char *ref, const void *data, size_
                 r = reg_status_errno(&resp);
                 log_error_errno(r, "registry %s: PUT manifest %s:%s: %s", registry_host(ob->reg), ob->repo,
                                 ref ? ref : ds, resp.error);
+                note_error(ob, "registry %s: PUT manifest %s:%s: %s", registry_host(ob->reg), ob->repo,
+                           ref ? ref : ds, resp.error);
                 reg_response_release(&resp);
                 return r;
         }

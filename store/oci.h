@@ -88,6 +88,12 @@ int backend_oci_connect(const char *host, const char *repo, const struct registr
                         struct backend **ret, char *ret_err);
 bool backend_is_oci(const struct backend *b);
 
+/* backend_oci_take_error(): the sentence of the first request that failed
+ * on b since the last call (naming the registry, never a secret), into ret
+ * (OCI_ERR_MAX bytes); "" if none. For callers that report a failure
+ * elsewhere than the log (stasisd's API). */
+void backend_oci_take_error(struct backend *b, char *ret);
+
 struct oci_stats {
         uint64_t requests, retries;
         uint64_t bytes_uploaded, blobs_uploaded, blobs_mounted, blobs_present;

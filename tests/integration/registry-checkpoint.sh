@@ -171,7 +171,8 @@ REGISTRY_PIDS+=("$!")
 for ((i = 0; i < 200; i++)); do curl -s -o /dev/null "http://127.0.0.1:$port/v2/" && break; sleep 0.05; done
 echo "changed after gen3" >"$mp/etc/new"
 expect_exit 1 "$STASIS" pause --push "oci://127.0.0.1:$port/sb:p2" --insecure "$mp"
-grep -E "push of sha256:[0-9a-f]{64} to oci://127.0.0.1:$port/sb:p2 failed.*PushFailed" "$T/err" >/dev/null ||
+grep -E "push of sha256:[0-9a-f]{64} to oci://127.0.0.1:$port/sb:p2 failed: registry 127.0.0.1:$port: .*PushFailed" \
+        "$T/err" >/dev/null ||
         { cat "$T/err" >&2; fail "the error does not say the push failed"; }
 (($(wc -l <"$T/err") == 1)) || { cat "$T/err" >&2; fail "more than one line on stderr"; }
 writable_and_thawed readonly "$mp"
