@@ -119,6 +119,7 @@ struct daemon {
         json_t *labels;
         struct freezer *freezer; /* NULL: no io.stasis.freeze label; immutable pointer */
         bool user_frozen;        /* frozen through POST /freeze; api */
+        uint64_t thawed_ns;      /* when thaw_cb() last thawed the sandbox; api */
         atomic_bool paused;      /* POST /pause succeeded, no /unpause yet; api writes */
         struct backend *store_be; /* the mount's store; NULL: cannot checkpoint */
         const char *no_checkpoint; /* why not, if store_be is NULL */
@@ -408,22 +409,21 @@ static enum MHD_Result api_unfreeze(struct daemon *d, struct MHD_Connection *con
 static void thaw_cb(void *ctx)
 {
         struct daemon *d = ctx;
+        bool was = freezer_frozen(d->freezer);
         int r = freezer_thaw(d->freezer);
 
         if (r < 0)
                 log_error_errno(r, "checkpoint: unfreeze (%s): %m", freezer_method(d->freezer));
+        else if (was)
+                d->thawed_ns = now_ns();
 }
 
 /* flush_kernel(): the kernel's dirty pages of the mount, sent to us and
- * written (syncfs). No lock of ours is held: the WRITEs it causes are
- * served by the FUSE workers meanwhile. */
+ * written (fs_flush_kernel()). No lock of ours is held: the WRITEs it
+ * causes are served by the FUSE workers meanwhile. */
 static int flush_kernel(const struct daemon *d)
 {
-        _cleanup_(closep) int fd = open(d->mountpoint, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-
-        if (fd < 0 || syncfs(fd) < 0)
-                return -errno;
-        return 0;
+        return fs_flush_kernel(d->fs, d->mountpoint);
 }
 
 /* ---- what the last checkpoint to each target was ---- */
@@ -664,7 +664,7 @@ static enum MHD_Result api_checkpoint(struct daemon *d, struct MHD_Connection *c
                                   &res);
         if (froze && (!pause || r < 0)) {
                 thaw_cb(d); /* a no-op if after_barrier thawed it */
-                f1 = now_ns();
+                f1 = d->thawed_ns > f0 ? d->thawed_ns : now_ns(); /* frozen until then */
         }
         if (r < 0)
                 return reply_errno(conn, "CheckpointFailed", pause ? "pause failed" : "checkpoint failed", r);
@@ -703,8 +703,8 @@ static enum MHD_Result api_checkpoint(struct daemon *d, struct MHD_Connection *c
                 char tdg[DIGEST_STR_LEN + 1];
                 digest_str(&res.tree_digest, tdg);
                 return reply_json(conn, MHD_HTTP_OK,
-                                  json_pack("{s:s, s:s, s:s, s:I, s:s, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:b, s:b, s:b, s:b,"
-                                            " s:I, s:I}",
+                                  json_pack("{s:s, s:s, s:s, s:I, s:s, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:b,"
+                                            " s:b, s:b, s:b, s:I, s:I}",
                                             "digest", dg, "reference", ref, "tree", tdg,
                                             "generation", (json_int_t)res.generation, "parent", d->snapshot,
                                             "bytes_dirty", (json_int_t)res.bytes_dirty,
@@ -714,6 +714,8 @@ static enum MHD_Result api_checkpoint(struct daemon *d, struct MHD_Connection *c
                                             "chunks_reused", (json_int_t)res.chunks_reused,
                                             "duration_ns", (json_int_t)res.duration_ns,
                                             "stall_ns", (json_int_t)res.barrier_ns,
+                                            "barrier_bytes", (json_int_t)res.barrier_bytes, /* data read in it: 0 */
+                                            "chunks_saved", (json_int_t)res.chunks_saved, /* copy-before-write */
                                             "froze", froze, /* it froze the sandbox for the checkpoint */
                                             "frozen", d->freezer && freezer_frozen(d->freezer), /* now */
                                             "reused", res.reused, /* unchanged since the last one to this target */

@@ -1,29 +1,35 @@
 /* checkpoint.c — fs_checkpoint(): the mount's current content as a new
- * snapshot in its own store (issue 6, first version).
+ * snapshot in its own store (issue 6).
  *
- * Under the write barrier (fs->barrier exclusive: no change is in progress
- * and none starts), the model is copied under fs->lock (memory only: every
+ * The barrier (fs->barrier exclusive: no change is in progress and none
+ * starts) is held only while the model is copied (memory only: every
  * reachable inode's attributes, xattrs, symlink target, directory entries,
- * and a regular file's chunk presence), then fs->lock is dropped and the
- * chunks the layer holds are read (fs_read_file(), which composes layer,
- * base and zeros exactly as a READ does) and handed to the packer, which
- * hashes them and packs the new ones, deduplicated against the base tree: a
+ * and a regular file's chunk presence) and the chunks the writable layer
+ * holds are frozen: listed, not read. No data byte is read, hashed or
+ * copied under it. After it, changes go on while the checkpoint reads the
+ * frozen chunks from the layer's data files; a change to a chunk not read
+ * yet first saves that one chunk to a temporary file (copy-before-write,
+ * ck_before_change(), as a device-mapper snapshot origin does), and a data
+ * file removed meanwhile stays until the checkpoint ends. So the snapshot is
+ * the instant of the barrier, the stall does not grow with the dirty bytes,
+ * and a writer pays at most one chunk copy per chunk it touches first.
+ *
+ * Workers (one per core) hash the chunks and pack the new ones,
+ * deduplicated against the base tree and the store's newest snapshots: a
  * chunk the layer holds with the base's bytes costs nothing. Chunks the
  * layer does not hold keep the base tree's reference without being read.
- * Then the barrier is released, and the tree is built and published with no
- * lock held.
+ * Then the tree is built and published with no lock held.
  *
- * What this version does not do yet (DESIGN.md's nine steps): switch
- * writable layers, so the barrier covers the reading, hashing, compressing
- * and pack writing of the dirty chunks (the stall is O(dirty bytes), not
- * O(1)); fold (the mount keeps its base and layer, and every checkpoint
- * diffs against the same base again: correct, not minimal); parallel
- * hashing. */
+ * Not done (DESIGN.md's nine steps): the layer switch and fold; the mount
+ * keeps its base and layer, so every checkpoint hashes what the layer holds
+ * since the mount (new bytes are still stored once). */
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "fs-internal.h"
 #include "trace.h"
@@ -68,8 +74,9 @@ struct ck {
         struct packer *packer;
         struct snapshot **recent; /* the store's newest snapshots, known to the packer */
         size_t n_recent;
-        struct chunk_codec *codec;
-        uint64_t bytes_dirty;
+        atomic_uint_fast64_t bytes_dirty;
+        atomic_size_t next; /* the data phase's next inode */
+        atomic_int err;     /* its first error */
 };
 
 static void ck_release(struct ck *c)
@@ -96,7 +103,6 @@ static void ck_release(struct ck *c)
         for (size_t i = 0; i < c->n_recent; i++)
                 snapshot_free(c->recent[i]);
         free(c->recent);
-        chunk_codec_free(c->codec);
 }
 
 static int xattr_copy(struct wl_xattr *dst, const char *name, const void *value, size_t len)
@@ -315,14 +321,215 @@ static int add_extent(struct ck_inode *in, uint64_t off, uint64_t len)
         return 0;
 }
 
-/* file_data(): a regular file's chunk list and extents (no fs->lock held;
- * the barrier is). */
-static int file_data(struct ck *c, struct ck_inode *in, uint8_t *buf)
+/* ---- the frozen chunks (fs->ck) ---- */
+
+enum { CK_DONE, CK_FROZEN, CK_SAVED };
+
+/* A regular file the layer holds data of, at the barrier. */
+struct ck_file {
+        uint64_t ino;
+        uint64_t size;   /* at the barrier */
+        uint32_t nchunks;
+        uint8_t *state;  /* per chunk: CK_DONE (read, or not the layer's), CK_FROZEN, CK_SAVED */
+        uint64_t *saved; /* per chunk: its offset in the save file (CK_SAVED) */
+};
+
+struct ck_frozen {
+        struct ck_file *files; /* ascending ino */
+        size_t n;
+        int save_fd;       /* an O_TMPFILE in the state dir: gone with the last close */
+        uint64_t save_end;
+        uint8_t *buf;      /* one chunk, for saving */
+        int err;           /* a save failed: the checkpoint fails */
+        uint64_t *removed; /* data files to remove at the end */
+        size_t n_removed, cap_removed;
+};
+
+static struct ck_file *ck_find(struct ck_frozen *k, uint64_t ino)
+{
+        size_t lo = 0, hi = k->n;
+
+        while (lo < hi) {
+                size_t mid = lo + (hi - lo) / 2;
+                if (k->files[mid].ino == ino)
+                        return &k->files[mid];
+                if (k->files[mid].ino < ino)
+                        lo = mid + 1;
+                else
+                        hi = mid;
+        }
+        return NULL;
+}
+
+static size_t chunk_len(uint64_t size, uint32_t cs, uint32_t ci)
+{
+        uint64_t off = (uint64_t)ci * cs;
+        return (size_t)MIN((uint64_t)cs, size - off);
+}
+
+/* read_chunk(): n bytes of chunk ci from fd, zeros past its end. */
+static int read_chunk(int fd, uint8_t *buf, size_t n, uint64_t off)
+{
+        ssize_t got = pread_full(fd, buf, n, off);
+
+        if (got < 0)
+                return (int)got;
+        memset(buf + got, 0, n - (size_t)got);
+        return 0;
+}
+
+void ck_before_change(struct fs *fs, uint64_t ino, int fd, uint64_t off, uint64_t len)
+{
+        struct ck_frozen *k;
+        struct ck_file *f;
+
+        if (!atomic_load(&fs->ck_active))
+                return;
+        pthread_mutex_lock(&fs->ck_lock);
+        k = fs->ck;
+        f = k && !k->err ? ck_find(k, ino) : NULL;
+        if (f && off < f->size) {
+                uint32_t cs = fs->chunk_size, first = (uint32_t)(off / cs), end = f->nchunks;
+                if (len < f->size - off)
+                        end = (uint32_t)DIV_ROUND_UP(off + len, cs);
+                for (uint32_t ci = first; ci < end && !k->err; ci++) {
+                        size_t n;
+                        int r;
+                        if (f->state[ci] != CK_FROZEN)
+                                continue;
+                        n = chunk_len(f->size, cs, ci);
+                        r = read_chunk(fd, k->buf, n, (uint64_t)ci * cs);
+                        if (r >= 0)
+                                r = pwrite_full(k->save_fd, k->buf, n, k->save_end);
+                        if (r < 0) {
+                                log_error_errno(r, "checkpoint: save chunk %" PRIu32 " of inode %" PRIu64
+                                                   " before a change: %m", ci, ino);
+                                k->err = r;
+                                break;
+                        }
+                        f->saved[ci] = k->save_end;
+                        f->state[ci] = CK_SAVED;
+                        k->save_end += n;
+                        atomic_fetch_add(&fs->ck_saved, 1);
+                }
+        }
+        pthread_mutex_unlock(&fs->ck_lock);
+}
+
+bool ck_defer_remove(struct fs *fs, uint64_t ino)
+{
+        struct ck_frozen *k;
+        bool defer = false;
+
+        if (!atomic_load(&fs->ck_active))
+                return false;
+        pthread_mutex_lock(&fs->ck_lock);
+        k = fs->ck;
+        if (k && ck_find(k, ino)) {
+                defer = true;
+                if (k->n_removed == k->cap_removed) {
+                        size_t n = k->cap_removed ? 2 * k->cap_removed : 16;
+                        uint64_t *v = realloc(k->removed, n * sizeof *v);
+                        if (v) {
+                                k->removed = v;
+                                k->cap_removed = n;
+                        }
+                }
+                if (k->n_removed < k->cap_removed)
+                        k->removed[k->n_removed++] = ino;
+                /* else the next mount removes the orphan */
+        }
+        pthread_mutex_unlock(&fs->ck_lock);
+        return defer;
+}
+
+static void ck_frozen_free(struct ck_frozen *k)
+{
+        if (!k)
+                return;
+        for (size_t i = 0; i < k->n; i++) {
+                free(k->files[i].state);
+                free(k->files[i].saved);
+        }
+        free(k->files);
+        if (k->save_fd >= 0)
+                close(k->save_fd);
+        free(k->buf);
+        free(k->removed);
+        free(k);
+}
+
+static int cmp_file(const void *a, const void *b)
+{
+        const struct ck_file *x = a, *y = b;
+        return x->ino < y->ino ? -1 : x->ino > y->ino;
+}
+
+/* freeze(): list the chunks of the copied model the layer holds (under the
+ * barrier: memory only). */
+static int freeze(struct ck *c, struct ck_frozen *k)
+{
+        uint32_t cs = c->fs->chunk_size;
+
+        for (size_t i = 0; i < c->n_inodes; i++)
+                if (S_ISREG(c->inodes[i].attr.mode) && c->inodes[i].has_data)
+                        k->n++;
+        k->files = calloc(MAX(k->n, (size_t)1), sizeof *k->files);
+        if (!k->files)
+                return -ENOMEM;
+        k->n = 0;
+        for (size_t i = 0; i < c->n_inodes; i++) {
+                struct ck_inode *in = &c->inodes[i];
+                struct ck_file *f;
+                if (!S_ISREG(in->attr.mode) || !in->has_data)
+                        continue;
+                f = &k->files[k->n++];
+                f->ino = in->attr.ino;
+                f->size = in->attr.size;
+                f->nchunks = (uint32_t)DIV_ROUND_UP(f->size, cs);
+                f->state = calloc(MAX(f->nchunks, 1u), 1);
+                f->saved = calloc(MAX(f->nchunks, 1u), sizeof *f->saved);
+                if (!f->state || !f->saved)
+                        return -ENOMEM;
+                for (uint32_t ci = 0; ci < f->nchunks; ci++)
+                        if (!in->in_base || (ci < in->n_present && in->present[ci]))
+                                f->state[ci] = CK_FROZEN;
+        }
+        qsort(k->files, k->n, sizeof *k->files, cmp_file);
+        return 0;
+}
+
+/* capture(): the frozen chunk ci of f: from the data file if no change came
+ * first, else from where the change saved it. */
+static int capture(struct fs *fs, struct ck_file *f, int fd, uint32_t ci, uint8_t *buf, size_t n)
+{
+        struct ck_frozen *k = fs->ck;
+        int r;
+
+        pthread_mutex_lock(&fs->ck_lock);
+        if (k->err)
+                r = k->err;
+        else if (f->state[ci] == CK_FROZEN) {
+                r = read_chunk(fd, buf, n, (uint64_t)ci * fs->chunk_size);
+                f->state[ci] = CK_DONE;
+        } else if (f->state[ci] == CK_SAVED) {
+                r = read_chunk(k->save_fd, buf, n, f->saved[ci]);
+                f->state[ci] = CK_DONE;
+        } else
+                r = -EIO; /* read twice: a bug */
+        pthread_mutex_unlock(&fs->ck_lock);
+        return r;
+}
+
+/* file_data(): a regular file's chunk list and extents (no lock held). */
+static int file_data(struct ck *c, struct ck_inode *in, struct chunk_codec *codec, uint8_t *buf)
 {
         struct fs *fs = c->fs;
         const struct tree *t = fs->tree;
         uint64_t cs = fs->chunk_size, size = in->attr.size;
         uint32_t n = (uint32_t)((size + cs - 1) / cs);
+        _cleanup_(closep) int fd = -1;
+        struct ck_file *f = NULL;
         int r;
 
         in->nchunks = n;
@@ -351,40 +558,100 @@ static int file_data(struct ck *c, struct ck_inode *in, uint8_t *buf)
                 in->n_extents = ne;
                 return 0;
         }
+        f = ck_find(fs->ck, in->attr.ino);
+        if (!f || f->nchunks != n)
+                return -EIO;
+        fd = wl_data_open(fs, in->attr.ino, O_RDONLY);
+        if (fd < 0)
+                return fd;
         in->extents = calloc(n, sizeof *in->extents);
         if (!in->extents)
                 return -ENOMEM;
         for (uint32_t i = 0; i < n; i++) {
                 uint64_t off = (uint64_t)i * cs, len = MIN(cs, size - off);
-                bool present = i < in->n_present && in->present[i];
-                ssize_t got;
+                bool layer = !in->in_base || (i < in->n_present && in->present[i]);
 
-                /* A chunk the layer does not hold, whole below base_limit
-                 * and as long as the base's: the base's reference. */
-                if (in->in_base && !present && i < tree_file_nchunks(t, &in->base) &&
-                    off + len <= in->base_limit && len == MIN(cs, in->base.attr.size - off)) {
+                if (layer) {
+                        r = capture(fs, f, fd, i, buf, (size_t)len);
+                        if (r < 0)
+                                return r;
+                        atomic_fetch_add(&c->bytes_dirty, len);
+                } else if (off + len <= in->base_limit && i < tree_file_nchunks(t, &in->base) &&
+                           len == MIN(cs, in->base.attr.size - off)) {
+                        /* The base's chunk, whole: its reference, unread. */
                         in->chunks[i] = tree_file_chunk(t, &in->base, i);
                         in->from_base[i] = 1;
                         if (in->chunks[i] != TREE_HOLE)
                                 add_extent(in, off, len);
                         continue;
+                } else {
+                        /* The base's bytes below base_limit, zeros above. */
+                        uint64_t nb = 0;
+                        if (off < MIN(in->base_limit, in->base.attr.size))
+                                nb = MIN(len, MIN(in->base_limit, in->base.attr.size) - off);
+                        if (nb) {
+                                r = fs_read_data(fs, &in->base, NULL, off, (size_t)nb, buf);
+                                if (r < 0)
+                                        return r;
+                        }
+                        memset(buf + nb, 0, (size_t)(len - nb));
                 }
-                got = fs_read_file(fs, in->attr.ino, off, buf, (size_t)len);
-                if (got < 0)
-                        return (int)got;
-                if ((uint64_t)got < len)
-                        memset(buf + got, 0, (size_t)(len - (uint64_t)got));
-                c->bytes_dirty += len;
                 if (all_zero(buf, (size_t)len)) {
                         in->chunks[i] = TREE_HOLE;
                         continue;
                 }
-                r = packer_add(c->packer, c->codec, buf, (size_t)len, &in->chunks[i]);
+                r = packer_add(c->packer, codec, buf, (size_t)len, &in->chunks[i]);
                 if (r < 0)
                         return r;
                 add_extent(in, off, len);
         }
         return 0;
+}
+
+/* The data phase: workers take regular files in turn. */
+static void *data_worker(void *arg)
+{
+        struct ck *c = arg;
+        _cleanup_(freep) uint8_t *buf = malloc(c->fs->chunk_size);
+        struct chunk_codec *codec = chunk_codec_new(CHUNK_LEVEL_DEFAULT);
+        int r = 0;
+
+        if (!buf || !codec)
+                r = -ENOMEM;
+        for (;;) {
+                size_t i = atomic_fetch_add(&c->next, 1);
+                if (i >= c->n_inodes || r < 0 || atomic_load(&c->err) < 0)
+                        break;
+                if (!S_ISREG(c->inodes[i].attr.mode))
+                        continue;
+                r = file_data(c, &c->inodes[i], codec, buf);
+                if (r < 0)
+                        log_error_errno(r, "checkpoint: data of inode %" PRIu64 ": %m", c->inodes[i].attr.ino);
+        }
+        if (r < 0) {
+                int expect = 0;
+                atomic_compare_exchange_strong(&c->err, &expect, r);
+        }
+        chunk_codec_free(codec);
+        return NULL;
+}
+
+static int data_phase(struct ck *c)
+{
+        long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+        unsigned n = (unsigned)MAX(1L, MIN(ncpu, (long)FS_CHECKPOINT_WORKERS)), started = 0;
+        pthread_t th[FS_CHECKPOINT_WORKERS];
+
+        for (unsigned i = 0; i < n; i++) {
+                if (pthread_create(&th[i], NULL, data_worker, c) != 0)
+                        break;
+                started++;
+        }
+        if (!started)
+                data_worker(c);
+        for (unsigned i = 0; i < started; i++)
+                pthread_join(th[i], NULL);
+        return atomic_load(&c->err);
 }
 
 static int build_tree(struct ck *c, void **ret_blob, size_t *ret_len, struct digest *ret_digest)
@@ -488,73 +755,111 @@ fail:
         return r;
 }
 
+/* ck_end(): the checkpoint no longer reads the layer: changes stop saving
+ * chunks, and the data files removed meanwhile go. 0, or the error of a
+ * save that failed. */
+static int ck_end(struct fs *fs)
+{
+        struct ck_frozen *k;
+        int r;
+
+        pthread_mutex_lock(&fs->ck_lock);
+        k = fs->ck;
+        fs->ck = NULL;
+        atomic_store(&fs->ck_active, false);
+        pthread_mutex_unlock(&fs->ck_lock);
+        if (!k)
+                return 0;
+        r = k->err;
+        for (size_t i = 0; i < k->n_removed; i++)
+                wl_data_remove(fs, k->removed[i]);
+        ck_frozen_free(k);
+        return r;
+}
+
 int fs_checkpoint(struct fs *fs, const struct fs_checkpoint_opts *o, struct fs_checkpoint_result *ret)
 {
         struct ck c = { .fs = fs };
         struct fs_checkpoint_result res = {};
         struct packer_stats ps;
-        _cleanup_(freep) uint8_t *buf = NULL;
         _cleanup_(freep) void *blob = NULL, *trace = NULL;
+        struct ck_frozen *k = NULL;
         size_t trace_len = 0;
         struct digest tree_digest;
         json_t *stats = NULL;
-        uint64_t t0 = now_ns(), b0;
+        uint64_t t0 = now_ns(), b0, saved0;
         size_t blob_len = 0;
-        bool held = false, set_ro = false;
+        bool set_ro = false;
         int r;
 
         if (!fs || !o || !o->store || !ret)
                 return -EINVAL;
-        buf = malloc(fs->chunk_size);
-        c.codec = chunk_codec_new(CHUNK_LEVEL_DEFAULT);
-        if (!buf || !c.codec) {
-                r = -ENOMEM;
-                goto fail;
+        k = calloc(1, sizeof *k);
+        if (!k)
+                return -ENOMEM;
+        k->save_fd = openat(fs->state_fd, ".", O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+        k->buf = malloc(fs->chunk_size);
+        if (k->save_fd < 0 || !k->buf) {
+                r = k->save_fd < 0 ? -errno : -ENOMEM;
+                log_error_errno(r, "checkpoint: a temporary file in %s: %m", fs->state_dir);
+                ck_frozen_free(k);
+                return r;
         }
         r = packer_new(o->store, fs->chunk_size, CHUNK_LEVEL_DEFAULT, &c.packer);
         if (r >= 0)
                 r = packer_add_known(c.packer, fs->tree);
-        if (r < 0)
+        if (r < 0) {
+                ck_frozen_free(k);
                 goto fail;
+        }
         /* Also known: what earlier checkpoints (and commits) stored, so a
          * checkpoint with nothing new since the last packs nothing. */
         if (store_recent(o->store, fs->chunk_size, FS_CHECKPOINT_RECENT, &c.recent, &c.n_recent) >= 0)
                 for (size_t i = 0; i < c.n_recent && r >= 0; i++)
                         r = packer_add_known(c.packer, c.recent[i]->tree);
-        if (r < 0)
+        if (r < 0) {
+                ck_frozen_free(k);
                 goto fail;
+        }
 
+        /* The barrier: copy the model and freeze the layer's chunks; memory
+         * only. */
         pthread_rwlock_wrlock(&fs->barrier);
-        held = true;
         b0 = now_ns();
+        saved0 = atomic_load(&fs->ck_saved);
         pthread_mutex_lock(&fs->lock);
         r = copy_model(&c);
         pthread_mutex_unlock(&fs->lock);
-        if (r < 0) {
-                log_error_errno(r, "checkpoint: copy the model: %m");
-                goto fail;
-        }
-        for (size_t i = 0; i < c.n_inodes; i++) {
-                if (!S_ISREG(c.inodes[i].attr.mode))
-                        continue;
-                r = file_data(&c, &c.inodes[i], buf);
-                if (r < 0) {
-                        log_error_errno(r, "checkpoint: data of inode %" PRIu64 ": %m", c.inodes[i].attr.ino);
-                        goto fail;
+        if (r >= 0)
+                r = freeze(&c, k);
+        if (r >= 0) {
+                pthread_mutex_lock(&fs->ck_lock);
+                fs->ck = k;
+                atomic_store(&fs->ck_active, true);
+                pthread_mutex_unlock(&fs->ck_lock);
+                if (o->readonly) { /* a pause: nothing changes after this instant */
+                        atomic_store(&fs->readonly, true);
+                        set_ro = true;
                 }
-        }
-        r = packer_flush(c.packer);
-        if (r >= 0 && o->readonly) { /* a pause: nothing changes after this instant */
-                atomic_store(&fs->readonly, true);
-                set_ro = true;
-        }
+        } else
+                ck_frozen_free(k);
+        res.barrier_bytes = atomic_load(&c.bytes_dirty); /* read under the barrier: none */
         pthread_rwlock_unlock(&fs->barrier);
-        held = false;
         res.barrier_ns = now_ns() - b0;
         if (o->after_barrier)
                 o->after_barrier(o->ctx);
         if (r < 0) {
-                log_error_errno(r, "checkpoint: write packs: %m");
+                log_error_errno(r, "checkpoint: copy the model: %m");
+                goto fail;
+        }
+
+        r = data_phase(&c);
+        if (r >= 0)
+                r = packer_flush(c.packer);
+        res.chunks_saved = atomic_load(&fs->ck_saved) - saved0;
+        r = MIN(r, ck_end(fs));
+        if (r < 0) {
+                log_error_errno(r, "checkpoint: read and pack the layer's chunks: %m");
                 goto fail;
         }
 
@@ -564,7 +869,7 @@ int fs_checkpoint(struct fs *fs, const struct fs_checkpoint_opts *o, struct fs_c
                 goto fail;
         }
         packer_get_stats(c.packer, &ps);
-        res.bytes_dirty = c.bytes_dirty;
+        res.bytes_dirty = atomic_load(&c.bytes_dirty);
         res.bytes_new = ps.bytes_packed;
         res.chunks_new = ps.chunks_new;
         res.chunks_reused = ps.chunks_reused;
@@ -612,11 +917,6 @@ int fs_checkpoint(struct fs *fs, const struct fs_checkpoint_opts *o, struct fs_c
         *ret = res;
         r = 0;
 fail:
-        if (held) {
-                pthread_rwlock_unlock(&fs->barrier);
-                if (o->after_barrier)
-                        o->after_barrier(o->ctx);
-        }
         if (r < 0 && set_ro)
                 fs_set_readonly(fs, false);
         json_decref(stats);

@@ -26,6 +26,8 @@
  *   fs->lock          the inode table, every fs_inode field marked "lock",
  *                     next_ino, the copy-up in-flight list, fs->jseq
  *   fs->jlock         journal write order (jnext), never held across I/O
+ *   fs->ck_lock       the running checkpoint's frozen chunks; held across
+ *                     the pread/pwrite of one chunk being saved or read
  *   fs->fetch_lock    fs->inflight (one base fetch per chunk at a time)
  *   fs->ra_lock       the readahead queue and ra_stop
  * fetch_lock and ra_lock are never taken with fs->lock held. No lock is
@@ -79,6 +81,7 @@ struct fs_inode {
         struct fs_inode *next;   /* hash chain; lock */
         uint64_t nlookup;        /* kernel lookups; lock */
         uint32_t nopen;          /* open handles; lock */
+        uint32_t nwopen;         /* of them, open for writing; lock */
         bool modified;           /* attr differs from the base (or new); lock */
         struct tree_attr attr;   /* current attributes; lock. A regular file
                                   * with a data file: size == the data file's */
@@ -104,6 +107,7 @@ struct fs_file {
         atomic_int fd;                  /* the data file, opened lazily; -1 */
         atomic_uint_fast64_t next_off;  /* where a sequential READ would start */
         atomic_uint_fast32_t ra_next;   /* first chunk readahead has not queued */
+        bool writable;                  /* counted in inode->nwopen; immutable */
 };
 
 /* Per-thread scratch, from fs->tls: a zstd context and buffers for one
@@ -184,6 +188,14 @@ struct fs {
         atomic_uint_fast64_t journal_synced; /* journal_bytes at the last fdatasync */
 
         struct fs_trace *trace; /* trace.c's; NULL: not recording */
+
+        /* A checkpoint reading the chunks it froze (checkpoint.c): a change
+         * to one of them saves it first (ck_before_change()). ck_active is
+         * set and cleared under the barrier (exclusive) with ck_lock held. */
+        pthread_mutex_t ck_lock;
+        struct ck_frozen *ck; /* ck_lock */
+        atomic_bool ck_active;
+        atomic_uint_fast64_t ck_saved; /* chunks saved by a change during a checkpoint */
 };
 
 /* read.c */
@@ -259,6 +271,16 @@ void wl_data_remove(struct fs *fs, uint64_t ino);
 int wl_mark_present(struct fs *fs, struct fs_inode *p, uint32_t first, uint32_t end);
 int wl_set_base_limit(struct fs *fs, struct fs_inode *p, uint64_t limit);
 int wl_sync(struct fs *fs, struct fs_inode *p, bool data_only);
+
+/* ---- checkpoint.c: copy-before-write while a checkpoint reads ---- */
+/* ck_before_change(): bytes [off, off + len) of ino's data file (fd) are
+ * about to change (len UINT64_MAX: to the end): save the chunks among them
+ * that a running checkpoint still has to read. Cheap when none runs. Never
+ * fails the change: a save that fails fails the checkpoint. */
+void ck_before_change(struct fs *fs, uint64_t ino, int fd, uint64_t off, uint64_t len);
+/* ck_defer_remove(): true if ino's data files must stay until the running
+ * checkpoint ends (it removes them then). */
+bool ck_defer_remove(struct fs *fs, uint64_t ino);
 
 /* barrier_enter()/barrier_leave(): around a change (fs->barrier shared). */
 int barrier_enter(struct fs *fs); /* 0, or -EROFS (paused; not entered) */

@@ -348,6 +348,7 @@ static int truncate_data(struct fs *fs, struct fs_inode *p, struct fs_file *f, u
                 return fd;
         /* Data first; the base limit after it (a crash between is repaired
          * at load: base_limit <= the data file's size). */
+        ck_before_change(fs, p->ino, fd, size, UINT64_MAX);
         if (ftruncate(fd, (off_t)size) < 0)
                 return -errno;
         pthread_mutex_lock(&fs->lock);
@@ -1137,9 +1138,14 @@ static int file_new(struct fs *fs, struct fs_inode *p, struct fuse_file_info *fi
 
         if (!f)
                 return -ENOMEM;
-        (void)fs;
         f->inode = p;
         atomic_init(&f->fd, -1);
+        if ((fi->flags & O_ACCMODE) != O_RDONLY) {
+                f->writable = true;
+                pthread_mutex_lock(&fs->lock);
+                p->nwopen++;
+                pthread_mutex_unlock(&fs->lock);
+        }
         fi->fh = (uint64_t)(uintptr_t)f;
         fi->keep_cache = 1; /* we are the only writer: keep the page cache */
         return 0;
@@ -1156,6 +1162,8 @@ static void file_free(struct fs *fs, struct fs_file *f)
                 close(fd);
         pthread_mutex_lock(&fs->lock);
         p->nopen--;
+        if (f->writable)
+                p->nwopen--;
         ino_maybe_free(fs, p, &dead);
         pthread_mutex_unlock(&fs->lock);
         if (dead)
@@ -1499,8 +1507,10 @@ static ssize_t do_write(struct fs *fs, struct fs_file *f, const void *buf, size_
         if (fd < 0)
                 return fd;
         r = cow_begin(fs, p, fd, (uint64_t)off, size, &c);
-        if (r >= 0)
+        if (r >= 0) {
+                ck_before_change(fs, p->ino, fd, (uint64_t)off, size);
                 r = pwrite_full(fd, buf, size, (uint64_t)off);
+        }
         if (r >= 0)
                 r = touch_data(fs, p, (uint64_t)off + size, true, writer, !fs->writeback);
         r = MIN(r, cow_end(fs, p, &c, r >= 0));
@@ -1555,6 +1565,8 @@ static int do_fallocate(struct fs *fs, struct fs_file *f, int mode, off_t off, o
                 if (end > (uint64_t)off)
                         r = cow_begin(fs, p, fd, (uint64_t)off, end - (uint64_t)off, &c);
         }
+        if (r >= 0 && zero)
+                ck_before_change(fs, p->ino, fd, (uint64_t)off, (uint64_t)len);
         if (r >= 0 && fallocate(fd, mode, off, len) < 0)
                 r = -errno;
         if (r >= 0)
@@ -1966,6 +1978,7 @@ int fs_new(const struct fs_opts *o, struct fs **ret)
         pthread_cond_init(&fs->fetch_cond, NULL);
         pthread_mutex_init(&fs->ra_lock, NULL);
         pthread_cond_init(&fs->ra_cond, NULL);
+        pthread_mutex_init(&fs->ck_lock, NULL);
         r = pthread_key_create(&fs->tls, fs_tls_free);
         if (r != 0)
                 return -r;
@@ -2031,6 +2044,7 @@ struct fs *fs_free(struct fs *fs)
         pthread_cond_destroy(&fs->fetch_cond);
         pthread_mutex_destroy(&fs->ra_lock);
         pthread_cond_destroy(&fs->ra_cond);
+        pthread_mutex_destroy(&fs->ck_lock);
         free(fs);
         return NULL;
 }
@@ -2111,4 +2125,74 @@ ssize_t fs_read_file(struct fs *fs, uint64_t ino, uint64_t off, void *dst, size_
         ino_maybe_free(fs, p, NULL);
         pthread_mutex_unlock(&fs->lock);
         return n;
+}
+
+/* open_ino(): our own inode ino, opened through the mount by its FUSE file
+ * handle (struct fuse_inode_handle as the kernel encodes it: type
+ * FILEID_INO64_GEN, the node id's two halves, the generation, 0 here). */
+static int open_ino(int mount_fd, uint64_t ino)
+{
+        struct {
+                struct file_handle fh;
+                uint32_t raw[3];
+        } h = { .fh = { .handle_bytes = sizeof h.raw, .handle_type = 0x81 } };
+        int fd;
+
+        h.raw[0] = (uint32_t)(ino >> 32);
+        h.raw[1] = (uint32_t)ino;
+        h.raw[2] = 0;
+        fd = open_by_handle_at(mount_fd, &h.fh, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+        return fd < 0 ? -errno : fd;
+}
+
+int fs_flush_kernel(struct fs *fs, const char *mountpoint)
+{
+        _cleanup_(closep) int mfd = -1;
+        _cleanup_(freep) uint64_t *inos = NULL;
+        size_t n = 0, cap = 0;
+        int r = 0;
+
+        if (!fs || !mountpoint)
+                return -EINVAL;
+        mfd = open(mountpoint, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (mfd < 0 || syncfs(mfd) < 0)
+                return -errno;
+        /* The files open for writing now. */
+        pthread_mutex_lock(&fs->lock);
+        for (size_t b = 0; b < fs->n_buckets && r >= 0; b++)
+                for (struct fs_inode *p = fs->buckets[b]; p && r >= 0; p = p->next) {
+                        if (!p->nwopen)
+                                continue;
+                        if (n == cap) {
+                                size_t c = cap ? 2 * cap : 64;
+                                uint64_t *v = realloc(inos, c * sizeof *v);
+                                if (!v) {
+                                        r = -ENOMEM;
+                                        break;
+                                }
+                                inos = v;
+                                cap = c;
+                        }
+                        inos[n++] = p->ino;
+                }
+        pthread_mutex_unlock(&fs->lock);
+        if (r < 0)
+                return r;
+        /* syncfs() waits for the pages it wrote back, but not for a WRITE
+         * the kernel queued behind an earlier one of the same page, which a
+         * file rewritten in place has; close() of a handle of the inode
+         * waits for every WRITE of it (fuse_flush(): write_inode_now(),
+         * then fuse_sync_writes()). */
+        for (size_t i = 0; i < n; i++) {
+                int fd = open_ino(mfd, inos[i]);
+                if (fd >= 0) {
+                        if (close(fd) < 0 && errno != EINTR)
+                                r = r < 0 ? r : -errno;
+                } else if (fd != -ESTALE && fd != -ENOENT) {
+                        /* Without CAP_DAC_READ_SEARCH: what syncfs did is all. */
+                        log_warning_errno(fd, "flush: open inode %" PRIu64 " by handle: %m", inos[i]);
+                        break;
+                }
+        }
+        return r;
 }

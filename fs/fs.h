@@ -93,6 +93,8 @@ void fs_get_counters(const struct fs *fs, struct fs_counters *ret);
 /* A checkpoint (checkpoint.c). Besides the base, the chunks of this many of
  * the store's newest snapshots are reused by reference. */
 #define FS_CHECKPOINT_RECENT 8u
+/* Threads hashing and packing a checkpoint's chunks: one per core, at most. */
+#define FS_CHECKPOINT_WORKERS 8u
 /* A checkpoint (checkpoint.c). */
 struct fs_checkpoint_opts {
         struct backend *store;           /* where to publish: the store the base came from */
@@ -121,18 +123,28 @@ struct fs_checkpoint_result {
         uint64_t bytes_new;     /* compressed bytes of new chunks packed */
         uint64_t chunks_new, chunks_reused; /* of the chunks read */
         uint64_t barrier_ns;    /* how long changes were held off */
+        uint64_t barrier_bytes; /* data bytes read while they were: 0 */
+        uint64_t chunks_saved;  /* chunks a change saved first (copy-before-write) */
         uint64_t duration_ns;
         bool reused; /* the tree equalled prev_tree: result is prev_digest */
 };
 
 /* fs_checkpoint(): publish what the mount shows now as a new snapshot,
  * parent o->parent, in o->store. Holds the write barrier (every changing
- * FUSE handler waits) while it copies the model and reads, hashes and packs
- * the chunks the writable layer holds; builds and publishes the tree after.
- * The caller flushes the kernel's dirty pages first (syncfs), never under
- * the barrier. The mount keeps its base and layer (no fold yet). One call at
- * a time; concurrent with every handler. 0, or -errno (logged). */
+ * FUSE handler waits) only while it copies the model and lists the chunks
+ * the writable layer holds (memory only); then reads, hashes and packs
+ * them while changes go on (a change to a chunk not read yet saves it
+ * first), and builds and publishes the tree. The caller flushes the
+ * kernel's dirty pages first (syncfs), never under the barrier. The mount
+ * keeps its base and layer (no fold yet). One call at a time; concurrent
+ * with every handler. 0, or -errno (logged). */
 int fs_checkpoint(struct fs *fs, const struct fs_checkpoint_opts *o, struct fs_checkpoint_result *ret);
+
+/* fs_flush_kernel(): every page the kernel holds dirty for the mount at
+ * mountpoint is written to us when this returns (syncfs, then a close of
+ * each file open for writing, which waits for its WRITEs). Call with no
+ * lock held, not from a FUSE handler. 0 or -errno. */
+int fs_flush_kernel(struct fs *fs, const char *mountpoint);
 
 /* fs_set_readonly(): while set, every change (and an open for writing)
  * fails with EROFS (a paused mount). Waits for changes in progress. */

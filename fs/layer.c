@@ -730,6 +730,8 @@ void wl_data_remove(struct fs *fs, uint64_t ino)
 {
         char name[64];
 
+        if (ck_defer_remove(fs, ino))
+                return;
         data_name(ino, "", name);
         (void)unlinkat(fs->data_fd, name, 0);
         data_name(ino, ".map", name);
