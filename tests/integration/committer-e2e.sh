@@ -199,14 +199,16 @@ reg_digest() { # reg_digest REPO TAG
 [[ $(reg_digest snaps/sb-c1 snap-gen2) == "$d1" ]] || fail "c1: the registry's digest is $(reg_digest snaps/sb-c1 snap-gen2), not $d1"
 [[ $(reg_digest snaps/sb-c2 snap-gen2) == "$d2" ]] || fail "c2: the registry's digest differs"
 alive_and_writable after-commit
-for c in c1 c2; do
-        st pull --store "$T/pulled" --insecure "oci://$REG/snaps/sb-$c:snap-gen2"
-        if [[ $c == c1 ]]; then ref=$d1; else ref=$d2; fi
-        mount_snap "$T/check-$c" --store "$T/pulled" --cache "$T/cache-check" "$ref"
+for c in c1 c2; do # stasis mount of each URI (lazy, from the registry) shows that container's changes
+        mount_snap "$T/check-$c" --insecure --cache "$T/cache-check-$c" --state "$T/state-check-$c" \
+                "oci://$REG/snaps/sb-$c:snap-gen2"
+        [[ $(jq -r .snapshot "$(registry_entry "$T/check-$c")") == "$([[ $c == c1 ]] && echo "$d1" || echo "$d2")" ]] ||
+                fail "$c: the mount of the URI is not the reported digest"
         [[ $(cat "$T/check-$c/data/changed") == "hello-from-$c" ]] || fail "$c: the snapshot lacks the container's write"
         [[ ! -e $T/check-$c/etc/passwd ]] || fail "$c: the snapshot lacks the container's delete"
         st umount "$T/check-$c"
 done
+st pull --store "$T/pulled" --insecure "oci://$REG/snaps/sb-c1:snap-gen2" # and it pulls, verified
 
 step "acceptance 1: a re-run with no change reports the same digests and uploads nothing"
 # the probes of alive_and_writable changed the trees: commit once more, then re-run
