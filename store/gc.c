@@ -6,9 +6,12 @@
  *     drop every other entry of those digests from index.json. This step
  *     stores the smaller index before step 2 deletes anything, so a failure
  *     between the two can never leave index.json naming deleted blobs.
- *  2. mark and sweep: mark everything every index entry reaches (manifest,
- *     config, layers; image indexes recursively), then remove each unmarked
- *     blob older than the grace period.
+ *  2. mark and sweep: mark everything every index entry and every pinned
+ *     snapshot reaches (manifest, config, layers; image indexes
+ *     recursively), then remove each unmarked blob older than the grace
+ *     period. Pinned snapshots are the ones live mounts use (the CLI reads
+ *     the node's mount registry): a mount reads its base's blobs for as
+ *     long as it runs, tagged or not.
  * Safety first: if any root's manifest cannot be read and classified, gc
  * deletes nothing (-EBADMSG or the read error). */
 #include <inttypes.h>
@@ -327,7 +330,7 @@ static bool young(const struct gc *g, const struct timespec *now, const struct t
 static int gc_sweep(json_t *index, void *userdata)
 {
         struct gc *g = userdata;
-        _cleanup_(digest_set_freep) struct digest_set *marked = NULL, *roots = NULL;
+        _cleanup_(digest_set_freep) struct digest_set *marked = NULL, *roots = NULL, *pinned = NULL;
         _cleanup_(freep) struct blob_info *blobs = NULL;
         struct blob_vec bv = {};
         char ds[DIGEST_STR_LEN + 1];
@@ -341,7 +344,8 @@ static int gc_sweep(json_t *index, void *userdata)
                 return r;
         marked = digest_set_new();
         roots = digest_set_new();
-        if (!marked || !roots)
+        pinned = digest_set_new();
+        if (!marked || !roots || !pinned)
                 return -ENOMEM;
 
         for (size_t i = 0; i < json_array_size(arr); i++) {
@@ -360,6 +364,27 @@ static int gc_sweep(json_t *index, void *userdata)
                         return r;
         }
         g->st.roots_kept = digest_set_size(roots);
+        for (size_t i = 0; i < g->o->n_pinned; i++) {
+                const struct digest *d = &g->o->pinned[i];
+
+                r = digest_set_put(pinned, d, 0);
+                if (r < 0)
+                        return -ENOMEM;
+                if (r == 0)
+                        continue; /* listed twice */
+                r = backend_has(g->b, d);
+                if (r < 0)
+                        return log_error_errno(r, "gc: look up %s: %m", digest_str(d, ds));
+                if (r == 0) {
+                        log_warning("gc: snapshot %s, which a mount uses, is not in the store",
+                                    digest_str(d, ds));
+                        continue;
+                }
+                g->st.roots_pinned++;
+                r = mark_manifest(g, marked, d, 0);
+                if (r < 0)
+                        return r;
+        }
 
         r = backend_list(g->b, collect_blob, &bv);
         blobs = bv.v;
@@ -400,7 +425,7 @@ int store_gc(struct backend *b, const struct gc_opts *o, struct gc_stats *ret)
         struct gc g;
         int r;
 
-        if (!b || !o)
+        if (!b || !o || (o->n_pinned && !o->pinned))
                 return -EINVAL;
         drop = digest_set_new();
         node_of = digest_set_new();

@@ -151,14 +151,22 @@ int store_verify(struct backend *b, const struct digest *only /* NULL: all roots
                  verify_report_fn report, void *ctx, struct verify_stats *ret_stats);
 
 /* gc: under the index lock, untag per keep_last, then delete every blob that
- * no index entry reaches and that is older than grace_sec. */
+ * no index entry and no pinned snapshot reaches and that is older than
+ * grace_sec. */
 struct gc_opts {
         uint64_t grace_sec;
         uint64_t keep_last; /* 0: keep all */
         bool dry_run;
+        /* Snapshots to keep whatever index.json says (those live mounts use;
+         * the caller finds them): each one's manifest, config, tree and packs
+         * are spared, even once keep_last untagged it. A pinned manifest the
+         * store does not hold is skipped with a warning. */
+        const struct digest *pinned;
+        size_t n_pinned;
 };
 struct gc_stats {
         uint64_t roots_kept, roots_dropped, blobs_kept, blobs_removed, bytes_removed, blobs_young;
+        uint64_t roots_pinned; /* distinct pinned snapshots found in the store */
 };
 int store_gc(struct backend *b, const struct gc_opts *o, struct gc_stats *ret);
 

@@ -111,7 +111,9 @@ const struct cli_command cli_commands[] = {
                 .usage = "[--store S] [--grace SECONDS] [--keep-last N] [--dry-run] [--json]",
                 .summary = "delete blobs no kept snapshot reaches",
                 .help = "Under the store's lock, delete every blob that no snapshot in the\n"
-                        "index reaches, sparing blobs younger than the grace period.\n\n" STORE_HELP
+                        "index reaches, sparing blobs younger than the grace period and every\n"
+                        "snapshot a mount of this node uses (the mounts registered in\n"
+                        "$STASIS_RUN_DIR/mounts, else /run/stasis/mounts).\n\n" STORE_HELP
                         "  --grace SECONDS   spare blobs written in the last SECONDS (default 3600)\n"
                         "  --keep-last N     first untag all but the newest N generations of each\n"
                         "                    chain\n"
