@@ -14,9 +14,7 @@
 source "$(dirname "$0")/lib.sh"
 source "$(dirname "$0")/mount-lib.bash"
 need runc python3
-BUSYBOX=${BUSYBOX:-/bin/busybox}
-[[ -x $BUSYBOX ]] && file -L "$BUSYBOX" 2>/dev/null | grep -q "statically linked" ||
-        ldd "$BUSYBOX" 2>&1 | grep -q "not a dynamic" || skip "needs a static busybox (Debian busybox-static)"
+need_static_busybox
 
 IDS=()
 on_exit_hook() {
@@ -27,13 +25,7 @@ on_exit_hook() {
 S=$T/store
 rootfs=$T/rootfs
 step "a busybox rootfs"
-mkdir -p "$rootfs"/{bin,etc,proc,sys,dev,tmp,root,var/data,data,log}
-cp "$BUSYBOX" "$rootfs/bin/busybox"
-for a in $("$BUSYBOX" --list); do
-        [[ -e $rootfs/bin/$a ]] || ln -s busybox "$rootfs/bin/$a"
-done
-echo "root:x:0:0:root:/root:/bin/sh" >"$rootfs/etc/passwd"
-echo "root:x:0:" >"$rootfs/etc/group"
+busybox_rootfs "$rootfs" var/data data log
 echo "delete me" >"$rootfs/etc/obsolete"
 rand_file "$rootfs/var/data/blob" $((3 * 1024 * 1024))
 mkdir -p "$T/tarsrc/pkg/sub/deeper"

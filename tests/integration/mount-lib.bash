@@ -89,3 +89,26 @@ chunk_count() {
         size=$(stat -c %s "$1")
         echo $(((size + $2 - 1) / $2))
 }
+
+# need_static_busybox: $BUSYBOX (default /bin/busybox) is a static busybox,
+# else skip (runc containers run it on a bare rootfs).
+need_static_busybox() {
+        BUSYBOX=${BUSYBOX:-/bin/busybox}
+        [[ -x $BUSYBOX ]] && file -L "$BUSYBOX" 2>/dev/null | grep -q "statically linked" ||
+                ldd "$BUSYBOX" 2>&1 | grep -q "not a dynamic" || skip "needs a static busybox (Debian busybox-static)"
+}
+
+# busybox_rootfs DIR [SUBDIR...]: a minimal rootfs for runc in DIR: busybox
+# and its applet links in bin/, root in etc/passwd and etc/group, and the
+# directories runc and the tests want (plus SUBDIRs).
+busybox_rootfs() {
+        local dir=$1 a
+        shift
+        mkdir -p "$dir"/{bin,etc,proc,sys,dev,tmp,root} "${@/#/$dir/}"
+        cp "$BUSYBOX" "$dir/bin/busybox"
+        for a in $("$BUSYBOX" --list); do
+                [[ -e $dir/bin/$a ]] || ln -s busybox "$dir/bin/$a"
+        done
+        echo "root:x:0:0:root:/root:/bin/sh" >"$dir/etc/passwd"
+        echo "root:x:0:" >"$dir/etc/group"
+}

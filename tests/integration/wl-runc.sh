@@ -7,20 +7,12 @@
 source "$(dirname "$0")/lib.sh"
 source "$(dirname "$0")/mount-lib.bash"
 need runc
-BUSYBOX=${BUSYBOX:-/bin/busybox}
-[[ -x $BUSYBOX ]] && file -L "$BUSYBOX" 2>/dev/null | grep -q "statically linked" ||
-        ldd "$BUSYBOX" 2>&1 | grep -q "not a dynamic" || skip "needs a static busybox (Debian busybox-static)"
+need_static_busybox
 
 S=$T/store
 rootfs=$T/rootfs
 step "build a busybox rootfs"
-mkdir -p "$rootfs"/{bin,etc,proc,sys,dev,tmp,root,var/data,data}
-cp "$BUSYBOX" "$rootfs/bin/busybox"
-for a in $("$BUSYBOX" --list); do
-        [[ -e $rootfs/bin/$a ]] || ln -s busybox "$rootfs/bin/$a"
-done
-echo "root:x:0:0:root:/root:/bin/sh" >"$rootfs/etc/passwd"
-echo "root:x:0:" >"$rootfs/etc/group"
+busybox_rootfs "$rootfs" var/data data
 echo "delete me" >"$rootfs/etc/obsolete"
 rand_file "$rootfs/var/data/blob" $((3 * 1024 * 1024))
 # the tarball the container unpacks, and what it must unpack to
