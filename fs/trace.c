@@ -116,18 +116,26 @@ int fs_trace_blob(struct fs *fs, void **ret, size_t *ret_len)
         if (!t)
                 return 0;
         n = MIN(atomic_load(&t->n_rec), (size_t)FS_TRACE_ENTRIES);
-        if (!n)
-                return 0;
-        e = malloc(n * sizeof *e);
-        if (!e)
-                return -ENOMEM;
+        if (n) {
+                e = malloc(n * sizeof *e);
+                if (!e)
+                        return -ENOMEM;
+        }
         for (size_t i = 0; i < n; i++) {
                 uint64_t ino = atomic_load_explicit(&t->rec[i].ino, memory_order_acquire);
                 if (ino)
                         e[k++] = (struct trace_entry){ .ino = ino, .chunk = t->rec[i].chunk };
         }
-        if (!k)
-                return 0;
+        if (!k) {
+                /* This mount read no base data (yet): the base's own trace,
+                 * if any, still describes how the sandbox starts. */
+                _cleanup_(freep) struct trace_entry *base = NULL;
+                uint32_t cs;
+
+                if (snapshot_load_trace(fs->store, fs->snap, &cs, &base, &k) < 0 || !k)
+                        return 0; /* a bad base trace was logged; store none */
+                return trace_blob_encode(cs, base, k, ret, ret_len);
+        }
         r = trace_blob_encode(fs->chunk_size, e, k, ret, ret_len);
         if (r == -EINVAL) { /* cannot happen: each chunk is recorded once */
                 log_warning("access trace: %zu entries do not encode; no trace stored", k);

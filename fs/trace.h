@@ -44,7 +44,9 @@ void fs_trace_free(struct fs *fs);
 /* fs_trace_read(): a READ of [off, off + len) of base file inode. */
 void fs_trace_read(struct fs *fs, const struct tree_inode *inode, uint64_t off, size_t len);
 /* fs_trace_blob(): the trace recorded so far, as stored with a snapshot
- * (*ret malloc'd; NULL and 0 when there is none). 0 or -ENOMEM. */
+ * (*ret malloc'd; NULL and 0 when there is none); if this mount read no
+ * base data yet, the mounted snapshot's own trace. 0 or -ENOMEM. Reads
+ * the store then: never from a FUSE handler. */
 int fs_trace_blob(struct fs *fs, void **ret, size_t *ret_len);
 /* fs_trace_counters(): the prefetch_* fields of ret. */
 void fs_trace_counters(const struct fs *fs, struct fs_counters *ret);

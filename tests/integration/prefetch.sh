@@ -7,7 +7,8 @@
 # the prefetcher fetches the chunks of the start-up set that still exist
 # (the deleted file is skipped, the changed one maps to its new chunk);
 # reading the set then fetches nothing (every chunk a prefetch hit) and
-# gives the right bytes. With --no-prefetch nothing is prefetched. /metrics
+# gives the right bytes. With --no-prefetch nothing is prefetched, and a
+# checkpoint before any read stores g1's trace again. /metrics
 # shows the counters. With a registry at hand: push carries the trace blob,
 # pull brings it back (verify clean), and a lazy oci:// mount prefetches.
 source "$(dirname "$0")/lib.sh"
@@ -86,11 +87,15 @@ if command -v curl >/dev/null; then
 fi
 st umount "$mp2"
 
-step "--no-prefetch: nothing prefetched, the set is fetched on demand"
+step "--no-prefetch: nothing prefetched; a checkpoint before any read keeps g1's trace"
 mp3=$T/mnt3
 mount_snap "$mp3" --store "$S" --cache "$T/cache3" --state "$T/state3" --no-prefetch g1
 sleep 1
 (($(counter "$mp3" prefetch_chunks) == 0)) || fail "--no-prefetch prefetched"
+echo new >"$mp3/new-in-g2"
+d2=$("$STASIS" checkpoint --tag g2 "$mp3") || fail "stasis checkpoint g2 failed"
+[[ $(manifest_field "$S" "$d2" '.layers[-1].digest') == "$tdig" ]] ||
+        fail "g2 (no base data read) does not carry g1's trace forward"
 cat "$mp3/app/lib/big1" "$mp3/app/small1" >/dev/null
 (($(counter "$mp3" cache_misses) > 0)) || fail "nothing was fetched on demand"
 (($(counter "$mp3" prefetch_hits) == 0)) || fail "prefetch hits with --no-prefetch"
