@@ -121,8 +121,16 @@ struct daemon {
         bool user_frozen;        /* frozen through POST /freeze; api */
         uint64_t thawed_ns;      /* when thaw_cb() last thawed the sandbox; api */
         atomic_bool paused;      /* POST /pause succeeded, no /unpause yet; api writes */
-        struct backend *store_be; /* the mount's store; NULL: cannot checkpoint */
+        struct backend *store_be; /* where checkpoints publish; NULL: cannot checkpoint */
         const char *no_checkpoint; /* why not, if store_be is NULL */
+        /* A mount made from oci://HOST/REPO: checkpoints publish into a node
+         * store in the state dir (node_local, seen through node, which reads
+         * the registry's blobs too), then push to home, with home_ro (the
+         * registry options stasisd was started with), unless the request
+         * names another target. home is "" for other mounts. Immutable. */
+        struct backend *node_local, *node;
+        char home[TARGET_MAX];
+        struct registry_opts home_ro;
         /* The last checkpoint; api, read by status with relaxed atomics. */
         atomic_uint_fast64_t checkpoints, ck_duration_ns, ck_stall_ns;
         /* The last success per target, so that a repeat with no change
@@ -463,6 +471,13 @@ struct push_req {
         struct registry_opts ro;    /* borrows strings of the request */
 };
 
+/* push_target(): p->target from p->ref and p->tag. */
+static void push_target(struct push_req *p)
+{
+        snprintf(p->target, sizeof p->target, "oci://%s/%s%s%s", p->ref.host, p->ref.repo, p->tag ? ":" : "",
+                 p->tag ? p->tag : "");
+}
+
 /* parse_push(): 1 with *ret filled if the request names a push target, 0
  * if not, -EINVAL with a sentence in err. */
 static int parse_push(const json_t *req, const char *tag, struct push_req *ret, char err[static 256])
@@ -477,8 +492,7 @@ static int parse_push(const json_t *req, const char *tag, struct push_req *ret, 
                 return -EINVAL;
         }
         p.tag = p.ref.tag[0] ? p.ref.tag : tag;
-        snprintf(p.target, sizeof p.target, "oci://%s/%s%s%s", p.ref.host, p.ref.repo, p.tag ? ":" : "",
-                 p.tag ? p.tag : "");
+        push_target(&p);
         if (reg && !json_is_null(reg) && !json_is_object(reg)) {
                 snprintf(err, 256, "registry must be an object {auth, insecure, ca_cert}");
                 return -EINVAL;
@@ -625,6 +639,14 @@ static enum MHD_Result api_checkpoint(struct daemon *d, struct MHD_Connection *c
         if (r < 0)
                 return reply_error(conn, MHD_HTTP_BAD_REQUEST, "BadRequest", err);
         pushing = r > 0;
+        if (!pushing && d->home[0]) { /* an oci:// mount publishes to its registry */
+                push = (struct push_req){ .tag = tag, .ro = d->home_ro };
+                if (oci_ref_parse(d->home, &push.ref) < 0)
+                        return reply_error(conn, MHD_HTTP_INTERNAL_SERVER_ERROR, "CheckpointFailed",
+                                           "the mount's registry reference does not parse");
+                push_target(&push);
+                pushing = true;
+        }
         if (!d->store_be)
                 return reply_error(conn, MHD_HTTP_BAD_REQUEST, "BadRequest", d->no_checkpoint);
         if (pause && atomic_load(&d->paused))
@@ -1270,9 +1292,27 @@ int main(int argc, char **argv)
                         goto fail;
                 }
                 digest_str(&dg, d.snapshot);
-                if (strncmp(d.store, "oci://", 6) == 0)
-                        d.no_checkpoint = "checkpoint of an oci:// mount is not supported yet";
-                else
+                if (strncmp(d.store, "oci://", 6) == 0) {
+                        /* checkpoints: a node store in the state dir in front of the registry */
+                        char node_dir[PATH_MAX + 16];
+                        struct oci_ref home;
+                        snprintf(node_dir, sizeof node_dir, "%s/node-store", d.state);
+                        r = oci_ref_parse(d.store, &home);
+                        if (r >= 0)
+                                snprintf(d.home, sizeof d.home, "oci://%s/%s", home.host, home.repo);
+                        if (r >= 0)
+                                r = backend_local_open(node_dir, true, &d.node_local);
+                        if (r >= 0)
+                                r = backend_oci_node_new(d.node_local, store, &d.node);
+                        if (r >= 0)
+                                r = registry_opts_from_env(&d.home_ro);
+                        if (r < 0) {
+                                log_error_errno(r, "node store %s: %m", node_dir);
+                                goto fail;
+                        }
+                        d.home_ro.push = true;
+                        d.store_be = d.node;
+                } else
                         d.store_be = store;
         }
         if (o.empty)
@@ -1416,6 +1456,8 @@ fail:
                 fuse_loop_cfg_destroy(cfg);
         fuse_opt_free_args(&args);
         fs_free(d.fs);
+        backend_free(d.node);
+        backend_free(d.node_local);
         cache_free(d.cache);
         snapshot_free(d.snap);
         free(o.fuse_opts);

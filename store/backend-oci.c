@@ -1208,3 +1208,109 @@ int backend_oci_connect(const char *host, const char *repo, const struct registr
         *ret = &ob->base;
         return 0;
 }
+
+/* ---- the node store in front of a registry (backend_oci_node_new()) ---- */
+
+struct node_backend {
+        struct backend base;
+        struct backend *local, *remote; /* borrowed */
+};
+
+static const struct backend_ops node_ops;
+
+static struct node_backend *to_node(struct backend *b)
+{
+        return container_of(b, struct node_backend, base);
+}
+
+static int node_has(struct backend *b, const struct digest *d)
+{
+        struct node_backend *n = to_node(b);
+        int r = backend_has(n->local, d);
+
+        return r != 0 ? r : backend_has(n->remote, d);
+}
+
+static int node_size(struct backend *b, const struct digest *d, uint64_t *ret_size)
+{
+        struct node_backend *n = to_node(b);
+        int r = backend_size(n->local, d, ret_size);
+
+        return r == -ENOENT ? backend_size(n->remote, d, ret_size) : r;
+}
+
+static ssize_t node_read(struct backend *b, const struct digest *d, uint64_t off, void *buf, size_t len)
+{
+        struct node_backend *n = to_node(b);
+        int r = backend_has(n->local, d);
+
+        if (r < 0)
+                return r;
+        return backend_read(r > 0 ? n->local : n->remote, d, off, buf, len);
+}
+
+static int node_write(struct backend *b, const struct digest *d, const void *data, size_t len)
+{
+        return backend_write(to_node(b)->local, d, data, len);
+}
+
+/* freshen(): the node's copy; a blob only the registry has is present there
+ * (registries have no mtimes), so 0 if it is. */
+static int node_freshen(struct backend *b, const struct digest *d)
+{
+        struct node_backend *n = to_node(b);
+        int r = backend_freshen(n->local, d);
+
+        if (r != -ENOENT)
+                return r;
+        r = backend_has(n->remote, d);
+        return r < 0 ? r : r > 0 ? 0 : -ENOENT;
+}
+
+static int node_remove(struct backend *b, const struct digest *d) { return backend_remove(to_node(b)->local, d); }
+
+static int node_list(struct backend *b, blob_list_fn fn, void *ctx)
+{
+        return backend_list(to_node(b)->local, fn, ctx);
+}
+
+static int node_index_read(struct backend *b, json_t **ret) { return backend_index_read(to_node(b)->local, ret); }
+
+static int node_index_transaction(struct backend *b, index_fn fn, void *ctx)
+{
+        return backend_index_transaction(to_node(b)->local, fn, ctx);
+}
+
+static void node_free(struct backend *b)
+{
+        free(b ? to_node(b) : NULL);
+}
+
+static const struct backend_ops node_ops = {
+        .version = BACKEND_OPS_VERSION,
+        .name = "oci-node",
+        .has = node_has,
+        .size = node_size,
+        .read = node_read,
+        .write = node_write,
+        .freshen = node_freshen,
+        .remove = node_remove,
+        .list = node_list,
+        .index_read = node_index_read,
+        .index_transaction = node_index_transaction,
+        .free = node_free,
+};
+
+int backend_oci_node_new(struct backend *local, struct backend *remote, struct backend **ret)
+{
+        struct node_backend *n;
+
+        if (!local || !remote || !ret)
+                return -EINVAL;
+        n = calloc(1, sizeof *n);
+        if (!n)
+                return -ENOMEM;
+        *n = (struct node_backend){ .base.ops = &node_ops, .local = local, .remote = remote };
+        *ret = &n->base;
+        return 0;
+}

@@ -94,6 +94,14 @@ bool backend_is_oci(const struct backend *b);
  * elsewhere than the log (stasisd's API). */
 void backend_oci_take_error(struct backend *b, char *ret);
 
+/* backend_oci_node_new(): a node store in front of a registry, for
+ * checkpoints of a mount made from oci://: writes, the index, list and
+ * remove go to local (a local store on the node); has, size, read and
+ * freshen try local, then remote (the registry). A snapshot published
+ * through it keeps its new blobs on the node; oci_push() from it uploads
+ * them, and the registry's own blobs are skipped by HEAD. Borrows both. */
+int backend_oci_node_new(struct backend *local, struct backend *remote, struct backend **ret);
+
 struct oci_stats {
         uint64_t requests, retries;
         uint64_t bytes_uploaded, blobs_uploaded, blobs_mounted, blobs_present;

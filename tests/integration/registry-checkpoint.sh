@@ -6,7 +6,9 @@
 #     registry's Docker-Content-Digest for the tag, and bytes_uploaded is
 #     exactly the bytes of the blobs the registry gained (the manifest aside);
 #   - `stasis mount oci://…:TAG` elsewhere (lazy) shows every change,
-#     bit-exact against the first mount;
+#     bit-exact against the first mount; a checkpoint of that oci:// mount
+#     publishes the next generation to the registry (new blobs written on
+#     the node first), and it mounts bit-exact elsewhere;
 #   - again with no change: the same digest, bytes_uploaded 0, the registry's
 #     storage untouched; after a change: a new digest;
 #   - `stasis pause --push` with wrong credentials (htpasswd registry) and to
@@ -111,6 +113,27 @@ diff <(listing "$mp") <(listing "$mp2") >"$T/diff" || { head -40 "$T/diff" >&2; 
         fail "the remote mount lacks a change"
 cmp "$mp/data/big" "$mp2/data/big" || fail "data/big differs"
 cmp "$mp/home/u/blob" "$mp2/home/u/blob" || fail "home/u/blob differs"
+
+step "checkpoint of the oci:// mount publishes the next generation to its registry"
+echo "from the remote mount" >"$mp2/etc/remote"
+dd if=/dev/urandom of="$mp2/data/big" bs=4096 seek=1500 count=2 conv=notrunc status=none
+before=$(reg_blobs "$OPEN_DIR")
+st checkpoint --tag gen2b --json "$mp2" >"$T/c2b.json"
+d2b=$(jq -r .digest "$T/c2b.json")
+[[ $(jq -r .reference "$T/c2b.json") == "oci://$OPEN/sb:gen2b" ]] || fail "reference is $(jq -r .reference "$T/c2b.json")"
+[[ $(reg_digest "$OPEN" sb gen2b) == "$d2b" ]] || fail "the registry's sb:gen2b is not $d2b"
+(($(jq .generation "$T/c2b.json") == $(jq .generation "$T/c1.json") + 1)) || fail "gen2b is not the next generation"
+# the new blobs were written on the node first (its node store), then pushed
+added=$(comm -13 <(echo "$before") <(reg_blobs "$OPEN_DIR"))
+[[ -n $added ]] || fail "gen2b added no blob to the registry"
+for b in $(awk '{print $1}' <<<"$added"); do
+        [[ -f $T/state-remote/node-store/blobs/sha256/$b ]] || fail "blob $b reached the registry, not the node store"
+done
+mp3=$T/mnt-gen2b
+mount_snap "$mp3" --insecure --cache "$T/cache-3" --state "$T/state-3" "oci://$OPEN/sb:gen2b"
+diff <(listing "$mp2") <(listing "$mp3") >"$T/diff" || { head -40 "$T/diff" >&2; fail "gen2b differs from the mount it came from"; }
+cmp "$mp2/data/big" "$mp3/data/big" || fail "data/big differs in gen2b"
+st umount "$mp3"
 st umount "$mp2"
 
 step "checkpoint --push again with no change: the same digest, nothing uploaded"
