@@ -607,6 +607,8 @@ static enum MHD_Result api_checkpoint(struct daemon *d, struct MHD_Connection *c
         const char *tag = NULL, *k;
         char dg[DIGEST_STR_LEN + 1], err[256], ref[TARGET_MAX + DIGEST_STR_LEN];
         const struct prev *prev;
+        const struct snapshot *parent;
+        char parent_s[DIGEST_STR_LEN + 1];
         enum MHD_Result reply_r;
         uint64_t t0 = now_ns(), f0 = 0, f1 = 0;
         bool froze = false, pushing;
@@ -670,6 +672,11 @@ static enum MHD_Result api_checkpoint(struct daemon *d, struct MHD_Connection *c
                 }
                 froze = true;
         }
+        /* The parent: this mount's last checkpoint, else its base. */
+        parent = fs_last_checkpoint(d->fs);
+        if (!parent)
+                parent = d->snap;
+        snprintf(parent_s, sizeof parent_s, "%s", parent ? digest_str(&parent->digest, dg) : d->snapshot);
         /* 2. flush the kernel's dirty pages, no lock held */
         r = flush_kernel(d);
         if (r < 0)
@@ -677,7 +684,7 @@ static enum MHD_Result api_checkpoint(struct daemon *d, struct MHD_Connection *c
         /* 3.-8. barrier, copy, read and pack the dirty chunks, publish */
         if (r >= 0)
                 r = fs_checkpoint(d->fs,
-                                  &(struct fs_checkpoint_opts){ .store = d->store_be, .parent = d->snap,
+                                  &(struct fs_checkpoint_opts){ .store = d->store_be, .parent = parent,
                                                                 .tag = tag, .labels = labels,
                                                                 .after_barrier = froze && !pause ? thaw_cb : NULL,
                                                                 .ctx = d, .readonly = pause,
@@ -728,7 +735,7 @@ static enum MHD_Result api_checkpoint(struct daemon *d, struct MHD_Connection *c
                                   json_pack("{s:s, s:s, s:s, s:I, s:s, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:b,"
                                             " s:b, s:b, s:b, s:I, s:I}",
                                             "digest", dg, "reference", ref, "tree", tdg,
-                                            "generation", (json_int_t)res.generation, "parent", d->snapshot,
+                                            "generation", (json_int_t)res.generation, "parent", parent_s,
                                             "bytes_dirty", (json_int_t)res.bytes_dirty,
                                             "bytes_new", (json_int_t)res.bytes_new,
                                             "bytes_uploaded", (json_int_t)ps.bytes_copied,

@@ -48,10 +48,11 @@ struct ck_inode {
         uint64_t base_limit;
         uint8_t *present; /* n_present bytes */
         size_t n_present;
-        /* Filled by the data phase: per chunk a base tree chunk index (bit
-         * of from_base set), a packer ref, or TREE_HOLE. */
+        /* Filled by the data phase: per chunk a packer ref (from[] SRC_PACKER),
+         * a chunk index of the base tree (SRC_BASE) or of the last
+         * checkpoint's (SRC_LAST), or TREE_HOLE. */
         uint32_t *chunks;
-        uint8_t *from_base;
+        uint8_t *from;
         uint32_t nchunks;
         uint64_t (*extents)[2];
         size_t n_extents;
@@ -77,6 +78,7 @@ struct ck {
         atomic_uint_fast64_t bytes_dirty;
         atomic_size_t next; /* the data phase's next inode */
         atomic_int err;     /* its first error */
+        struct ck_last *last; /* fs->ck_last at the barrier (stays until we replace it) */
 };
 
 static void ck_release(struct ck *c)
@@ -91,7 +93,7 @@ static void ck_release(struct ck *c)
                 free(in->xattrs);
                 free(in->present);
                 free(in->chunks);
-                free(in->from_base);
+                free(in->from);
                 free(in->extents);
         }
         free(c->inodes);
@@ -324,6 +326,10 @@ static int add_extent(struct ck_inode *in, uint64_t off, uint64_t len)
 /* ---- the frozen chunks (fs->ck) ---- */
 
 enum { CK_DONE, CK_FROZEN, CK_SAVED };
+enum { SRC_PACKER, SRC_BASE, SRC_LAST };
+/* Not known: read the chunk. (TREE_HOLE, UINT32_MAX: known to be zeros;
+ * chunk indices stay below both.) */
+#define CK_NOREF (UINT32_MAX - 1)
 
 /* A regular file the layer holds data of, at the barrier. */
 struct ck_file {
@@ -332,6 +338,27 @@ struct ck_file {
         uint32_t nchunks;
         uint8_t *state;  /* per chunk: CK_DONE (read, or not the layer's), CK_FROZEN, CK_SAVED */
         uint64_t *saved; /* per chunk: its offset in the save file (CK_SAVED) */
+        uint8_t *touched;  /* per chunk: changed since the barrier */
+        uint32_t *last;    /* per chunk: the last checkpoint's chunk index, unchanged since; CK_NOREF */
+};
+
+/* What this mount's last checkpoint stored (fs->ck_last): per file the
+ * layer holds data of, the chunk of the snapshot's tree that each of its
+ * chunks has, as long as no change touched it since (ck_before_change()
+ * forgets it). The next checkpoint takes those references unread: it reads
+ * and hashes only what changed since the last one (the fold's saving,
+ * without switching layers). In memory only: a restarted stasisd reads
+ * everything once more. */
+struct ck_last_file {
+        uint64_t ino;
+        uint32_t nchunks;
+        uint32_t *ref; /* a chunk of snap's tree, TREE_HOLE, or CK_NOREF: read it */
+};
+
+struct ck_last {
+        struct snapshot *snap; /* its tree loaded */
+        struct ck_last_file *files; /* ascending ino */
+        size_t n;
 };
 
 struct ck_frozen {
@@ -361,6 +388,58 @@ static struct ck_file *ck_find(struct ck_frozen *k, uint64_t ino)
         return NULL;
 }
 
+static struct ck_last_file *last_find(struct ck_last *l, uint64_t ino)
+{
+        size_t lo = 0, hi = l->n;
+
+        while (lo < hi) {
+                size_t mid = lo + (hi - lo) / 2;
+                if (l->files[mid].ino == ino)
+                        return &l->files[mid];
+                if (l->files[mid].ino < ino)
+                        lo = mid + 1;
+                else
+                        hi = mid;
+        }
+        return NULL;
+}
+
+static void ck_last_free(struct ck_last *l)
+{
+        if (!l)
+                return;
+        for (size_t i = 0; i < l->n; i++)
+                free(l->files[i].ref);
+        free(l->files);
+        snapshot_free(l->snap);
+        free(l);
+}
+
+void fs_checkpoint_forget(struct fs *fs)
+{
+        pthread_mutex_lock(&fs->ck_lock);
+        ck_last_free(fs->ck_last);
+        fs->ck_last = NULL;
+        atomic_store(&fs->ck_have_last, false);
+        pthread_mutex_unlock(&fs->ck_lock);
+}
+
+const struct snapshot *fs_last_checkpoint(struct fs *fs)
+{
+        /* Replaced only by fs_checkpoint(), which the caller serializes. */
+        return fs->ck_last ? fs->ck_last->snap : NULL;
+}
+
+/* range(): the chunks [*first, *end) of [off, off + len) (len UINT64_MAX:
+ * to the end) among n chunks. */
+static void range(uint32_t cs, uint32_t n, uint64_t off, uint64_t len, uint32_t *first, uint32_t *end)
+{
+        *first = (uint32_t)MIN(off / cs, (uint64_t)n);
+        *end = n;
+        if (len != UINT64_MAX && off + len < (uint64_t)n * cs)
+                *end = (uint32_t)DIV_ROUND_UP(off + len, cs);
+}
+
 static size_t chunk_len(uint64_t size, uint32_t cs, uint32_t ci)
 {
         uint64_t off = (uint64_t)ci * cs;
@@ -380,38 +459,49 @@ static int read_chunk(int fd, uint8_t *buf, size_t n, uint64_t off)
 
 void ck_before_change(struct fs *fs, uint64_t ino, int fd, uint64_t off, uint64_t len)
 {
+        uint32_t cs = fs->chunk_size, first, end;
+        struct ck_last_file *lf;
         struct ck_frozen *k;
         struct ck_file *f;
 
-        if (!atomic_load(&fs->ck_active))
+        if (!atomic_load(&fs->ck_active) && !atomic_load(&fs->ck_have_last))
                 return;
         pthread_mutex_lock(&fs->ck_lock);
+        /* The last checkpoint's references to these chunks are stale now. */
+        lf = fs->ck_last ? last_find(fs->ck_last, ino) : NULL;
+        if (lf) {
+                range(cs, lf->nchunks, off, len, &first, &end);
+                for (uint32_t ci = first; ci < end; ci++)
+                        lf->ref[ci] = CK_NOREF;
+        }
         k = fs->ck;
-        f = k && !k->err ? ck_find(k, ino) : NULL;
-        if (f && off < f->size) {
-                uint32_t cs = fs->chunk_size, first = (uint32_t)(off / cs), end = f->nchunks;
-                if (len < f->size - off)
-                        end = (uint32_t)DIV_ROUND_UP(off + len, cs);
-                for (uint32_t ci = first; ci < end && !k->err; ci++) {
-                        size_t n;
-                        int r;
-                        if (f->state[ci] != CK_FROZEN)
-                                continue;
-                        n = chunk_len(f->size, cs, ci);
-                        r = read_chunk(fd, k->buf, n, (uint64_t)ci * cs);
-                        if (r >= 0)
-                                r = pwrite_full(k->save_fd, k->buf, n, k->save_end);
-                        if (r < 0) {
-                                log_error_errno(r, "checkpoint: save chunk %" PRIu32 " of inode %" PRIu64
-                                                   " before a change: %m", ci, ino);
-                                k->err = r;
-                                break;
-                        }
-                        f->saved[ci] = k->save_end;
-                        f->state[ci] = CK_SAVED;
-                        k->save_end += n;
-                        atomic_fetch_add(&fs->ck_saved, 1);
+        f = k ? ck_find(k, ino) : NULL;
+        if (!f) {
+                pthread_mutex_unlock(&fs->ck_lock);
+                return;
+        }
+        range(cs, f->nchunks, off, len, &first, &end);
+        for (uint32_t ci = first; ci < end; ci++)
+                f->touched[ci] = 1;
+        for (uint32_t ci = first; !k->err && ci < end; ci++) {
+                size_t n;
+                int r;
+                if (f->state[ci] != CK_FROZEN)
+                        continue;
+                n = chunk_len(f->size, cs, ci);
+                r = read_chunk(fd, k->buf, n, (uint64_t)ci * cs);
+                if (r >= 0)
+                        r = pwrite_full(k->save_fd, k->buf, n, k->save_end);
+                if (r < 0) {
+                        log_error_errno(r, "checkpoint: save chunk %" PRIu32 " of inode %" PRIu64 " before a change: %m",
+                                        ci, ino);
+                        k->err = r;
+                        break;
                 }
+                f->saved[ci] = k->save_end;
+                f->state[ci] = CK_SAVED;
+                k->save_end += n;
+                atomic_fetch_add(&fs->ck_saved, 1);
         }
         pthread_mutex_unlock(&fs->ck_lock);
 }
@@ -450,6 +540,8 @@ static void ck_frozen_free(struct ck_frozen *k)
         for (size_t i = 0; i < k->n; i++) {
                 free(k->files[i].state);
                 free(k->files[i].saved);
+                free(k->files[i].touched);
+                free(k->files[i].last);
         }
         free(k->files);
         if (k->save_fd >= 0)
@@ -466,10 +558,13 @@ static int cmp_file(const void *a, const void *b)
 }
 
 /* freeze(): list the chunks of the copied model the layer holds (under the
- * barrier: memory only). */
+ * barrier: memory only). Those the last checkpoint stored and nothing
+ * changed since keep its reference; the others are frozen, to be read. */
 static int freeze(struct ck *c, struct ck_frozen *k)
 {
-        uint32_t cs = c->fs->chunk_size;
+        struct fs *fs = c->fs;
+        uint32_t cs = fs->chunk_size;
+        int r = 0;
 
         for (size_t i = 0; i < c->n_inodes; i++)
                 if (S_ISREG(c->inodes[i].attr.mode) && c->inodes[i].has_data)
@@ -478,8 +573,11 @@ static int freeze(struct ck *c, struct ck_frozen *k)
         if (!k->files)
                 return -ENOMEM;
         k->n = 0;
-        for (size_t i = 0; i < c->n_inodes; i++) {
+        pthread_mutex_lock(&fs->ck_lock);
+        for (size_t i = 0; i < c->n_inodes && r >= 0; i++) {
                 struct ck_inode *in = &c->inodes[i];
+                const struct tree *lt = fs->ck_last ? fs->ck_last->snap->tree : NULL;
+                struct ck_last_file *lf;
                 struct ck_file *f;
                 if (!S_ISREG(in->attr.mode) || !in->has_data)
                         continue;
@@ -489,12 +587,30 @@ static int freeze(struct ck *c, struct ck_frozen *k)
                 f->nchunks = (uint32_t)DIV_ROUND_UP(f->size, cs);
                 f->state = calloc(MAX(f->nchunks, 1u), 1);
                 f->saved = calloc(MAX(f->nchunks, 1u), sizeof *f->saved);
-                if (!f->state || !f->saved)
-                        return -ENOMEM;
-                for (uint32_t ci = 0; ci < f->nchunks; ci++)
-                        if (!in->in_base || (ci < in->n_present && in->present[ci]))
+                f->touched = calloc(MAX(f->nchunks, 1u), 1);
+                f->last = malloc(MAX(f->nchunks, 1u) * sizeof *f->last);
+                if (!f->state || !f->saved || !f->touched || !f->last) {
+                        r = -ENOMEM;
+                        break;
+                }
+                lf = lt ? last_find(fs->ck_last, f->ino) : NULL;
+                for (uint32_t ci = 0; ci < f->nchunks; ci++) {
+                        struct tree_chunk ch;
+                        f->last[ci] = CK_NOREF;
+                        if (in->in_base && !(ci < in->n_present && in->present[ci]))
+                                continue; /* not the layer's */
+                        if (lf && ci < lf->nchunks && lf->ref[ci] == TREE_HOLE)
+                                f->last[ci] = TREE_HOLE; /* zeros, and no change since */
+                        else if (lf && ci < lf->nchunks && lf->ref[ci] != CK_NOREF &&
+                                 tree_chunk(lt, lf->ref[ci], &ch) >= 0 && ch.ulen == chunk_len(f->size, cs, ci))
+                                f->last[ci] = lf->ref[ci];
+                        else
                                 f->state[ci] = CK_FROZEN;
+                }
         }
+        pthread_mutex_unlock(&fs->ck_lock);
+        if (r < 0)
+                return r;
         qsort(k->files, k->n, sizeof *k->files, cmp_file);
         return 0;
 }
@@ -536,8 +652,8 @@ static int file_data(struct ck *c, struct ck_inode *in, struct chunk_codec *code
         if (!n)
                 return 0;
         in->chunks = calloc(n, sizeof *in->chunks);
-        in->from_base = calloc(n, 1);
-        if (!in->chunks || !in->from_base)
+        in->from = calloc(n, 1);
+        if (!in->chunks || !in->from)
                 return -ENOMEM;
         if (!in->has_data) {
                 /* Untouched: the base's chunks and extents, nothing read. A
@@ -551,7 +667,7 @@ static int file_data(struct ck *c, struct ck_inode *in, struct chunk_codec *code
                         return -ENOMEM;
                 for (uint32_t i = 0; i < n; i++) {
                         in->chunks[i] = tree_file_chunk(t, &in->base, i);
-                        in->from_base[i] = 1;
+                        in->from[i] = SRC_BASE;
                 }
                 for (uint32_t e = 0; e < ne; e++)
                         tree_extent(t, &in->base, e, &in->extents[e][0], &in->extents[e][1]);
@@ -571,7 +687,16 @@ static int file_data(struct ck *c, struct ck_inode *in, struct chunk_codec *code
                 uint64_t off = (uint64_t)i * cs, len = MIN(cs, size - off);
                 bool layer = !in->in_base || (i < in->n_present && in->present[i]);
 
-                if (layer) {
+                if (layer && f->last[i] == TREE_HOLE) {
+                        in->chunks[i] = TREE_HOLE; /* the last checkpoint's zeros */
+                        continue;
+                } else if (layer && f->last[i] != CK_NOREF) {
+                        /* What the last checkpoint stored, unchanged since. */
+                        in->chunks[i] = f->last[i];
+                        in->from[i] = SRC_LAST;
+                        add_extent(in, off, len);
+                        continue;
+                } else if (layer) {
                         r = capture(fs, f, fd, i, buf, (size_t)len);
                         if (r < 0)
                                 return r;
@@ -580,7 +705,7 @@ static int file_data(struct ck *c, struct ck_inode *in, struct chunk_codec *code
                            len == MIN(cs, in->base.attr.size - off)) {
                         /* The base's chunk, whole: its reference, unread. */
                         in->chunks[i] = tree_file_chunk(t, &in->base, i);
-                        in->from_base[i] = 1;
+                        in->from[i] = SRC_BASE;
                         if (in->chunks[i] != TREE_HOLE)
                                 add_extent(in, off, len);
                         continue;
@@ -654,22 +779,55 @@ static int data_phase(struct ck *c)
         return atomic_load(&c->err);
 }
 
+/* tree_ref(): chunk ref of tree t as a chunk of tb (memoized in map). */
+static int tree_ref(struct tree_builder *tb, const struct tree *t, uint32_t *map, uint32_t ref, uint32_t *ret)
+{
+        struct tree_chunk ch;
+        uint32_t pk;
+        int r;
+
+        if (ref >= tree_n_chunks(t))
+                return -EIO;
+        if (map[ref] == UINT32_MAX) {
+                r = tree_chunk(t, ref, &ch);
+                if (r >= 0)
+                        r = tree_builder_add_pack(tb, tree_pack(t, ch.pack), &pk);
+                if (r < 0)
+                        return r;
+                ch.pack = pk;
+                r = tree_builder_add_chunk(tb, &ch, &map[ref]);
+                if (r < 0)
+                        return r;
+        }
+        *ret = map[ref];
+        return 0;
+}
+
+static uint32_t *new_map(const struct tree *t)
+{
+        size_t n = MAX(t ? tree_n_chunks(t) : 0, 1u);
+        uint32_t *m = malloc(n * sizeof *m);
+
+        if (m)
+                memset(m, 0xff, n * sizeof *m);
+        return m;
+}
+
 static int build_tree(struct ck *c, void **ret_blob, size_t *ret_len, struct digest *ret_digest)
 {
-        const struct tree *t = c->fs->tree;
+        const struct tree *t = c->fs->tree, *lt = c->last ? c->last->snap->tree : NULL;
         struct tree_builder *tb = tree_builder_new(c->fs->chunk_size);
-        _cleanup_(freep) uint32_t *handles = NULL, *bchunk = NULL, *tmp = NULL, *basemap = NULL;
-        uint32_t nbase = tree_n_chunks(t);
+        _cleanup_(freep) uint32_t *handles = NULL, *bchunk = NULL, *tmp = NULL, *basemap = NULL, *lastmap = NULL;
         size_t n_refs = 0;
         int r = -ENOMEM;
 
         if (!tb)
                 return -ENOMEM;
         handles = calloc(MAX(c->n_inodes, (size_t)1), sizeof *handles);
-        basemap = malloc(MAX(nbase, 1u) * sizeof *basemap);
-        if (!handles || !basemap)
+        basemap = new_map(t);
+        lastmap = new_map(lt);
+        if (!handles || !basemap || !lastmap)
                 goto fail;
-        memset(basemap, 0xff, MAX(nbase, 1u) * sizeof *basemap);
         r = packer_add_to_builder(c->packer, tb, &bchunk, &n_refs);
         if (r < 0)
                 goto fail;
@@ -703,34 +861,21 @@ static int build_tree(struct ck *c, void **ret_blob, size_t *ret_len, struct dig
                 }
                 for (uint32_t k = 0; k < in->nchunks; k++) {
                         uint32_t ref = in->chunks[k];
+                        r = 0;
                         if (ref == TREE_HOLE)
                                 tmp[k] = TREE_HOLE;
-                        else if (!in->from_base[k]) {
-                                if (ref >= n_refs) {
+                        else if (in->from[k] == SRC_PACKER) {
+                                if (ref < n_refs)
+                                        tmp[k] = bchunk[ref];
+                                else
                                         r = -EIO;
-                                        goto fail;
-                                }
-                                tmp[k] = bchunk[ref];
-                        } else {
-                                if (ref >= nbase) {
-                                        r = -EIO;
-                                        goto fail;
-                                }
-                                if (basemap[ref] == UINT32_MAX) {
-                                        struct tree_chunk ch;
-                                        uint32_t pk;
-                                        r = tree_chunk(t, ref, &ch);
-                                        if (r >= 0)
-                                                r = tree_builder_add_pack(tb, tree_pack(t, ch.pack), &pk);
-                                        if (r >= 0) {
-                                                ch.pack = pk;
-                                                r = tree_builder_add_chunk(tb, &ch, &basemap[ref]);
-                                        }
-                                        if (r < 0)
-                                                goto fail;
-                                }
-                                tmp[k] = basemap[ref];
                         }
+                        else if (in->from[k] == SRC_BASE)
+                                r = tree_ref(tb, t, basemap, ref, &tmp[k]);
+                        else
+                                r = lt ? tree_ref(tb, lt, lastmap, ref, &tmp[k]) : -EIO;
+                        if (r < 0)
+                                goto fail;
                 }
                 r = tree_builder_set_chunks(tb, handles[i], tmp, in->nchunks);
                 if (r < 0)
@@ -755,25 +900,96 @@ fail:
         return r;
 }
 
-/* ck_end(): the checkpoint no longer reads the layer: changes stop saving
- * chunks, and the data files removed meanwhile go. 0, or the error of a
- * save that failed. */
-static int ck_end(struct fs *fs)
+/* last_new(): what the next checkpoint may take from this one, published
+ * as digest with tree blob: per file the layer held, the new tree's chunk
+ * of each of its layer chunks. NULL if that cannot be had (the next one
+ * then reads everything). */
+static struct ck_last *last_new(struct ck *c, struct backend *b, const struct digest *digest, const void *blob,
+                                size_t blob_len, const struct digest *tree_digest)
 {
-        struct ck_frozen *k;
+        struct ck_frozen *k = c->fs->ck; /* its file list is ours: fixed since the barrier */
+        struct ck_last *l = calloc(1, sizeof *l);
         int r;
+
+        if (!l)
+                return NULL;
+        r = snapshot_open(b, digest, &l->snap);
+        if (r >= 0)
+                r = tree_load(blob, blob_len, tree_digest, &l->snap->tree);
+        if (r >= 0 && !(l->files = calloc(MAX(k->n, (size_t)1), sizeof *l->files)))
+                r = -ENOMEM;
+        for (size_t i = 0; i < k->n && r >= 0; i++) {
+                const struct ck_file *f = &k->files[i];
+                const struct ck_inode *in = &c->inodes[c->index[f->ino] - 1];
+                struct ck_last_file *lf = &l->files[l->n];
+                struct tree_inode ti;
+                if (tree_inode(l->snap->tree, f->ino, &ti) < 0 || tree_file_nchunks(l->snap->tree, &ti) != f->nchunks)
+                        continue;
+                lf->ino = f->ino;
+                lf->nchunks = f->nchunks;
+                lf->ref = malloc(MAX(f->nchunks, 1u) * sizeof *lf->ref);
+                if (!lf->ref) {
+                        r = -ENOMEM;
+                        break;
+                }
+                for (uint32_t ci = 0; ci < f->nchunks; ci++) {
+                        bool layer = !in->in_base || (ci < in->n_present && in->present[ci]);
+                        uint32_t ref = tree_file_chunk(l->snap->tree, &ti, ci);
+                        lf->ref[ci] = layer ? ref : CK_NOREF;
+                }
+                l->n++;
+        }
+        if (r < 0) {
+                log_warning_errno(r, "checkpoint: keep its chunk references for the next one: %m");
+                ck_last_free(l);
+                return NULL;
+        }
+        return l;
+}
+
+/* ck_end(): the checkpoint no longer reads the layer: changes stop saving
+ * chunks, and the data files removed meanwhile go. With l (the checkpoint
+ * was published), l replaces what the last one stored, less the chunks
+ * changed since the barrier; otherwise the last one's stays (every change
+ * since forgot its references too). */
+static void ck_end(struct fs *fs, struct ck_last *l)
+{
+        struct ck_last *old = NULL;
+        struct ck_frozen *k;
 
         pthread_mutex_lock(&fs->ck_lock);
         k = fs->ck;
+        for (size_t i = 0; l && k && i < l->n; i++) {
+                struct ck_last_file *lf = &l->files[i];
+                const struct ck_file *f = ck_find(k, lf->ino);
+                for (uint32_t ci = 0; f && ci < lf->nchunks && ci < f->nchunks; ci++)
+                        if (f->touched[ci])
+                                lf->ref[ci] = CK_NOREF;
+        }
+        if (l) {
+                old = fs->ck_last;
+                fs->ck_last = l;
+                atomic_store(&fs->ck_have_last, true);
+        }
         fs->ck = NULL;
         atomic_store(&fs->ck_active, false);
         pthread_mutex_unlock(&fs->ck_lock);
+        ck_last_free(old);
         if (!k)
-                return 0;
-        r = k->err;
+                return;
         for (size_t i = 0; i < k->n_removed; i++)
                 wl_data_remove(fs, k->removed[i]);
         ck_frozen_free(k);
+}
+
+/* ck_save_error(): a change could not save a chunk for the checkpoint. */
+static int ck_save_error(struct fs *fs)
+{
+        int r;
+
+        pthread_mutex_lock(&fs->ck_lock);
+        r = fs->ck ? fs->ck->err : 0;
+        pthread_mutex_unlock(&fs->ck_lock);
         return r;
 }
 
@@ -789,7 +1005,7 @@ int fs_checkpoint(struct fs *fs, const struct fs_checkpoint_opts *o, struct fs_c
         json_t *stats = NULL;
         uint64_t t0 = now_ns(), b0, saved0;
         size_t blob_len = 0;
-        bool set_ro = false;
+        bool set_ro = false, frozen = false;
         int r;
 
         if (!fs || !o || !o->store || !ret)
@@ -836,7 +1052,9 @@ int fs_checkpoint(struct fs *fs, const struct fs_checkpoint_opts *o, struct fs_c
                 pthread_mutex_lock(&fs->ck_lock);
                 fs->ck = k;
                 atomic_store(&fs->ck_active, true);
+                c.last = fs->ck_last;
                 pthread_mutex_unlock(&fs->ck_lock);
+                frozen = true;
                 if (o->readonly) { /* a pause: nothing changes after this instant */
                         atomic_store(&fs->readonly, true);
                         set_ro = true;
@@ -856,8 +1074,8 @@ int fs_checkpoint(struct fs *fs, const struct fs_checkpoint_opts *o, struct fs_c
         r = data_phase(&c);
         if (r >= 0)
                 r = packer_flush(c.packer);
-        res.chunks_saved = atomic_load(&fs->ck_saved) - saved0;
-        r = MIN(r, ck_end(fs));
+        if (r >= 0)
+                r = ck_save_error(fs); /* every chunk is read: no save comes after */
         if (r < 0) {
                 log_error_errno(r, "checkpoint: read and pack the layer's chunks: %m");
                 goto fail;
@@ -913,10 +1131,15 @@ int fs_checkpoint(struct fs *fs, const struct fs_checkpoint_opts *o, struct fs_c
         }
         res.tree_digest = tree_digest;
         res.generation = o->parent ? o->parent->config.generation + 1 : 0;
+        res.chunks_saved = atomic_load(&fs->ck_saved) - saved0;
+        ck_end(fs, last_new(&c, o->store, &res.digest, blob, blob_len, &tree_digest));
+        frozen = false;
         res.duration_ns = now_ns() - t0;
         *ret = res;
         r = 0;
 fail:
+        if (frozen)
+                ck_end(fs, NULL);
         if (r < 0 && set_ro)
                 fs_set_readonly(fs, false);
         json_decref(stats);

@@ -195,6 +195,9 @@ struct fs {
         pthread_mutex_t ck_lock;
         struct ck_frozen *ck; /* ck_lock */
         atomic_bool ck_active;
+        /* What the last checkpoint stored, for the next (checkpoint.c). */
+        struct ck_last *ck_last; /* ck_lock; replaced only by fs_checkpoint() */
+        atomic_bool ck_have_last;
         atomic_uint_fast64_t ck_saved; /* chunks saved by a change during a checkpoint */
 };
 

@@ -2017,6 +2017,7 @@ struct fs *fs_free(struct fs *fs)
                 return NULL;
         fs_trace_free(fs);
         fs_readahead_stop(fs);
+        fs_checkpoint_forget(fs);
         if (fs->tls_ok) {
                 fs_tls_free(pthread_getspecific(fs->tls));
                 pthread_key_delete(fs->tls);

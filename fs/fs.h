@@ -146,6 +146,14 @@ int fs_checkpoint(struct fs *fs, const struct fs_checkpoint_opts *o, struct fs_c
  * lock held, not from a FUSE handler. 0 or -errno. */
 int fs_flush_kernel(struct fs *fs, const char *mountpoint);
 
+/* fs_last_checkpoint(): the snapshot the last successful fs_checkpoint()
+ * published (tree loaded), the parent for the next one; NULL if none. Valid
+ * until the next fs_checkpoint() or fs_checkpoint_forget(). */
+const struct snapshot *fs_last_checkpoint(struct fs *fs);
+/* fs_checkpoint_forget(): the next checkpoint reads every chunk the layer
+ * holds again, and has no last checkpoint. */
+void fs_checkpoint_forget(struct fs *fs);
+
 /* fs_set_readonly(): while set, every change (and an open for writing)
  * fails with EROFS (a paused mount). Waits for changes in progress. */
 void fs_set_readonly(struct fs *fs, bool readonly);

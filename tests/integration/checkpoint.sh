@@ -58,6 +58,13 @@ step "a 4 KiB change alone costs at most one new chunk"
 dd if=/dev/urandom of="$mp/large" bs=4096 seek=12000 count=1 conv=notrunc status=none
 "$STASIS" checkpoint --tag g2 --json "$mp" >"$T/g2.json" || fail "stasis checkpoint failed"
 (($(jq -r .chunks_new "$T/g2.json") <= 1)) || fail "a 4 KiB change cost $(jq -r .chunks_new "$T/g2.json") chunks"
+# Only what changed since g1 is read again: one chunk; the rest of what the
+# layer holds is g1's references. g2's parent is g1.
+(($(jq -r .bytes_dirty "$T/g2.json") <= cs)) || fail "g2 read $(jq -r .bytes_dirty "$T/g2.json") bytes, not one chunk"
+[[ $(jq -r .parent "$T/g2.json") == "$d1" && $(jq -r .generation "$T/g2.json") == 2 ]] ||
+        fail "g2's parent is not g1 (generation 2): $(jq -c '{parent, generation}' "$T/g2.json")"
+st restore --store "$S" g2 "$T/r2full"
+diff <(listing "$T/r2full") <(listing "$mp") || fail "restore of g2 differs from the mount"
 st restore --store "$S" g2 "$T/r2"
 cmp "$T/r2/large" "$mp/large" || fail "the large file restores wrong"
 
