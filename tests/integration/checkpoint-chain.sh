@@ -20,8 +20,12 @@
 #    and keeps every blob generation 1 needs: `stasis verify` of it passes
 #    and the live mount reads everything right from a cold cache;
 #  - generation 5 then verifies and restores right;
-#  - after the live mount is gone, gc removes the chunks only generation 1
-#    had (their packs), and generation 5 still verifies and restores.
+#  - a registry entry whose state dir's HEAD names generation 1 (a mount
+#    whose checkpoints folded) also keeps it; entries of another store, or
+#    naming a snapshot the store lacks (a warning), do not get in the way;
+#  - with no mount of generation 1 left, gc removes the chunks only
+#    generation 1 had (their packs), and generation 5 still verifies and
+#    restores.
 source "$(dirname "$0")/lib.sh"
 source "$(dirname "$0")/mount-lib.bash"
 need setfattr getfattr mkfifo
@@ -206,8 +210,29 @@ st restore --store "$S" g5 "$T/r5"
 diff -u "$T/L5" <(listing "$T/r5") >&2 || fail "generation 5 does not restore right after gc"
 rm -rf "$T/r5"
 
-step "the live mount gone, gc removes what only generation 1 had"
+step "registry entries: a state dir's HEAD pins its base; other stores' and missing snapshots do not"
 st umount "$live"
+# fake_entry NAME STORE SNAPSHOT STATE_DIR: a registry entry as stasisd writes it
+fake_entry() {
+        jq -n --arg mp "/nonexistent/$1" --arg st "$2" --arg sn "$3" --arg sd "$4" \
+                '{mountpoint: $mp, pid: 1, socket: "/nonexistent", state_dir: $sd, log: "/nonexistent",
+                  snapshot: $sn, store: $st, cache: "/nonexistent", labels: {}, started: "2026-01-01T00:00:00Z"}' \
+                >"$STASIS_RUN_DIR/mounts/$1.json"
+}
+mkdir -p "$T/fake-state"
+printf 'stasis-state 1\nbase %s\nlayers 1\n' "${DG[1]}" >"$T/fake-state/HEAD"
+fake_entry folded "$(realpath "$S")" "$d0" "$T/fake-state"
+fake_entry missing "$(realpath "$S")" "sha256:$(printf '0%.0s' {1..64})" /nonexistent
+fake_entry other-store "$T/another-store" "${DG[1]}" /nonexistent
+"$STASIS" gc --store "$S" --grace 0 --json >"$T/gc2.json" 2>"$T/gc2.err" || { cat "$T/gc2.err" >&2; fail "gc failed with a stale registry entry"; }
+grep -q "which a mount uses, is not in the store" "$T/gc2.err" || fail "gc did not warn about the missing pinned snapshot: $(cat "$T/gc2.err")"
+(($(jq -r .roots_pinned "$T/gc2.json") == 1)) || fail "gc pinned $(jq -r .roots_pinned "$T/gc2.json") snapshots, expected 1 (HEAD's base)"
+for b in $(g1_blobs); do
+        [[ -f $S/blobs/sha256/$b ]] || fail "gc removed blob $b of the base a registered state dir's HEAD names"
+done
+rm "$STASIS_RUN_DIR"/mounts/{folded,missing,other-store}.json
+
+step "no mount of generation 1 left: gc removes what only generation 1 had"
 st gc --store "$S" --grace 0
 while read -r p; do
         [[ ! -e $S/blobs/sha256/$p ]] || fail "pack $p, holding chunks only generation 1 had, survived gc"
