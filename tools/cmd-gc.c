@@ -3,10 +3,12 @@
  * Besides the index's roots, gc spares every snapshot a mount on this node
  * uses (DESIGN.md "Local store"): the mounts registered in
  * $STASIS_RUN_DIR/mounts/ (else /run/stasis/mounts/, see daemon/stasisd.c)
- * whose store is this one. Each entry's "snapshot" and the base its state
- * dir's HEAD names (a checkpoint that folds moves the base) are pinned
- * (gc_opts.pinned). An entry stays until `stasis umount` removes it, also
- * when its daemon died: its state dir remounts onto that base. */
+ * whose store is this one. Each entry's "snapshot", its "last_checkpoint"
+ * (if stasisd wrote one: a mount's next checkpoint reuses the chunk
+ * references of its last one) and the base its state dir's HEAD names (a
+ * checkpoint that folds moves the base) are pinned (gc_opts.pinned). An
+ * entry stays until `stasis umount` removes it, also when its daemon died:
+ * its state dir remounts onto that base. */
 #include <dirent.h>
 #include <getopt.h>
 #include <inttypes.h>
@@ -99,6 +101,8 @@ static int live_pins(const char *store, struct pins *ret)
                 st = json_string_value(json_object_get(j, "store"));
                 if (st && strcmp(st, real) == 0) {
                         r = pins_add(ret, json_string_value(json_object_get(j, "snapshot")));
+                        if (r >= 0)
+                                r = pins_add(ret, json_string_value(json_object_get(j, "last_checkpoint")));
                         state = json_string_value(json_object_get(j, "state_dir"));
                         if (r >= 0 && state) {
                                 head_base(state, base);

@@ -21,7 +21,8 @@
 #    and the live mount reads everything right from a cold cache;
 #  - generation 5 then verifies and restores right;
 #  - a registry entry whose state dir's HEAD names generation 1 (a mount
-#    whose checkpoints folded) also keeps it; entries of another store, or
+#    whose checkpoints folded), or whose last_checkpoint names it, also
+#    keeps it; entries of another store, or
 #    naming a snapshot the store lacks (a warning), do not get in the way;
 #  - with no mount of generation 1 left, gc removes the chunks only
 #    generation 1 had (their packs), and generation 5 still verifies and
@@ -210,7 +211,7 @@ st restore --store "$S" g5 "$T/r5"
 diff -u "$T/L5" <(listing "$T/r5") >&2 || fail "generation 5 does not restore right after gc"
 rm -rf "$T/r5"
 
-step "registry entries: a state dir's HEAD pins its base; other stores' and missing snapshots do not"
+step "registry entries: a state dir's HEAD pins its base, last_checkpoint its snapshot; other stores' and missing snapshots do not"
 st umount "$live"
 # fake_entry NAME STORE SNAPSHOT STATE_DIR: a registry entry as stasisd writes it
 fake_entry() {
@@ -231,6 +232,16 @@ for b in $(g1_blobs); do
         [[ -f $S/blobs/sha256/$b ]] || fail "gc removed blob $b of the base a registered state dir's HEAD names"
 done
 rm "$STASIS_RUN_DIR"/mounts/{folded,missing,other-store}.json
+# an entry naming its mount's last checkpoint (the next checkpoint reuses its chunks)
+fake_entry checkpointed "$(realpath "$S")" "$d0" /nonexistent
+jq --arg d "${DG[1]}" '.last_checkpoint = $d' "$STASIS_RUN_DIR/mounts/checkpointed.json" >"$T/entry.json"
+mv "$T/entry.json" "$STASIS_RUN_DIR/mounts/checkpointed.json"
+"$STASIS" gc --store "$S" --grace 0 --json >"$T/gc3.json" 2>/dev/null || fail "gc failed"
+(($(jq -r .roots_pinned "$T/gc3.json") == 1)) || fail "gc pinned $(jq -r .roots_pinned "$T/gc3.json") snapshots, expected 1 (the last checkpoint)"
+for b in $(g1_blobs); do
+        [[ -f $S/blobs/sha256/$b ]] || fail "gc removed blob $b of a registered mount's last checkpoint"
+done
+rm "$STASIS_RUN_DIR/mounts/checkpointed.json"
 
 step "no mount of generation 1 left: gc removes what only generation 1 had"
 st gc --store "$S" --grace 0
