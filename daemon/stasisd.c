@@ -133,6 +133,13 @@ struct daemon {
         struct registry_opts home_ro;
         /* The last checkpoint; api, read by status with relaxed atomics. */
         atomic_uint_fast64_t checkpoints, ck_duration_ns, ck_stall_ns;
+        /* This state dir's last checkpoint (STATE/last-checkpoint), the
+         * parent of the next one until this stasisd made its own: it
+         * survives umount and kill -9, and the registry entry names it so
+         * that gc spares it. last_ck is "" if none; api. */
+        struct snapshot *last_parent;
+        char last_ck[DIGEST_STR_LEN + 1];
+        const char *log_path; /* immutable once set */
         /* The last success per target, so that a repeat with no change
          * gives the same digest and uploads nothing; api. */
         struct prev prev[PREV_MAX];
@@ -426,6 +433,61 @@ static void thaw_cb(void *ctx)
                 d->thawed_ns = now_ns();
 }
 
+static int registry_write(const struct daemon *d);
+
+/* The state dir's last checkpoint: STATE/last-checkpoint, "sha256:<hex>\n". */
+static void last_ck_path(const struct daemon *d, char path[static PATH_MAX + 32])
+{
+        snprintf(path, PATH_MAX + 32, "%s/last-checkpoint", d->state);
+}
+
+/* last_ck_load(): the state dir's last checkpoint, as the parent of the
+ * next one, if its snapshot is in the mount's store (else a warning). */
+static void last_ck_load(struct daemon *d)
+{
+        char path[PATH_MAX + 32], buf[DIGEST_STR_LEN + 2] = "";
+        _cleanup_(closep) int fd = -1;
+        struct digest dg;
+        ssize_t n;
+        int r;
+
+        last_ck_path(d, path);
+        fd = open(path, O_RDONLY | O_CLOEXEC);
+        if (fd < 0 || !d->store_be)
+                return; /* none yet */
+        n = pread_full(fd, buf, sizeof buf - 1, 0);
+        if (n > 0 && buf[n - 1] == '\n')
+                buf[n - 1] = 0;
+        r = n < 0 ? (int)n : digest_parse(buf, &dg);
+        if (r >= 0)
+                r = snapshot_open(d->store_be, &dg, &d->last_parent);
+        if (r >= 0)
+                r = snapshot_load_tree(d->store_be, d->last_parent);
+        if (r < 0) {
+                log_warning_errno(r, "%s: the last checkpoint is not usable (the next one's parent is the base): %m",
+                                  path);
+                d->last_parent = snapshot_free(d->last_parent);
+                return;
+        }
+        digest_str(&dg, d->last_ck);
+}
+
+/* last_ck_save(): d was just published by a checkpoint of this mount. */
+static void last_ck_save(struct daemon *d, const struct digest *dg)
+{
+        char path[PATH_MAX + 32], line[DIGEST_STR_LEN + 2];
+        int r;
+
+        last_ck_path(d, path);
+        digest_str(dg, d->last_ck);
+        snprintf(line, sizeof line, "%s\n", d->last_ck);
+        r = write_atomic(path, line, strlen(line), 0644);
+        if (r >= 0)
+                r = registry_write(d);
+        if (r < 0)
+                log_warning_errno(r, "record the last checkpoint %s in %s and the registry: %m", d->last_ck, path);
+}
+
 /* flush_kernel(): the kernel's dirty pages of the mount, sent to us and
  * written (fs_flush_kernel()). No lock of ours is held: the WRITEs it
  * causes are served by the FUSE workers meanwhile. */
@@ -675,6 +737,8 @@ static enum MHD_Result api_checkpoint(struct daemon *d, struct MHD_Connection *c
         /* The parent: this mount's last checkpoint, else its base. */
         parent = fs_last_checkpoint(d->fs);
         if (!parent)
+                parent = d->last_parent;
+        if (!parent)
                 parent = d->snap;
         snprintf(parent_s, sizeof parent_s, "%s", parent ? digest_str(&parent->digest, dg) : d->snapshot);
         /* 2. flush the kernel's dirty pages, no lock held */
@@ -718,6 +782,7 @@ static enum MHD_Result api_checkpoint(struct daemon *d, struct MHD_Connection *c
         atomic_store(&d->ck_duration_ns, res.duration_ns);
         atomic_store(&d->ck_stall_ns, res.barrier_ns);
         prev_set(d, "", &res.tree_digest, &res.digest);
+        last_ck_save(d, &res.digest);
         if (pushing)
                 prev_set(d, push.target, &res.tree_digest, &res.digest);
         digest_str(&res.digest, dg);
@@ -948,7 +1013,7 @@ static int api_socket(const char *path, int *ret)
 
 /* ---- registry ---- */
 
-static int registry_write(const struct daemon *d, const char *log_path)
+static int registry_write(const struct daemon *d)
 {
         char started[32];
         json_t *j;
@@ -957,11 +1022,16 @@ static int registry_write(const struct daemon *d, const char *log_path)
 
         j = json_pack("{s:s, s:I, s:s, s:s, s:s, s:s, s:s, s:s, s:O, s:s}", "mountpoint",
                       d->mountpoint, "pid", (json_int_t)getpid(), "socket", d->socket, "state_dir",
-                      d->state, "log", log_path, "snapshot", d->snapshot, "store", d->store, "cache",
+                      d->state, "log", d->log_path, "snapshot", d->snapshot, "store", d->store, "cache",
                       d->cache_dir, "labels", d->labels, "started",
                       format_rfc3339((int64_t)d->started, started));
         if (!j)
                 return -ENOMEM;
+        /* gc spares it: the mount's next checkpoint takes its chunks */
+        if (d->last_ck[0] && json_object_set_new(j, "last_checkpoint", json_string(d->last_ck)) < 0) {
+                json_decref(j);
+                return -ENOMEM;
+        }
         s = json_dumps(j, JSON_INDENT(2) | JSON_SORT_KEYS);
         json_decref(j);
         if (!s)
@@ -1324,6 +1394,7 @@ int main(int argc, char **argv)
         }
         if (o.empty)
                 d.no_checkpoint = "checkpoint of an --empty mount is not supported yet";
+        last_ck_load(&d);
         r = cache_open(o.cache, o.cache_size, &d.cache);
         if (r < 0)
                 goto fail;
@@ -1397,10 +1468,11 @@ int main(int argc, char **argv)
         }
         sock = -1; /* MHD owns it now */
 
+        d.log_path = logfile;
         snprintf(pidbuf, sizeof pidbuf, "%ld\n", (long)getpid());
         r = write_atomic(pidfile, pidbuf, strlen(pidbuf), 0644);
         if (r >= 0)
-                r = registry_write(&d, logfile);
+                r = registry_write(&d);
         registered = r >= 0;
         if (r < 0) {
                 log_error_errno(r, "registry entry %s: %m", d.registry);
@@ -1467,6 +1539,7 @@ fail:
         backend_free(d.node_local);
         cache_free(d.cache);
         snapshot_free(d.snap);
+        snapshot_free(d.last_parent);
         free(o.fuse_opts);
         if (ready_fd >= 0) /* the parent sees EOF and exits 1 */
                 close(ready_fd);

@@ -8,11 +8,8 @@
 # blobs: A's next checkpoint then succeeds, verifies, and restores with the
 # file its first checkpoint packed.
 #
-# KNOWN BUG (disabled in tests/CMakeLists.txt until fixed): stasisd does not
-# record its last checkpoint in its mount registry entry ("last_checkpoint",
-# which `stasis gc` pins, docs/cli.md "gc"), so gc deletes A's pack and A's
-# next checkpoint fails: "checkpoint failed: No such file or directory
-# (CheckpointFailed, HTTP 500)".
+# stasisd names its last checkpoint in its mount registry entry
+# ("last_checkpoint"), which `stasis gc` pins (docs/cli.md "gc").
 source "$(dirname "$0")/lib.sh"
 source "$(dirname "$0")/mount-lib.bash"
 

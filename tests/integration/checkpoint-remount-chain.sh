@@ -9,12 +9,8 @@
 # generation one more. `stasis gc --keep-last 1 --grace 0` with the mount
 # live then keeps that newest checkpoint, which verifies.
 #
-# KNOWN BUG (disabled in tests/CMakeLists.txt until fixed): the last
-# checkpoint lives only in stasisd's memory (no fold: HEAD keeps naming the
-# mounted base), so after a remount the next checkpoint's parent is the
-# base again and its generation 1: a chain base <- C1 <- C2 and a sibling
-# base <- C3. gc --keep-last 1 then keeps C2 (generation 2, the newest of
-# the chain) and deletes C3, the live mount's last checkpoint.
+# stasisd records the state dir's last checkpoint in STATE/last-checkpoint
+# (and its registry entry), and takes it as the next one's parent.
 source "$(dirname "$0")/lib.sh"
 source "$(dirname "$0")/mount-lib.bash"
 
