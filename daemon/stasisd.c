@@ -672,7 +672,7 @@ static enum MHD_Result api_checkpoint(struct daemon *d, struct MHD_Connection *c
         const struct snapshot *parent;
         char parent_s[DIGEST_STR_LEN + 1];
         enum MHD_Result reply_r;
-        uint64_t t0 = now_ns(), f0 = 0, f1 = 0;
+        uint64_t t0 = now_ns(), f0 = 0, f1 = 0, freeze_ns = 0, flush_ns, barrier_ns;
         bool froze = false, pushing;
         int r;
 
@@ -733,6 +733,7 @@ static enum MHD_Result api_checkpoint(struct daemon *d, struct MHD_Connection *c
                         return reply_errno(conn, "FreezeFailed", "freeze failed", r);
                 }
                 froze = true;
+                freeze_ns = now_ns() - f0;
         }
         /* The parent: this mount's last checkpoint, else its base. */
         parent = fs_last_checkpoint(d->fs);
@@ -742,9 +743,11 @@ static enum MHD_Result api_checkpoint(struct daemon *d, struct MHD_Connection *c
                 parent = d->snap;
         snprintf(parent_s, sizeof parent_s, "%s", parent ? digest_str(&parent->digest, dg) : d->snapshot);
         /* 2. flush the kernel's dirty pages, no lock held */
+        flush_ns = now_ns();
         r = flush_kernel(d);
+        flush_ns = now_ns() - flush_ns;
         if (r < 0)
-                log_error_errno(r, "checkpoint: syncfs %s: %m", d->mountpoint);
+                log_error_errno(r, "checkpoint: flush %s: %m", d->mountpoint);
         /* 3.-8. barrier, copy, read and pack the dirty chunks, publish */
         if (r >= 0)
                 r = fs_checkpoint(d->fs,
@@ -776,6 +779,7 @@ static enum MHD_Result api_checkpoint(struct daemon *d, struct MHD_Connection *c
                 atomic_store(&d->paused, true);
         res.duration_ns = now_ns() - t0;
         /* The stall: the sandbox frozen by us, else the write barrier. */
+        barrier_ns = res.barrier_ns;
         if (froze)
                 res.barrier_ns = MAX(res.barrier_ns, f1 - f0);
         atomic_fetch_add(&d->checkpoints, 1);
@@ -786,9 +790,11 @@ static enum MHD_Result api_checkpoint(struct daemon *d, struct MHD_Connection *c
         if (pushing)
                 prev_set(d, push.target, &res.tree_digest, &res.digest);
         digest_str(&res.digest, dg);
-        log_info("checkpoint %s%s%s%s: %" PRIu64 " bytes dirty, %" PRIu64 " new chunks, stall %.3f ms, %.3f ms", dg,
-                 tag ? " tag " : "", tag ? tag : "", res.reused ? " (unchanged: the last one)" : "", res.bytes_dirty,
-                 res.chunks_new, (double)res.barrier_ns / 1e6, (double)res.duration_ns / 1e6);
+        log_info("checkpoint %s%s%s%s: %" PRIu64 " bytes dirty, %" PRIu64 " new chunks, stall %.3f ms (freeze %.3f,"
+                 " flush %.3f), %.3f ms",
+                 dg, tag ? " tag " : "", tag ? tag : "", res.reused ? " (unchanged: the last one)" : "", res.bytes_dirty,
+                 res.chunks_new, (double)res.barrier_ns / 1e6, (double)freeze_ns / 1e6, (double)flush_ns / 1e6,
+                 (double)res.duration_ns / 1e6);
         if (pushing)
                 push_reference(&push, &res.digest, ref);
         else
@@ -797,7 +803,7 @@ static enum MHD_Result api_checkpoint(struct daemon *d, struct MHD_Connection *c
                 char tdg[DIGEST_STR_LEN + 1];
                 digest_str(&res.tree_digest, tdg);
                 return reply_json(conn, MHD_HTTP_OK,
-                                  json_pack("{s:s, s:s, s:s, s:I, s:s, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:b,"
+                                  json_pack("{s:s, s:s, s:s, s:I, s:s, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:b,"
                                             " s:b, s:b, s:b, s:I, s:I}",
                                             "digest", dg, "reference", ref, "tree", tdg,
                                             "generation", (json_int_t)res.generation, "parent", parent_s,
@@ -809,6 +815,9 @@ static enum MHD_Result api_checkpoint(struct daemon *d, struct MHD_Connection *c
                                             "duration_ns", (json_int_t)res.duration_ns,
                                             "stall_ns", (json_int_t)res.barrier_ns,
                                             "barrier_bytes", (json_int_t)res.barrier_bytes, /* data read in it: 0 */
+                                            "freeze_ns", (json_int_t)freeze_ns, /* of the stall: freezing */
+                                            "flush_ns", (json_int_t)flush_ns,   /* the kernel's dirty pages */
+                                            "barrier_ns", (json_int_t)barrier_ns,
                                             "chunks_saved", (json_int_t)res.chunks_saved, /* copy-before-write */
                                             "froze", froze, /* it froze the sandbox for the checkpoint */
                                             "frozen", d->freezer && freezer_frozen(d->freezer), /* now */
