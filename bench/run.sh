@@ -215,11 +215,8 @@ report_footer() {
         cat <<EOF
 ## Not measured yet
 
-- Checkpoint and pause through the mount (time, bytes, stall): \`stasis
-  checkpoint\` does not exist yet (issue 6); the incremental case measures
-  \`stasis commit --parent\` of a directory instead, and \`stasis bench\`
-  skips its checkpoint figure.
-- Kernel erofs as a read-path peer; restic and borg as commit peers.
+- Kernel erofs as a read-path peer; restic and borg as full-commit peers
+  (restic and casync are incremental pause peers in the pause case).
 
 ## Case budgets
 

@@ -10,7 +10,7 @@
 CASES+=(commit)
 CASE_TITLE[commit]="commit throughput"
 BUDGET_quick[commit]=55
-BUDGET_full[commit]=480
+BUDGET_full[commit]=360
 
 commit_tools() {
         if ((HAVE_STASIS)); then echo stasis tarzstd casync; else echo tarzstd casync; fi

@@ -13,7 +13,7 @@
 CASES+=(incremental)
 CASE_TITLE[incremental]="incremental pause vs image layer"
 BUDGET_quick[incremental]=25
-BUDGET_full[incremental]=200
+BUDGET_full[incremental]=160
 
 INCR_WORKLOADS="pip edits db delete"
 

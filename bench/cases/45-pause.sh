@@ -36,7 +36,7 @@
 CASES+=(pause)
 CASE_TITLE[pause]="pause and checkpoint through the mount"
 BUDGET_quick[pause]=60
-BUDGET_full[pause]=420
+BUDGET_full[pause]=300
 
 PAUSE_TOOLS="stasis image casync restic"
 PAUSE_LEVEL=3 # store/chunk.h CHUNK_LEVEL_DEFAULT: what checkpoint compresses at

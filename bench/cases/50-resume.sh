@@ -27,7 +27,7 @@
 CASES+=(resume)
 CASE_TITLE[resume]="resume and read path"
 BUDGET_quick[resume]=40
-BUDGET_full[resume]=300
+BUDGET_full[resume]=200
 
 resume_prepare() {
         commit_prepare

@@ -22,7 +22,7 @@
 CASES+=(prefetch)
 CASE_TITLE[prefetch]="access-trace prefetch on resume"
 BUDGET_quick[prefetch]=100
-BUDGET_full[prefetch]=300
+BUDGET_full[prefetch]=150
 
 prefetch_prepare() {
         commit_prepare
