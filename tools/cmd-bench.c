@@ -5,8 +5,10 @@
  * push, then a resume: mount-ready time (an empty node cache; `stasis mount`
  * returns only when reads work), the first byte of one file, a cold read of
  * every file (every chunk comes from the store) and a warm read right after,
- * and stasisd's peak RSS. A checkpoint after a synthetic change is reported
- * as skipped until `stasis checkpoint` exists.
+ * and stasisd's peak RSS; then a checkpoint after a synthetic change (a new
+ * file of BENCH_CHANGE incompressible bytes, fsynced): its time, stall and
+ * new bytes. Its snapshot is untagged, so `stasis gc` removes it; for an
+ * oci:// store it is skipped (it would push to the operator's registry).
  *
  * It drives this same binary (/proc/self/exe) as child processes, exactly as
  * an operator would (commit, push, mount, umount), so the figures include
@@ -35,6 +37,8 @@
 #include "cli.h"
 
 #define BENCH_BUF (1u << 20)
+/* The synthetic change the checkpoint takes. */
+#define BENCH_CHANGE (16u << 20)
 
 struct walk {
         char *buf;
@@ -283,14 +287,41 @@ static uint64_t jint(const json_t *o, const char *k)
         return json_is_integer(v) ? (uint64_t)json_integer_value(v) : 0;
 }
 
+/* write_change(): the synthetic change: a new file on the mount, BENCH_CHANGE
+ * pseudo-random (incompressible) bytes, fsynced. */
+static int write_change(const char *mp, char *buf)
+{
+        char path[PATH_MAX];
+        _cleanup_(closep) int fd = -1;
+        uint64_t x = 0x9e3779b97f4a7c15ull ^ (uint64_t)getpid();
+        int r = 0;
+
+        snprintf(path, sizeof path, "%s/.stasis-bench-change", mp);
+        fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+        if (fd < 0)
+                return -errno;
+        for (uint32_t done = 0; done < BENCH_CHANGE && r >= 0; done += BENCH_BUF) {
+                for (size_t i = 0; i + 8 <= BENCH_BUF; i += 8) { /* xorshift64 */
+                        x ^= x << 13;
+                        x ^= x >> 7;
+                        x ^= x << 17;
+                        memcpy(buf + i, &x, 8);
+                }
+                r = write_full(fd, buf, BENCH_BUF);
+        }
+        if (r >= 0 && fsync(fd) < 0)
+                r = -errno;
+        return r;
+}
+
 static int bench_main(struct bench *b, const char *store, const char *dir, bool json)
 {
         char path[2 * PATH_MAX], errf[300], outf[300], mp[300], cache[300], state[300];
         char local_store[300], ref[PATH_MAX + 128], h1[32], h2[32];
-        _cleanup_(json_decrefp) json_t *cj = NULL, *out = NULL, *notes = NULL;
+        _cleanup_(json_decrefp) json_t *cj = NULL, *out = NULL, *notes = NULL, *ckj = NULL, *ck = NULL;
         _cleanup_(freep) char *buf = NULL;
         struct walk w = {};
-        uint64_t commit_ns = 0, push_ns = 0, ready_ns = 0, first_ns = 0, hwm_kb;
+        uint64_t commit_ns = 0, push_ns = 0, ready_ns = 0, first_ns = 0, ck_ns = 0, hwm_kb;
         int64_t cold_ns, warm_ns, t;
         uint64_t cold_bytes, warm_bytes, src_files, src_bytes;
         bool oci = strncmp(store, "oci://", 6) == 0, dropped = false, mounted = false;
@@ -389,9 +420,31 @@ static int bench_main(struct bench *b, const char *store, const char *dir, bool 
                 r = log_error_errno(EIO, "bench: read %" PRIu64 " bytes through the mount, DIR has %" PRIu64,
                                     cold_bytes, src_bytes);
 
-        /* 6. checkpoint: not there yet */
-        (void)json_array_append_new(notes, json_string("checkpoint after a synthetic change: skipped, "
-                                                       "stasis checkpoint is not available yet"));
+        /* 6. checkpoint after a synthetic change (not into a registry) */
+        if (r == 0 && oci)
+                (void)json_array_append_new(notes, json_string("checkpoint after a synthetic change: skipped for an "
+                                                               "oci:// store (it would push to the registry)"));
+        else if (r == 0) {
+                progress(b, "checkpoint after a synthetic change");
+                r = write_change(mp, buf);
+                if (r < 0)
+                        r = log_error_errno(r, "bench: writing the change on %s: %m", mp);
+        }
+        if (r == 0 && !oci) {
+                char *argv[] = { (char *)"checkpoint", (char *)"--json", mp, NULL };
+                st = run(b, argv, outf, errf, &ck_ns);
+                if (st != 0)
+                        r = child_failed("checkpoint", errf, st);
+                else if (!(ckj = read_json(outf)) || !json_string_value(json_object_get(ckj, "digest")))
+                        r = log_error_errno(EPROTO, "bench: checkpoint printed no digest");
+                else
+                        ck = json_pack("{s:s, s:I, s:I, s:I, s:I, s:I, s:I}", "digest",
+                                       json_string_value(json_object_get(ckj, "digest")), "wall_ns", (json_int_t)ck_ns,
+                                       "stall_ns", (json_int_t)jint(ckj, "stall_ns"), "bytes_changed",
+                                       (json_int_t)BENCH_CHANGE, "bytes_dirty", (json_int_t)jint(ckj, "bytes_dirty"),
+                                       "bytes_new", (json_int_t)jint(ckj, "bytes_new"), "chunks_new",
+                                       (json_int_t)jint(ckj, "chunks_new"));
+        }
         if (!dropped)
                 (void)json_array_append_new(notes, json_string("guest page cache not dropped (needs root): "
                                                                "the commit may read DIR from memory"));
@@ -411,7 +464,7 @@ static int bench_main(struct bench *b, const char *store, const char *dir, bool 
 
         out = json_pack("{s:s, s:s, s:I, s:I, s:I, s:b, s:{s:s, s:I, s:f, s:I, s:I, s:I, s:I},"
                         " s:o, s:s, s:I, s:I, s:s,"
-                        " s:{s:I, s:I, s:f}, s:{s:I, s:I, s:f}, s:I, s:n, s:O}",
+                        " s:{s:I, s:I, s:f}, s:{s:I, s:I, s:f}, s:I, s:o, s:O}",
                         "dir", dir, "store", store, "files", (json_int_t)src_files,
                         "bytes", (json_int_t)src_bytes, "chunk_size", (json_int_t)jint(cj, "chunk_size"),
                         "cold_cache_dropped", dropped,
@@ -427,7 +480,8 @@ static int bench_main(struct bench *b, const char *store, const char *dir, bool 
                         "bytes_per_s", per_s(cold_bytes, (uint64_t)cold_ns),
                         "warm_read", "wall_ns", (json_int_t)warm_ns, "bytes", (json_int_t)warm_bytes,
                         "bytes_per_s", per_s(warm_bytes, (uint64_t)warm_ns),
-                        "stasisd_peak_rss_bytes", (json_int_t)hwm_kb * 1024, "checkpoint", "notes", notes);
+                        "stasisd_peak_rss_bytes", (json_int_t)hwm_kb * 1024, "checkpoint", ck ? json_incref(ck) : json_null(),
+                        "notes", notes);
         if (!out)
                 return log_error_errno(ENOMEM, "bench: building the result: %m");
         if (json)
@@ -446,7 +500,12 @@ static int bench_main(struct bench *b, const char *store, const char *dir, bool 
         printf("  %-26s %10.3f s   %s/s\n", "read every file (warm)", (double)warm_ns / 1e9,
                format_bytes((uint64_t)per_s(warm_bytes, (uint64_t)warm_ns), h1));
         printf("  %-26s %10s\n", "stasisd peak RSS", format_bytes(hwm_kb * 1024, h1));
-        printf("  %-26s %10s\n", "checkpoint", "skipped (not available yet)");
+        if (ck)
+                printf("  %-26s %10.3f s   stall %.1f ms, %s changed, %s new\n", "checkpoint", (double)ck_ns / 1e9,
+                       (double)jint(ck, "stall_ns") / 1e6, format_bytes(BENCH_CHANGE, h1),
+                       format_bytes(jint(ck, "bytes_new"), h2));
+        else
+                printf("  %-26s %10s\n", "checkpoint", "skipped (oci:// store)");
         if (!dropped)
                 printf("note: the guest page cache was not dropped (needs root)\n");
         if (fflush(stdout) == EOF)
