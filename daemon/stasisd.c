@@ -764,6 +764,8 @@ static enum MHD_Result api_checkpoint(struct daemon *d, struct MHD_Connection *c
         }
         if (r < 0)
                 return reply_errno(conn, "CheckpointFailed", pause ? "pause failed" : "checkpoint failed", r);
+        if (res.has_parent)
+                digest_str(&res.parent, parent_s); /* a reused snapshot's own */
         if (pause)
                 f1 = now_ns(); /* it stays frozen: the stall so far */
         /* 9. the push, the sandbox running again (unless paused) */

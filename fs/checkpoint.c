@@ -1098,11 +1098,25 @@ int fs_checkpoint(struct fs *fs, const struct fs_checkpoint_opts *o, struct fs_c
                 r = -ENOMEM;
                 goto fail;
         }
+        res.generation = o->parent ? o->parent->config.generation + 1 : 0;
+        res.has_parent = o->parent != NULL;
+        if (o->parent)
+                res.parent = o->parent->digest;
         if (o->prev_tree && o->prev_digest && digest_eq(&tree_digest, o->prev_tree)) {
-                /* Nothing changed since the last checkpoint: the same snapshot. */
+                /* Nothing changed since the last checkpoint: the same
+                 * snapshot, with its own generation and parent. */
+                struct snapshot *same = NULL;
                 res.digest = *o->prev_digest;
                 res.reused = true;
-                r = o->tag ? store_tag(o->store, &res.digest, o->tag) : 0;
+                r = snapshot_open(o->store, &res.digest, &same);
+                if (r >= 0) {
+                        res.generation = same->config.generation;
+                        res.has_parent = same->config.has_parent;
+                        res.parent = same->config.parent;
+                }
+                snapshot_free(same);
+                if (r >= 0 && o->tag)
+                        r = store_tag(o->store, &res.digest, o->tag);
         } else {
                 struct snapshot_new n = {
                         .tree_blob = blob,
@@ -1130,7 +1144,6 @@ int fs_checkpoint(struct fs *fs, const struct fs_checkpoint_opts *o, struct fs_c
                 goto fail;
         }
         res.tree_digest = tree_digest;
-        res.generation = o->parent ? o->parent->config.generation + 1 : 0;
         res.chunks_saved = atomic_load(&fs->ck_saved) - saved0;
         ck_end(fs, last_new(&c, o->store, &res.digest, blob, blob_len, &tree_digest));
         frozen = false;

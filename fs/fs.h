@@ -127,6 +127,8 @@ struct fs_checkpoint_result {
         uint64_t chunks_saved;  /* chunks a change saved first (copy-before-write) */
         uint64_t duration_ns;
         bool reused; /* the tree equalled prev_tree: result is prev_digest */
+        bool has_parent;      /* the snapshot's parent (of prev_digest's, if reused) */
+        struct digest parent;
 };
 
 /* fs_checkpoint(): publish what the mount shows now as a new snapshot,

@@ -74,7 +74,11 @@ d3=$("$STASIS" checkpoint "$mp") || fail "stasis checkpoint failed"
 [[ $d3 == sha256:* ]] || fail "no digest printed: $d3"
 after=$(store_bytes)
 ((after - before < 16384)) || fail "a no-op checkpoint grew the store by $((after - before)) bytes"
-"$STASIS" status --json "$mp" | jq -e '.checkpoints == 3' >/dev/null || fail "status does not count 3 checkpoints"
+[[ $d3 == "$(jq -r .digest "$T/g2.json")" ]] || fail "a checkpoint with no change is not the last one ($d3)"
+"$STASIS" checkpoint --json "$mp" >"$T/g2b.json" || fail "stasis checkpoint failed"
+jq -e --arg d1 "$d1" '.reused == true and .generation == 2 and .parent == $d1 and .bytes_dirty == 0' "$T/g2b.json" >/dev/null ||
+        fail "a reused checkpoint reports $(jq -c '{reused, generation, parent, bytes_dirty}' "$T/g2b.json")"
+"$STASIS" status --json "$mp" | jq -e '.checkpoints == 4' >/dev/null || fail "status does not count 4 checkpoints"
 
 step "resume: g1 mounted elsewhere shows the changes"
 mp2=$T/mnt2
