@@ -161,7 +161,7 @@ run_cases() {
         ((${#ONLY[@]})) || tsv_row "$RES/meta.tsv" total_s $((SECONDS - t_all))
 }
 
-write_report() {
+emit_report() {
         mkdir -p "$PLOTS"
         local tmp=$OUT.tmp c
         {
@@ -234,4 +234,4 @@ if ((!REPORT_ONLY)); then
         run_cases
 fi
 [[ -f $RES/meta.tsv ]] || die "no raw data in $RES (run without --report-only first)"
-write_report
+emit_report
