@@ -19,7 +19,7 @@
 CASES+=(write)
 CASE_TITLE[write]="write path"
 BUDGET_quick[write]=25
-BUDGET_full[write]=120
+BUDGET_full[write]=200
 
 write_params() {
         if [[ $MODE == full ]]; then WR_SEQ_MB=256 WR_FIO_SIZE=64M WR_FIO_T=8; else WR_SEQ_MB=64 WR_FIO_SIZE=32M WR_FIO_T=3; fi
