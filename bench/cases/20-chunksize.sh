@@ -11,7 +11,7 @@
 CASES+=(chunksize)
 CASE_TITLE[chunksize]="chunk-size sweep"
 BUDGET_quick[chunksize]=45
-BUDGET_full[chunksize]=240
+BUDGET_full[chunksize]=330
 
 chunksize_sizes() {
         if [[ $MODE == full ]]; then

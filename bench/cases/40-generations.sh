@@ -13,7 +13,7 @@
 CASES+=(generations)
 CASE_TITLE[generations]="store growth over generations"
 BUDGET_quick[generations]=30
-BUDGET_full[generations]=200
+BUDGET_full[generations]=360
 
 GEN_COUNT=5
 
