@@ -76,28 +76,28 @@ struct wl_xattr {
 
 struct fs_inode {
         uint64_t ino;            /* immutable */
-        bool in_base;            /* immutable: the base tree has this ino */
-        struct tree_inode base;  /* immutable; valid if in_base */
         struct fs_inode *next;   /* hash chain; lock */
         uint64_t nlookup;        /* kernel lookups; lock */
-        uint32_t nopen;          /* open handles; lock */
-        uint32_t nwopen;         /* of them, open for writing; lock */
-        bool modified;           /* attr differs from the base (or new); lock */
-        struct tree_attr attr;   /* current attributes; lock. A regular file
-                                  * with a data file: size == the data file's */
         uint64_t parent;         /* a directory holding it (".."); lock */
         struct wl_dir *dir;      /* materialized listing, NULL: the base's; lock */
         struct wl_xattr *xattrs; /* materialized xattrs if xattrs_own; lock */
         size_t n_xattrs;         /* lock */
-        bool xattrs_own;         /* lock */
         char *symlink;           /* a layer symlink's target; lock */
         /* Regular files. */
-        bool has_data;           /* layers/<id>/data/<ino> exists; lock */
-        bool creating_data;      /* someone creates it now; lock */
-        bool times_dirty;        /* a WRITE changed mtime, not journaled yet; lock */
         uint64_t base_limit;     /* base bytes at offsets >= this are gone; lock */
         uint8_t *present;        /* one byte per chunk: in the layer; lock */
         size_t n_present;        /* bytes allocated in present; lock */
+        struct tree_attr attr;   /* current attributes; lock. A regular file
+                                  * with a data file: size == the data file's */
+        struct tree_inode base;  /* immutable; valid if in_base */
+        uint32_t nopen;          /* open handles; lock */
+        uint32_t nwopen;         /* of them, open for writing; lock */
+        bool in_base;            /* immutable: the base tree has this ino */
+        bool modified;           /* attr differs from the base (or new); lock */
+        bool xattrs_own;         /* lock */
+        bool has_data;           /* layers/<id>/data/<ino> exists; lock */
+        bool creating_data;      /* someone creates it now; lock */
+        bool times_dirty;        /* a WRITE changed mtime, not journaled yet; lock */
         bool sync_map, sync_dir; /* map bytes, a new data file: not fsynced yet; lock */
 };
 
