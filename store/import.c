@@ -840,7 +840,10 @@ static int entry_xattrs(struct archive_entry *e, struct inode *in, const char **
 
 static void entry_attrs(struct archive_entry *e, struct inode *in)
 {
-        in->mode = (uint32_t)archive_entry_mode(e);
+        /* The type from the entry's type flag, the permissions from the
+         * mode's low 12 bits: what a header's mode field holds above them
+         * is noise (tar ignores it; our tree rejects it). */
+        in->mode = (uint32_t)(archive_entry_filetype(e) | (archive_entry_perm(e) & 07777));
         in->uid = (uint32_t)archive_entry_uid(e);
         in->gid = (uint32_t)archive_entry_gid(e);
         in->mtime = (struct timespec){ .tv_sec = archive_entry_mtime(e), .tv_nsec = archive_entry_mtime_nsec(e) };
