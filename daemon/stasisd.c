@@ -806,7 +806,7 @@ static enum MHD_Result api_checkpoint(struct daemon *d, struct MHD_Connection *c
                 digest_str(&res.tree_digest, tdg);
                 return reply_json(conn, MHD_HTTP_OK,
                                   json_pack("{s:s, s:s, s:s, s:I, s:s, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:b,"
-                                            " s:b, s:b, s:b, s:I, s:I}",
+                                            " s:b, s:b, s:b, s:I, s:I, s:I, s:I, s:I, s:I}",
                                             "digest", dg, "reference", ref, "tree", tdg,
                                             "generation", (json_int_t)res.generation, "parent", parent_s,
                                             "bytes_dirty", (json_int_t)res.bytes_dirty,
@@ -826,7 +826,12 @@ static enum MHD_Result api_checkpoint(struct daemon *d, struct MHD_Connection *c
                                             "reused", res.reused, /* unchanged since the last one to this target */
                                             "pushed", pushing,
                                             "blobs_uploaded", (json_int_t)ps.blobs_copied,
-                                            "blobs_skipped", (json_int_t)ps.blobs_skipped));
+                                            "blobs_skipped", (json_int_t)ps.blobs_skipped,
+                                            /* where duration_ns went, after the barrier */
+                                            "prepare_ns", (json_int_t)res.prepare_ns,
+                                            "data_ns", (json_int_t)res.data_ns,
+                                            "tree_ns", (json_int_t)res.tree_ns,
+                                            "publish_ns", (json_int_t)res.publish_ns));
         }
 }
 

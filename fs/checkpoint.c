@@ -76,7 +76,9 @@ struct ck {
         struct snapshot **recent; /* the store's newest snapshots, known to the packer */
         size_t n_recent;
         atomic_uint_fast64_t bytes_dirty;
-        atomic_size_t next; /* the data phase's next inode */
+        struct ck_job *jobs; /* the data phase's */
+        size_t n_jobs;
+        atomic_size_t next; /* its next job */
         atomic_int err;     /* its first error */
         struct ck_last *last; /* fs->ck_last at the barrier (stays until we replace it) */
 };
@@ -101,6 +103,7 @@ static void ck_release(struct ck *c)
                 free(c->dirents[i].name);
         free(c->dirents);
         free(c->index);
+        free(c->jobs);
         packer_free(c->packer); /* refers to the trees below */
         for (size_t i = 0; i < c->n_recent; i++)
                 snapshot_free(c->recent[i]);
@@ -637,16 +640,14 @@ static int capture(struct fs *fs, struct ck_file *f, int fd, uint32_t ci, uint8_
         return r;
 }
 
-/* file_data(): a regular file's chunk list and extents (no lock held). */
-static int file_data(struct ck *c, struct ck_inode *in, struct chunk_codec *codec, uint8_t *buf)
+/* file_setup(): a regular file's chunk list, extents and, for a file the
+ * layer holds no data of, the base's chunks and extents (nothing read).
+ * Single-threaded, before the workers start. */
+static int file_setup(struct ck *c, struct ck_inode *in)
 {
-        struct fs *fs = c->fs;
-        const struct tree *t = fs->tree;
-        uint64_t cs = fs->chunk_size, size = in->attr.size;
-        uint32_t n = (uint32_t)((size + cs - 1) / cs);
-        _cleanup_(closep) int fd = -1;
-        struct ck_file *f = NULL;
-        int r;
+        const struct tree *t = c->fs->tree;
+        uint64_t cs = c->fs->chunk_size, size = in->attr.size;
+        uint32_t n = (uint32_t)((size + cs - 1) / cs), ne;
 
         in->nchunks = n;
         if (!n)
@@ -655,35 +656,47 @@ static int file_data(struct ck *c, struct ck_inode *in, struct chunk_codec *code
         in->from = calloc(n, 1);
         if (!in->chunks || !in->from)
                 return -ENOMEM;
-        if (!in->has_data) {
-                /* Untouched: the base's chunks and extents, nothing read. A
-                 * new file without data cannot have a size. */
-                uint32_t ne;
-                if (!in->in_base || tree_file_nchunks(t, &in->base) != n)
-                        return -EIO;
-                ne = tree_extent_count(t, &in->base);
-                in->extents = calloc(MAX(ne, 1u), sizeof *in->extents);
-                if (!in->extents)
-                        return -ENOMEM;
-                for (uint32_t i = 0; i < n; i++) {
-                        in->chunks[i] = tree_file_chunk(t, &in->base, i);
-                        in->from[i] = SRC_BASE;
-                }
-                for (uint32_t e = 0; e < ne; e++)
-                        tree_extent(t, &in->base, e, &in->extents[e][0], &in->extents[e][1]);
-                in->n_extents = ne;
-                return 0;
+        if (in->has_data) {
+                /* at most one extent per chunk (file_extents()) */
+                in->extents = calloc(n, sizeof *in->extents);
+                return in->extents ? 0 : -ENOMEM;
         }
-        f = ck_find(fs->ck, in->attr.ino);
-        if (!f || f->nchunks != n)
+        /* A new file without data cannot have a size. */
+        if (!in->in_base || tree_file_nchunks(t, &in->base) != n)
+                return -EIO;
+        ne = tree_extent_count(t, &in->base);
+        in->extents = calloc(MAX(ne, 1u), sizeof *in->extents);
+        if (!in->extents)
+                return -ENOMEM;
+        for (uint32_t i = 0; i < n; i++) {
+                in->chunks[i] = tree_file_chunk(t, &in->base, i);
+                in->from[i] = SRC_BASE;
+        }
+        for (uint32_t e = 0; e < ne; e++)
+                tree_extent(t, &in->base, e, &in->extents[e][0], &in->extents[e][1]);
+        in->n_extents = ne;
+        return 0;
+}
+
+/* file_chunks(): chunks [first, end) of a regular file the layer holds data
+ * of: their references (chunks[], from[]); workers run it on disjoint
+ * ranges, so a large file is hashed and packed on every core. */
+static int file_chunks(struct ck *c, struct ck_inode *in, uint32_t first, uint32_t end, struct chunk_codec *codec,
+                       uint8_t *buf)
+{
+        struct fs *fs = c->fs;
+        const struct tree *t = fs->tree;
+        uint64_t cs = fs->chunk_size, size = in->attr.size;
+        _cleanup_(closep) int fd = -1;
+        struct ck_file *f = ck_find(fs->ck, in->attr.ino);
+        int r;
+
+        if (!f || f->nchunks != in->nchunks)
                 return -EIO;
         fd = wl_data_open(fs, in->attr.ino, O_RDONLY);
         if (fd < 0)
                 return fd;
-        in->extents = calloc(n, sizeof *in->extents);
-        if (!in->extents)
-                return -ENOMEM;
-        for (uint32_t i = 0; i < n; i++) {
+        for (uint32_t i = first; i < end; i++) {
                 uint64_t off = (uint64_t)i * cs, len = MIN(cs, size - off);
                 bool layer = !in->in_base || (i < in->n_present && in->present[i]);
 
@@ -694,7 +707,6 @@ static int file_data(struct ck *c, struct ck_inode *in, struct chunk_codec *code
                         /* What the last checkpoint stored, unchanged since. */
                         in->chunks[i] = f->last[i];
                         in->from[i] = SRC_LAST;
-                        add_extent(in, off, len);
                         continue;
                 } else if (layer) {
                         r = capture(fs, f, fd, i, buf, (size_t)len);
@@ -706,8 +718,6 @@ static int file_data(struct ck *c, struct ck_inode *in, struct chunk_codec *code
                         /* The base's chunk, whole: its reference, unread. */
                         in->chunks[i] = tree_file_chunk(t, &in->base, i);
                         in->from[i] = SRC_BASE;
-                        if (in->chunks[i] != TREE_HOLE)
-                                add_extent(in, off, len);
                         continue;
                 } else {
                         /* The base's bytes below base_limit, zeros above. */
@@ -728,12 +738,28 @@ static int file_data(struct ck *c, struct ck_inode *in, struct chunk_codec *code
                 r = packer_add(c->packer, codec, buf, (size_t)len, &in->chunks[i]);
                 if (r < 0)
                         return r;
-                add_extent(in, off, len);
         }
         return 0;
 }
 
-/* The data phase: workers take regular files in turn. */
+/* file_extents(): a file the layer holds data of has data where its chunks
+ * are not holes (chunk granularity). */
+static void file_extents(const struct fs *fs, struct ck_inode *in)
+{
+        uint64_t cs = fs->chunk_size;
+
+        for (uint32_t i = 0; i < in->nchunks; i++)
+                if (in->chunks[i] != TREE_HOLE)
+                        add_extent(in, (uint64_t)i * cs, MIN(cs, in->attr.size - (uint64_t)i * cs));
+}
+
+/* The data phase: a job is up to CK_JOB_CHUNKS chunks of one file the
+ * layer holds data of; workers take jobs in turn. */
+#define CK_JOB_CHUNKS 8u
+struct ck_job {
+        uint32_t inode, first;
+};
+
 static void *data_worker(void *arg)
 {
         struct ck *c = arg;
@@ -744,14 +770,15 @@ static void *data_worker(void *arg)
         if (!buf || !codec)
                 r = -ENOMEM;
         for (;;) {
-                size_t i = atomic_fetch_add(&c->next, 1);
-                if (i >= c->n_inodes || r < 0 || atomic_load(&c->err) < 0)
+                size_t j = atomic_fetch_add(&c->next, 1);
+                struct ck_inode *in;
+                if (j >= c->n_jobs || r < 0 || atomic_load(&c->err) < 0)
                         break;
-                if (!S_ISREG(c->inodes[i].attr.mode))
-                        continue;
-                r = file_data(c, &c->inodes[i], codec, buf);
+                in = &c->inodes[c->jobs[j].inode];
+                r = file_chunks(c, in, c->jobs[j].first, MIN(in->nchunks, c->jobs[j].first + CK_JOB_CHUNKS), codec,
+                                buf);
                 if (r < 0)
-                        log_error_errno(r, "checkpoint: data of inode %" PRIu64 ": %m", c->inodes[i].attr.ino);
+                        log_error_errno(r, "checkpoint: data of inode %" PRIu64 ": %m", in->attr.ino);
         }
         if (r < 0) {
                 int expect = 0;
@@ -766,7 +793,27 @@ static int data_phase(struct ck *c)
         long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
         unsigned n = (unsigned)MAX(1L, MIN(ncpu, (long)FS_CHECKPOINT_WORKERS)), started = 0;
         pthread_t th[FS_CHECKPOINT_WORKERS];
+        size_t cap = 0;
+        int r;
 
+        for (size_t i = 0; i < c->n_inodes; i++) {
+                struct ck_inode *in = &c->inodes[i];
+                if (!S_ISREG(in->attr.mode))
+                        continue;
+                r = file_setup(c, in);
+                if (r < 0)
+                        return log_error_errno(r, "checkpoint: data of inode %" PRIu64 ": %m", in->attr.ino);
+                for (uint32_t k = 0; in->has_data && k < in->nchunks; k += CK_JOB_CHUNKS) {
+                        if (c->n_jobs == cap) {
+                                struct ck_job *nj = reallocarray(c->jobs, cap ? cap * 2 : 1024, sizeof *nj);
+                                if (!nj)
+                                        return -ENOMEM;
+                                c->jobs = nj;
+                                cap = cap ? cap * 2 : 1024;
+                        }
+                        c->jobs[c->n_jobs++] = (struct ck_job){ (uint32_t)i, k };
+                }
+        }
         for (unsigned i = 0; i < n; i++) {
                 if (pthread_create(&th[i], NULL, data_worker, c) != 0)
                         break;
@@ -776,7 +823,13 @@ static int data_phase(struct ck *c)
                 data_worker(c);
         for (unsigned i = 0; i < started; i++)
                 pthread_join(th[i], NULL);
-        return atomic_load(&c->err);
+        r = atomic_load(&c->err);
+        if (r < 0)
+                return r;
+        for (size_t i = 0; i < c->n_inodes; i++)
+                if (S_ISREG(c->inodes[i].attr.mode) && c->inodes[i].has_data)
+                        file_extents(c->fs, &c->inodes[i]);
+        return 0;
 }
 
 /* tree_ref(): chunk ref of tree t as a chunk of tb (memoized in map). */
@@ -1003,7 +1056,7 @@ int fs_checkpoint(struct fs *fs, const struct fs_checkpoint_opts *o, struct fs_c
         size_t trace_len = 0;
         struct digest tree_digest;
         json_t *stats = NULL;
-        uint64_t t0 = now_ns(), b0, saved0;
+        uint64_t t0 = now_ns(), t1, b0, saved0;
         size_t blob_len = 0;
         bool set_ro = false, frozen = false;
         int r;
@@ -1030,7 +1083,8 @@ int fs_checkpoint(struct fs *fs, const struct fs_checkpoint_opts *o, struct fs_c
         }
         /* Also known: what earlier checkpoints (and commits) stored, so a
          * checkpoint with nothing new since the last packs nothing. */
-        if (store_recent(o->store, fs->chunk_size, FS_CHECKPOINT_RECENT, &c.recent, &c.n_recent) >= 0)
+        if (store_recent(o->store, fs->chunk_size, FS_CHECKPOINT_RECENT, &fs->snap->tree_digest, 1, &c.recent,
+                         &c.n_recent) >= 0)
                 for (size_t i = 0; i < c.n_recent && r >= 0; i++)
                         r = packer_add_known(c.packer, c.recent[i]->tree);
         if (r < 0) {
@@ -1042,6 +1096,7 @@ int fs_checkpoint(struct fs *fs, const struct fs_checkpoint_opts *o, struct fs_c
          * only. */
         pthread_rwlock_wrlock(&fs->barrier);
         b0 = now_ns();
+        res.prepare_ns = b0 - t0;
         saved0 = atomic_load(&fs->ck_saved);
         pthread_mutex_lock(&fs->lock);
         r = copy_model(&c);
@@ -1071,6 +1126,7 @@ int fs_checkpoint(struct fs *fs, const struct fs_checkpoint_opts *o, struct fs_c
                 goto fail;
         }
 
+        t1 = now_ns();
         r = data_phase(&c);
         if (r >= 0)
                 r = packer_flush(c.packer);
@@ -1080,12 +1136,16 @@ int fs_checkpoint(struct fs *fs, const struct fs_checkpoint_opts *o, struct fs_c
                 log_error_errno(r, "checkpoint: read and pack the layer's chunks: %m");
                 goto fail;
         }
+        res.data_ns = now_ns() - t1;
 
+        t1 = now_ns();
         r = build_tree(&c, &blob, &blob_len, &tree_digest);
         if (r < 0) {
                 log_error_errno(r, "checkpoint: build the tree: %m");
                 goto fail;
         }
+        res.tree_ns = now_ns() - t1;
+        t1 = now_ns();
         packer_get_stats(c.packer, &ps);
         res.bytes_dirty = atomic_load(&c.bytes_dirty);
         res.bytes_new = ps.bytes_packed;
@@ -1143,6 +1203,7 @@ int fs_checkpoint(struct fs *fs, const struct fs_checkpoint_opts *o, struct fs_c
                 log_error_errno(r, "checkpoint: publish: %m");
                 goto fail;
         }
+        res.publish_ns = now_ns() - t1;
         res.tree_digest = tree_digest;
         res.chunks_saved = atomic_load(&fs->ck_saved) - saved0;
         ck_end(fs, last_new(&c, o->store, &res.digest, blob, blob_len, &tree_digest));

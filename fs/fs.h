@@ -126,6 +126,9 @@ struct fs_checkpoint_result {
         uint64_t barrier_bytes; /* data bytes read while they were: 0 */
         uint64_t chunks_saved;  /* chunks a change saved first (copy-before-write) */
         uint64_t duration_ns;
+        /* where duration_ns went: the packer's index of known chunks, the
+         * barrier's end to the last chunk packed, the tree, the publish */
+        uint64_t prepare_ns, data_ns, tree_ns, publish_ns;
         bool reused; /* the tree equalled prev_tree: result is prev_digest */
         bool has_parent;      /* the snapshot's parent (of prev_digest's, if reused) */
         struct digest parent;

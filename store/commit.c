@@ -802,12 +802,11 @@ int store_commit(struct backend *b, const struct commit_opts *o, struct digest *
         }
         /* Dedup against the store's newest snapshots too, so committing a
          * tree the store already holds costs no pack bytes, parent or not. */
-        r = store_recent(b, c.cs, COMMIT_KNOWN, &recent, &n_recent);
+        r = store_recent(b, c.cs, COMMIT_KNOWN, parent ? &parent->tree_digest : NULL, parent ? 1 : 0, &recent,
+                         &n_recent);
         if (r < 0)
                 goto fail;
         for (size_t i = 0; i < n_recent; i++) {
-                if (parent && digest_eq(&recent[i]->digest, &parent->digest))
-                        continue;
                 r = packer_add_known(c.packer, recent[i]->tree);
                 if (r < 0)
                         goto fail;

@@ -1890,7 +1890,7 @@ int store_import(struct backend *b, const struct import_opts *o, struct digest *
         }
         st.layers = n_layers;
 
-        r = store_recent(b, cs, o->known_max ? o->known_max : IMPORT_KNOWN_DEFAULT, &known, &n_known);
+        r = store_recent(b, cs, o->known_max ? o->known_max : IMPORT_KNOWN_DEFAULT, NULL, 0, &known, &n_known);
         if (r < 0)
                 return r;
         st.known_snapshots = n_known;

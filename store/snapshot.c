@@ -956,7 +956,8 @@ int store_tag(struct backend *b, const struct digest *d, const char *tag)
         return 0;
 }
 
-int store_recent(struct backend *b, uint32_t cs, unsigned max, struct snapshot ***ret, size_t *ret_n)
+int store_recent(struct backend *b, uint32_t cs, unsigned max, const struct digest *skip, size_t n_skip,
+                 struct snapshot ***ret, size_t *ret_n)
 {
         _cleanup_(json_decrefp) json_t *index = NULL;
         struct snapshot **snaps;
@@ -985,7 +986,14 @@ int store_recent(struct backend *b, uint32_t cs, unsigned max, struct snapshot *
                         dup = dup || digest_eq(&snaps[k]->digest, &d);
                 if (dup)
                         continue;
-                if (snapshot_open(b, &d, &s) < 0 || s->config.chunk_size != cs || snapshot_load_tree(b, s) < 0) {
+                if (snapshot_open(b, &d, &s) < 0 || s->config.chunk_size != cs) {
+                        snapshot_free(s);
+                        continue;
+                }
+                /* A tree the caller has loaded already: not twice. */
+                for (size_t k = 0; k < n_skip; k++)
+                        dup = dup || digest_eq(&s->tree_digest, &skip[k]);
+                if (dup || snapshot_load_tree(b, s) < 0) {
                         snapshot_free(s);
                         continue;
                 }

@@ -137,9 +137,11 @@ bool tag_valid(const char *tag);
 
 /* store_recent(): the newest max snapshots of the store's index with chunk
  * size cs, trees loaded, for deduplication (packer_add_known()). Unreadable
- * ones are skipped. *ret is a malloc'd array of n snapshots: free each with
+ * ones, and those whose tree digest is one of skip[n_skip] (trees the
+ * caller holds already), are skipped. *ret is a malloc'd array of n snapshots: free each with
  * snapshot_free(), then the array. */
-int store_recent(struct backend *b, uint32_t cs, unsigned max, struct snapshot ***ret, size_t *ret_n);
+int store_recent(struct backend *b, uint32_t cs, unsigned max, const struct digest *skip, size_t n_skip,
+                 struct snapshot ***ret, size_t *ret_n);
 
 /* verify: re-hash every reachable blob and every chunk. report() is called
  * once per problem found; returns the number of problems or -errno. */
