@@ -12,8 +12,11 @@
 
 #define CHUNK_SIZE_MIN (16u << 10)
 #define CHUNK_SIZE_MAX (4u << 20)
-/* Chosen by the chunk-size sweep in bench/ (see bench/RESULTS.md). */
-#define CHUNK_SIZE_DEFAULT (256u << 10)
+/* Chosen by the chunk-size sweep in bench/ (bench/RESULTS.md, "Chunk-size
+ * sweep", and docs/store-design.md): the smallest pause for an edit in a
+ * large file without paying per-chunk overhead in commit time, store size
+ * or lazy reads. */
+#define CHUNK_SIZE_DEFAULT (64u << 10)
 /* Holes are found and recreated at this granularity. */
 #define HOLE_GRANULE 4096u
 

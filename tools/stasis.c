@@ -38,7 +38,7 @@ const struct cli_command cli_commands[] = {
                         "  --parent REF      the previous generation: its chunks are reused and\n"
                         "                    the new snapshot's generation is one more\n"
                         "  --chunk-size N    chunk size, a power of two from 16K to 4M (default:\n"
-                        "                    the parent's, else 256K)\n"
+                        "                    the parent's, else 64K)\n"
                         "  --tag T           tag the new snapshot\n"
                         "  --label K=V       a label in the snapshot's config (repeatable)\n"
                         "  --level N         zstd compression level (default 3)\n"
@@ -262,7 +262,7 @@ const struct cli_command cli_commands[] = {
                         "  oci://HOST/REPO[:TAG|@DIGEST]  a registry repository (default tag latest)\n"
                         "An image index resolves to its linux/amd64 manifest.\n\n" STORE_HELP
                         "  --tag T           tag the new snapshot\n"
-                        "  --chunk-size N    chunk size, a power of two from 16K to 4M (default 256K)\n"
+                        "  --chunk-size N    chunk size, a power of two from 16K to 4M (default 64K)\n"
                         "  --level N         zstd compression level (default 3)\n"
                         "  --threads N       compression threads (default: one per CPU)\n"
                         "  --json            print the digest and statistics as one JSON object\n"

@@ -100,7 +100,7 @@ S=$T/store
 step "a base with a 32 MiB file; a mount that freezes $CG"
 mkdir -p "$T/src"
 head -c $((32 * 1024 * 1024)) /dev/urandom >"$T/src/base"
-st commit --store "$S" --tag base "$T/src"
+st commit --store "$S" --chunk-size "$CS" --tag base "$T/src"
 [[ $("$STASIS" inspect --store "$S" --json base | jq -r .chunk_size) == "$CS" ]] || fail "chunk size is not $CS"
 mp=$T/mnt
 mount_snap "$mp" --store "$S" --cache "$T/cache" --state "$T/state" --label "io.stasis.freeze=cgroup:$CG" base

@@ -16,7 +16,7 @@ need setfattr setfacl setcap mknod curl
 
 S=$T/store
 src=$T/src
-CS=$((256 * 1024))
+CS=$((256 * 1024)) # pinned: the counts below are reasoned in 256 KiB chunks
 mkdir "$src"
 
 step "build the source tree"
@@ -59,7 +59,7 @@ cd - >/dev/null
 "$TREEDIGEST" --list "$src" >"$T/src.list"
 
 step "commit"
-st commit --store "$S" --tag base "$src"
+st commit --store "$S" --chunk-size "$CS" --tag base "$src"
 
 step "mount: no pack bytes read, even by a metadata walk"
 mp1=$T/mnt1
