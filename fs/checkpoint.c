@@ -866,7 +866,8 @@ static uint32_t *new_map(const struct tree *t)
         return m;
 }
 
-static int build_tree(struct ck *c, void **ret_blob, size_t *ret_len, struct digest *ret_digest)
+static int build_tree(struct ck *c, void **ret_blob, size_t *ret_len, struct digest *ret_digest,
+                      struct tree **ret_tree)
 {
         const struct tree *t = c->fs->tree, *lt = c->last ? c->last->snap->tree : NULL;
         struct tree_builder *tb = tree_builder_new(c->fs->chunk_size);
@@ -947,18 +948,17 @@ static int build_tree(struct ck *c, void **ret_blob, size_t *ret_len, struct dig
                         goto fail;
         }
         tree_builder_set_next_ino(tb, c->next_ino);
-        r = tree_builder_finish(tb, CHUNK_LEVEL_DEFAULT, ret_blob, ret_len, ret_digest);
+        r = tree_builder_finish_tree(tb, CHUNK_LEVEL_DEFAULT, ret_blob, ret_len, ret_digest, ret_tree);
 fail:
         tree_builder_free(tb);
         return r;
 }
 
 /* last_new(): what the next checkpoint may take from this one, published
- * as digest with tree blob: per file the layer held, the new tree's chunk
- * of each of its layer chunks. NULL if that cannot be had (the next one
- * then reads everything). */
-static struct ck_last *last_new(struct ck *c, struct backend *b, const struct digest *digest, const void *blob,
-                                size_t blob_len, const struct digest *tree_digest)
+ * as digest with *tree (taken): per file the layer held, the new tree's
+ * chunk of each of its layer chunks. NULL if that cannot be had (the next
+ * one then reads everything). */
+static struct ck_last *last_new(struct ck *c, struct backend *b, const struct digest *digest, struct tree **tree)
 {
         struct ck_frozen *k = c->fs->ck; /* its file list is ours: fixed since the barrier */
         struct ck_last *l = calloc(1, sizeof *l);
@@ -968,7 +968,7 @@ static struct ck_last *last_new(struct ck *c, struct backend *b, const struct di
                 return NULL;
         r = snapshot_open(b, digest, &l->snap);
         if (r >= 0)
-                r = tree_load(blob, blob_len, tree_digest, &l->snap->tree);
+                l->snap->tree = TAKE_PTR(*tree);
         if (r >= 0 && !(l->files = calloc(MAX(k->n, (size_t)1), sizeof *l->files)))
                 r = -ENOMEM;
         for (size_t i = 0; i < k->n && r >= 0; i++) {
@@ -1053,6 +1053,7 @@ int fs_checkpoint(struct fs *fs, const struct fs_checkpoint_opts *o, struct fs_c
         struct packer_stats ps;
         _cleanup_(freep) void *blob = NULL, *trace = NULL;
         struct ck_frozen *k = NULL;
+        struct tree *tree = NULL; /* the new tree, as built */
         size_t trace_len = 0;
         struct digest tree_digest;
         json_t *stats = NULL;
@@ -1139,7 +1140,7 @@ int fs_checkpoint(struct fs *fs, const struct fs_checkpoint_opts *o, struct fs_c
         res.data_ns = now_ns() - t1;
 
         t1 = now_ns();
-        r = build_tree(&c, &blob, &blob_len, &tree_digest);
+        r = build_tree(&c, &blob, &blob_len, &tree_digest, &tree);
         if (r < 0) {
                 log_error_errno(r, "checkpoint: build the tree: %m");
                 goto fail;
@@ -1206,7 +1207,7 @@ int fs_checkpoint(struct fs *fs, const struct fs_checkpoint_opts *o, struct fs_c
         res.publish_ns = now_ns() - t1;
         res.tree_digest = tree_digest;
         res.chunks_saved = atomic_load(&fs->ck_saved) - saved0;
-        ck_end(fs, last_new(&c, o->store, &res.digest, blob, blob_len, &tree_digest));
+        ck_end(fs, last_new(&c, o->store, &res.digest, &tree));
         frozen = false;
         res.duration_ns = now_ns() - t0;
         *ret = res;
@@ -1217,6 +1218,7 @@ fail:
         if (r < 0 && set_ro)
                 fs_set_readonly(fs, false);
         json_decref(stats);
+        tree_free(tree);
         ck_release(&c);
         return r;
 }

@@ -1605,6 +1605,12 @@ static void cctxp_free(ZSTD_CCtx **c) { ZSTD_freeCCtx(*c); }
 int tree_builder_finish(struct tree_builder *tb, int level, void **ret, size_t *ret_len,
                         struct digest *ret_digest)
 {
+        return tree_builder_finish_tree(tb, level, ret, ret_len, ret_digest, NULL);
+}
+
+int tree_builder_finish_tree(struct tree_builder *tb, int level, void **ret, size_t *ret_len,
+                             struct digest *ret_digest, struct tree **ret_tree)
+{
         _cleanup_(freep) uint32_t *order = NULL, *chunk_map = NULL, *pack_map = NULL, *chunk_list = NULL,
                                   *pack_list = NULL;
         _cleanup_(freep) uint8_t *raw = NULL, *out = NULL;
@@ -1815,14 +1821,12 @@ int tree_builder_finish(struct tree_builder *tb, int level, void **ret, size_t *
         }
 
         /* Self-check: what we write, we can read. */
-        {
-                struct tree check = { .raw = raw, .len = l.total };
-                r = validate(&check);
-                if (r == -ENOMEM)
-                        return r;
-                if (r < 0)
-                        return -EINVAL; /* validate() logged the problem */
-        }
+        struct tree check = { .raw = raw, .len = l.total };
+        r = validate(&check);
+        if (r == -ENOMEM)
+                return r;
+        if (r < 0)
+                return -EINVAL; /* validate() logged the problem */
 
         cctx = ZSTD_createCCtx();
         bound = ZSTD_compressBound(l.total);
@@ -1838,6 +1842,14 @@ int tree_builder_finish(struct tree_builder *tb, int level, void **ret, size_t *
                 return log_error_errno(EIO, "tree: zstd: %s", ZSTD_getErrorName(clen));
         digest_sha256(out, clen, &d);
 
+        if (ret_tree) { /* the tree just checked: what tree_load() of the blob would give */
+                struct tree *t = malloc(sizeof *t);
+                if (!t)
+                        return -ENOMEM;
+                *t = check;
+                t->raw = TAKE_PTR(raw);
+                *ret_tree = t;
+        }
         *ret = TAKE_PTR(out);
         *ret_len = clen;
         if (ret_digest)

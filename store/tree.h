@@ -146,6 +146,12 @@ void tree_builder_set_next_ino(struct tree_builder *tb, uint64_t next_ino);
  * so a tree never names dead data. */
 int tree_builder_finish(struct tree_builder *tb, int level, void **ret, size_t *ret_len,
                         struct digest *ret_digest);
+struct tree;
+/* finish_tree(): finish(), and *ret_tree (if not NULL) the tree itself, as
+ * tree_load() of the blob would return it, without decompressing and
+ * validating it again. */
+int tree_builder_finish_tree(struct tree_builder *tb, int level, void **ret, size_t *ret_len,
+                             struct digest *ret_digest, struct tree **ret_tree);
 
 /* ---- reading ---- */
 struct tree;
