@@ -138,6 +138,7 @@ struct fs {
         bool tls_ok;
         bool acl;       /* FUSE_CAP_POSIX_ACL negotiated; set once in init */
         bool writeback; /* FUSE_CAP_WRITEBACK_CACHE negotiated; set once in init */
+        bool no_opendir; /* the kernel opens directories itself (FUSE_CAP_NO_OPENDIR_SUPPORT) */
         char state_dir[4096];
 
         /* Writers shared, a checkpoint exclusive (writer-preferring). */

@@ -187,6 +187,10 @@ static void op_init(void *userdata, struct fuse_conn_info *conn)
                 conn->want |= FUSE_CAP_CACHE_SYMLINKS;
         if (conn->capable & FUSE_CAP_PARALLEL_DIROPS)
                 conn->want |= FUSE_CAP_PARALLEL_DIROPS;
+        /* A directory handle holds nothing here: opendir answers ENOSYS and
+         * the kernel stops sending OPENDIR and RELEASEDIR (two round trips
+         * per directory a walk opens), keeping readdir cached as we asked. */
+        fs->no_opendir = (conn->capable & FUSE_CAP_NO_OPENDIR_SUPPORT) != 0;
         /* Large WRITEs: the kernel's writeback sends up to 1 MiB at once
          * (libfuse negotiates max_pages from this). */
         conn->max_write = 1u << 20;
@@ -975,8 +979,17 @@ static void op_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const 
 
 static void op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
-        struct fs_inode *p = inode_find(req_fs(req), ino);
+        struct fs_inode *p;
 
+        if (req_fs(req)->no_opendir) {
+                /* Success, and no more OPENDIR: the kernel then keeps the
+                 * page cache and caches readdir (FOPEN_KEEP_CACHE |
+                 * FOPEN_CACHE_DIR are its defaults for an opendir it does
+                 * not send), as we would ask below. */
+                fuse_reply_err(req, ENOSYS);
+                return;
+        }
+        p = inode_find(req_fs(req), ino);
         if (!p) {
                 fuse_reply_err(req, ESTALE);
                 return;
