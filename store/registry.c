@@ -6,8 +6,15 @@
  * redirects, a token fetch included), so at most `connections` requests run
  * at once and the rest wait for a handle.
  *
- * curl codes are converted here, at the edge, to -errno (curl_errno()). */
+ * curl codes are converted here, at the edge, to -errno (curl_errno()).
+ *
+ * libcurl is not linked: it is dlopen'd the first time a registry is made
+ * (curl_load()), and every call goes through the table `curl`. Loading
+ * libcurl's dependency chain (krb5, gnutls, ldap, ssh2, nghttp2, ...) costs
+ * each exec of stasis and stasisd milliseconds, and a local mount never
+ * speaks HTTP (docs/dependencies.md has the numbers). */
 #include <curl/curl.h>
+#include <dlfcn.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <jansson.h>
@@ -15,6 +22,7 @@
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdatomic.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -113,6 +121,97 @@ static void wipe_free(char *s)
         free(s);
 }
 
+/* ---- libcurl, loaded on first use ---- */
+
+#define CURL_SONAME "libcurl.so.4"
+
+/* The libcurl functions this file calls, typed from curl.h's own prototypes:
+ * typeof(curl_easy_setopt) names the function, since curl.h's type-checking
+ * macros of the same names are function-like and expand only before a "(".
+ * Calls through the table skip those checks (the arguments are the ones that
+ * passed them when libcurl was linked). Written once, by curl_load_once()
+ * under curl_once, and only read after that: process-wide by nature, like
+ * the library itself. */
+struct curl_fns {
+        typeof(curl_global_init) *global_init;
+        typeof(curl_global_cleanup) *global_cleanup;
+        typeof(curl_easy_init) *easy_init;
+        typeof(curl_easy_cleanup) *easy_cleanup;
+        typeof(curl_easy_reset) *easy_reset;
+        typeof(curl_easy_setopt) *easy_setopt;
+        typeof(curl_easy_perform) *easy_perform;
+        typeof(curl_easy_getinfo) *easy_getinfo;
+        typeof(curl_easy_escape) *easy_escape;
+        typeof(curl_slist_append) *slist_append;
+        typeof(curl_slist_free_all) *slist_free_all;
+};
+
+_Static_assert(sizeof(void *) == sizeof(void (*)(void)), "dlsym(): function pointers are void *");
+
+static struct curl_fns curl;       /* curl_once */
+static int curl_load_r;            /* curl_once: 0, or -errno */
+static char curl_load_err[512];    /* curl_once: why it failed */
+static pthread_once_t curl_once = PTHREAD_ONCE_INIT;
+
+static void curl_load_once(void)
+{
+        struct curl_fns fns = { 0 };
+#define CURL_SYM(f) { "curl_" #f, &fns.f }
+        const struct {
+                const char *name;
+                void *slot; /* where the function pointer goes */
+        } syms[] = {
+                CURL_SYM(global_init),  CURL_SYM(global_cleanup), CURL_SYM(easy_init),
+                CURL_SYM(easy_cleanup), CURL_SYM(easy_reset),     CURL_SYM(easy_setopt),
+                CURL_SYM(easy_perform), CURL_SYM(easy_getinfo),   CURL_SYM(easy_escape),
+                CURL_SYM(slist_append), CURL_SYM(slist_free_all),
+        };
+#undef CURL_SYM
+        void *lib = dlopen(CURL_SONAME, RTLD_NOW | RTLD_LOCAL);
+        const char *why;
+
+        if (!lib) {
+                why = dlerror();
+                curl_load_r = -ELIBACC;
+                errf(curl_load_err, sizeof curl_load_err, "cannot load %s (Debian package libcurl4): %s",
+                     CURL_SONAME, why ? why : "not found");
+                return;
+        }
+        for (size_t i = 0; i < ELEMENTSOF(syms); i++) {
+                void *p;
+
+                (void)dlerror(); /* clear: dlerror() after dlsym() must be dlsym()'s */
+                p = dlsym(lib, syms[i].name);
+                if (!p) {
+                        why = dlerror();
+                        curl_load_r = -ELIBBAD;
+                        errf(curl_load_err, sizeof curl_load_err, "%s has no %s: %s", CURL_SONAME,
+                             syms[i].name, why ? why : "not found");
+                        (void)dlclose(lib);
+                        return;
+                }
+                /* POSIX: dlsym()'s void * holds a function pointer (dlsym(3)) */
+                memcpy(syms[i].slot, &p, sizeof p);
+        }
+        curl = fns; /* lib stays open for the life of the process */
+}
+
+/* curl_load(): make `curl` usable; once per process, the first time a
+ * registry is made. 0, or -ELIBACC (no libcurl) / -ELIBBAD (not the libcurl
+ * we need), with the reason in ret_err (REG_ERR_MAX bytes). */
+static int curl_load(const char *host, char *ret_err)
+{
+        int r = pthread_once(&curl_once, curl_load_once);
+
+        if (r != 0)
+                return -r;
+        if (curl_load_r < 0) {
+                errf(ret_err, REG_ERR_MAX, "registry %s: %s", host, curl_load_err);
+                return curl_load_r;
+        }
+        return 0;
+}
+
 /* ---- one transfer ---- */
 
 struct xfer {
@@ -203,7 +302,7 @@ static size_t on_body(char *data, size_t size, size_t n, void *ctx)
         size_t len = size * n;
         long status = 0;
 
-        (void)curl_easy_getinfo(x->h, CURLINFO_RESPONSE_CODE, &status);
+        (void)curl.easy_getinfo(x->h, CURLINFO_RESPONSE_CODE, &status);
         if (status >= 300) {
                 /* error bodies: keep the start, for the message */
                 size_t room;
@@ -342,85 +441,85 @@ static CURLcode perform(struct registry *reg, CURL *h, const struct reg_request 
         if (left == 0)
                 return CURLE_OPERATION_TIMEDOUT;
 
-        curl_easy_reset(h);
+        curl.easy_reset(h);
         for (size_t i = 0; i < ELEMENTSOF(q->headers) && q->headers[i]; i++) {
                 if (strncasecmp(q->headers[i], "content-type:", 13) == 0)
                         has_ct = true;
-                t = curl_slist_append(hl, q->headers[i]);
+                t = curl.slist_append(hl, q->headers[i]);
                 if (!t)
                         goto oom;
                 hl = t;
         }
         if (q->body && !has_ct) {
-                t = curl_slist_append(hl, "Content-Type: application/octet-stream");
+                t = curl.slist_append(hl, "Content-Type: application/octet-stream");
                 if (!t)
                         goto oom;
                 hl = t;
         }
-        t = curl_slist_append(hl, "Expect:"); /* no 100-continue round trip */
+        t = curl.slist_append(hl, "Expect:"); /* no 100-continue round trip */
         if (!t)
                 goto oom;
         hl = t;
         if (auth) {
-                t = curl_slist_append(hl, auth);
+                t = curl.slist_append(hl, auth);
                 if (!t)
                         goto oom;
                 hl = t;
         }
 
-        (void)curl_easy_setopt(h, CURLOPT_URL, url);
-        (void)curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https");
-        (void)curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
-        (void)curl_easy_setopt(h, CURLOPT_ERRORBUFFER, errbuf);
-        (void)curl_easy_setopt(h, CURLOPT_HTTPHEADER, hl);
-        (void)curl_easy_setopt(h, CURLOPT_USERAGENT, "stasis/0.1");
-        (void)curl_easy_setopt(h, CURLOPT_FOLLOWLOCATION, 0L); /* registry_do() follows */
-        (void)curl_easy_setopt(h, CURLOPT_TCP_KEEPALIVE, 1L);
-        (void)curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS,
+        (void)curl.easy_setopt(h, CURLOPT_URL, url);
+        (void)curl.easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https");
+        (void)curl.easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
+        (void)curl.easy_setopt(h, CURLOPT_ERRORBUFFER, errbuf);
+        (void)curl.easy_setopt(h, CURLOPT_HTTPHEADER, hl);
+        (void)curl.easy_setopt(h, CURLOPT_USERAGENT, "stasis/0.1");
+        (void)curl.easy_setopt(h, CURLOPT_FOLLOWLOCATION, 0L); /* registry_do() follows */
+        (void)curl.easy_setopt(h, CURLOPT_TCP_KEEPALIVE, 1L);
+        (void)curl.easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS,
                                (long)MIN(left, (uint64_t)OCI_CONNECT_TIMEOUT_SEC * 1000));
-        (void)curl_easy_setopt(h, CURLOPT_LOW_SPEED_LIMIT, LOW_SPEED_BYTES);
-        (void)curl_easy_setopt(h, CURLOPT_LOW_SPEED_TIME, LOW_SPEED_SEC);
+        (void)curl.easy_setopt(h, CURLOPT_LOW_SPEED_LIMIT, LOW_SPEED_BYTES);
+        (void)curl.easy_setopt(h, CURLOPT_LOW_SPEED_TIME, LOW_SPEED_SEC);
         if (q->deadline_ns)
-                (void)curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, (long)MIN(left, (uint64_t)LONG_MAX));
+                (void)curl.easy_setopt(h, CURLOPT_TIMEOUT_MS, (long)MIN(left, (uint64_t)LONG_MAX));
         if (reg->ca_pem) {
                 struct curl_blob blob = { .data = reg->ca_pem, .len = reg->ca_pem_len,
                                           .flags = CURL_BLOB_NOCOPY }; /* lives as long as reg */
-                (void)curl_easy_setopt(h, CURLOPT_CAINFO_BLOB, &blob);
+                (void)curl.easy_setopt(h, CURLOPT_CAINFO_BLOB, &blob);
         } else if (reg->ca_cert)
-                (void)curl_easy_setopt(h, CURLOPT_CAINFO, reg->ca_cert);
+                (void)curl.easy_setopt(h, CURLOPT_CAINFO, reg->ca_cert);
         if (reg->insecure) {
-                (void)curl_easy_setopt(h, CURLOPT_SSL_VERIFYPEER, 0L);
-                (void)curl_easy_setopt(h, CURLOPT_SSL_VERIFYHOST, 0L);
+                (void)curl.easy_setopt(h, CURLOPT_SSL_VERIFYPEER, 0L);
+                (void)curl.easy_setopt(h, CURLOPT_SSL_VERIFYHOST, 0L);
         }
-        (void)curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, on_header);
-        (void)curl_easy_setopt(h, CURLOPT_HEADERDATA, x);
-        (void)curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_body);
-        (void)curl_easy_setopt(h, CURLOPT_WRITEDATA, x);
+        (void)curl.easy_setopt(h, CURLOPT_HEADERFUNCTION, on_header);
+        (void)curl.easy_setopt(h, CURLOPT_HEADERDATA, x);
+        (void)curl.easy_setopt(h, CURLOPT_WRITEFUNCTION, on_body);
+        (void)curl.easy_setopt(h, CURLOPT_WRITEDATA, x);
 
         if (strcmp(q->method, "HEAD") == 0)
-                (void)curl_easy_setopt(h, CURLOPT_NOBODY, 1L);
+                (void)curl.easy_setopt(h, CURLOPT_NOBODY, 1L);
         else if (strcmp(q->method, "GET") == 0)
-                (void)curl_easy_setopt(h, CURLOPT_HTTPGET, 1L);
+                (void)curl.easy_setopt(h, CURLOPT_HTTPGET, 1L);
         else {
-                (void)curl_easy_setopt(h, CURLOPT_POST, 1L);
-                (void)curl_easy_setopt(h, CURLOPT_POSTFIELDS, q->body ? q->body : "");
-                (void)curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)q->body_len);
+                (void)curl.easy_setopt(h, CURLOPT_POST, 1L);
+                (void)curl.easy_setopt(h, CURLOPT_POSTFIELDS, q->body ? q->body : "");
+                (void)curl.easy_setopt(h, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)q->body_len);
                 if (strcmp(q->method, "POST") != 0)
-                        (void)curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, q->method);
+                        (void)curl.easy_setopt(h, CURLOPT_CUSTOMREQUEST, q->method);
         }
 
         atomic_fetch_add(&reg->requests, 1);
-        c = curl_easy_perform(h);
+        c = curl.easy_perform(h);
         if (c == CURLE_WRITE_ERROR && x->overflow && q->dst)
                 c = CURLE_OK; /* we stopped it: dst is full */
         if (c == CURLE_OK)
-                (void)curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &resp->status);
+                (void)curl.easy_getinfo(h, CURLINFO_RESPONSE_CODE, &resp->status);
         /* drop the slist (it holds the Authorization line) before returning */
-        (void)curl_easy_setopt(h, CURLOPT_HTTPHEADER, NULL);
-        curl_slist_free_all(hl);
+        (void)curl.easy_setopt(h, CURLOPT_HTTPHEADER, NULL);
+        curl.slist_free_all(hl);
         return c;
 oom:
-        curl_slist_free_all(hl);
+        curl.slist_free_all(hl);
         return CURLE_OUT_OF_MEMORY;
 }
 
@@ -436,7 +535,7 @@ static CURL *handle_get(struct registry *reg, unsigned *ret_slot)
                         if (reg->busy[i])
                                 continue;
                         if (!reg->handles[i])
-                                reg->handles[i] = curl_easy_init();
+                                reg->handles[i] = curl.easy_init();
                         if (!reg->handles[i])
                                 goto out;
                         reg->busy[i] = true;
@@ -557,8 +656,8 @@ static int fetch_token(struct registry *reg, CURL *h, const struct reg_challenge
         char *tv;
         int n;
 
-        esc_service = curl_easy_escape(h, ch->service, 0);
-        esc_scope = want ? curl_easy_escape(h, want, 0) : strdup("");
+        esc_service = curl.easy_escape(h, ch->service, 0);
+        esc_scope = want ? curl.easy_escape(h, want, 0) : strdup("");
         if (!esc_service || !esc_scope)
                 return -ENOMEM;
         n = asprintf(&url, "%s%cservice=%s%s%s", ch->realm, strchr(ch->realm, '?') ? '&' : '?',
@@ -759,7 +858,7 @@ int registry_do(struct registry *reg, const struct reg_request *q, struct reg_re
                                 r = -ELOOP;
                                 goto out;
                         }
-                        (void)curl_easy_getinfo(h, CURLINFO_REDIRECT_URL, &target);
+                        (void)curl.easy_getinfo(h, CURLINFO_REDIRECT_URL, &target);
                         if (!target) {
                                 set_error(resp, "registry %s: redirect without a Location", reg->host);
                                 r = -EPROTO;
@@ -884,11 +983,14 @@ int registry_new(const char *host, const struct registry_opts *o, const char *sc
         if (!host || !*host || strlen(host) >= OCI_HOST_MAX || !ret || !ret_err)
                 return -EINVAL;
         ret_err[0] = 0;
-        if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
+        r = curl_load(host, ret_err);
+        if (r < 0)
+                return r;
+        if (curl.global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
                 return -ENOMEM;
         reg = calloc(1, sizeof *reg);
         if (!reg) {
-                curl_global_cleanup();
+                curl.global_cleanup();
                 return -ENOMEM;
         }
         pthread_mutex_init(&reg->lock, NULL);
@@ -963,7 +1065,7 @@ struct registry *registry_free(struct registry *reg)
                 return NULL;
         for (unsigned i = 0; reg->handles && i < reg->n_handles; i++)
                 if (reg->handles[i])
-                        curl_easy_cleanup(reg->handles[i]);
+                        curl.easy_cleanup(reg->handles[i]);
         for (unsigned i = 0; i < N_TOKENS; i++) {
                 free(reg->tokens[i].scope);
                 wipe_free(reg->tokens[i].value);
@@ -976,6 +1078,6 @@ struct registry *registry_free(struct registry *reg)
         pthread_cond_destroy(&reg->cond);
         pthread_mutex_destroy(&reg->lock);
         free(reg);
-        curl_global_cleanup();
+        curl.global_cleanup();
         return NULL;
 }
