@@ -142,7 +142,7 @@ int blob_read_verified(struct backend *b, const struct digest *d, size_t max, vo
         _cleanup_(freep) void *buf = NULL;
         char name[DIGEST_STR_LEN + 1];
         struct digest got;
-        size_t len;
+        size_t len = 0; /* gcc -O3 cannot see backend_read_all() set it */
         int r;
 
         if (!b || !d || !ret || !ret_len)
