@@ -13,6 +13,11 @@
  *   benchio read PATH          read every regular file under PATH (or PATH
  *                              itself) in 1 MiB reads, directory order:
  *                              "BYTES NS FILES"
+ *   benchio readlist DIR       read the files named on stdin (paths relative
+ *                              to DIR, each ended by a NUL, as find -print0
+ *                              writes them), in that order, in 1 MiB reads:
+ *                              "BYTES NS FILES" (the list is read before the
+ *                              clock starts)
  *   benchio stat PATH          lstat every entry under PATH: "ENTRIES NS"
  */
 #define _GNU_SOURCE
@@ -133,6 +138,44 @@ int main(int argc, char **argv)
                 free(buf);
                 return failed;
         }
+        if (argc == 3 && strcmp(argv[1], "readlist") == 0) {
+                char **paths = NULL, *line = NULL;
+                size_t n = 0, cap = 0, len = 0;
+                ssize_t r;
+
+                buf = malloc(1 << 20);
+                if (!buf)
+                        return 1;
+                while ((r = getdelim(&line, &len, '\0', stdin)) > 0) {
+                        char *path;
+
+                        if (line[r - 1] == '\0')
+                                r--;
+                        if (r == 0)
+                                continue;
+                        if (n == cap) {
+                                char **p = realloc(paths, (cap = cap ? 2 * cap : 64) * sizeof(*paths));
+
+                                if (!p)
+                                        return 1;
+                                paths = p;
+                        }
+                        if (asprintf(&path, "%s/%.*s", argv[2], (int)r, line) < 0)
+                                return 1;
+                        paths[n++] = path;
+                }
+                free(line);
+                t0 = now_ns();
+                for (size_t i = 0; i < n; i++)
+                        read_one(paths[i]);
+                t1 = now_ns();
+                printf("%" PRIu64 " %" PRIu64 " %" PRIu64 "\n", n_bytes, t1 - t0, n_files);
+                for (size_t i = 0; i < n; i++)
+                        free(paths[i]);
+                free(paths);
+                free(buf);
+                return failed;
+        }
         if (argc == 3 && strcmp(argv[1], "stat") == 0) {
                 t0 = now_ns();
                 if (nftw(argv[2], on_stat, 64, FTW_PHYS) != 0)
@@ -141,6 +184,6 @@ int main(int argc, char **argv)
                 printf("%" PRIu64 " %" PRIu64 "\n", n_entries, t1 - t0);
                 return 0;
         }
-        fprintf(stderr, "usage: benchio run CMD... | first FILE [OFF] | read PATH | stat PATH\n");
+        fprintf(stderr, "usage: benchio run CMD... | first FILE [OFF] | read PATH | readlist DIR <LIST | stat PATH\n");
         return 2;
 }
