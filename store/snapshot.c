@@ -723,7 +723,7 @@ int snapshot_publish(struct backend *b, const struct snapshot_new *n, struct dig
         bool has_trace = false;
         uint32_t n_packs;
         uint64_t generation = 0;
-        size_t config_len, manifest_len, n_need = 0;
+        size_t config_len = 0, manifest_len = 0, n_need = 0; /* = 0: gcc -O3 cannot see json_dump_blob() set them */
         int r;
 
         if (!b || !n || !ret || !n->tree_blob || !chunk_size_valid(n->chunk_size))

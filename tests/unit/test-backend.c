@@ -664,7 +664,8 @@ static char *slurp(const char *dir, const char *name)
         static char buf[4096]; /* test code: one at a time */
         size_t n;
 
-        snprintf(path, sizeof path, "%s/%s", dir, name);
+        if (snprintf(path, sizeof path, "%s/%s", dir, name) >= (int)sizeof path)
+                return NULL;
         f = fopen(path, "r");
         if (!f)
                 return NULL;
