@@ -1190,6 +1190,7 @@ int fs_checkpoint(struct fs *fs, const struct fs_checkpoint_opts *o, struct fs_c
                         .tag = o->tag,
                         .trace = o->trace,
                         .trace_len = o->trace_len,
+                        .tree = tree,
                 };
                 /* The trace: the caller's, else what this mount recorded. */
                 r = o->trace ? 0 : fs_trace_blob(fs, &trace, &trace_len);

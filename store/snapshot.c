@@ -383,7 +383,7 @@ int snapshot_load_tree(struct backend *b, struct snapshot *s)
         if (len != s->tree_size)
                 return log_error_errno(-EBADMSG, "snapshot %s: tree %s is %zu bytes, manifest says %" PRIu64,
                                        ms, ts, len, s->tree_size);
-        r = tree_load(buf, len, &s->tree_digest, &t);
+        r = tree_load(buf, len, NULL, &t); /* blob_read_verified() hashed it already */
         if (r == -EBADMSG) /* the parser named the problem */
                 return r;
         if (r < 0)
@@ -713,6 +713,7 @@ static json_t *json_descriptor(const char *media, const struct digest *d, uint64
 int snapshot_publish(struct backend *b, const struct snapshot_new *n, struct digest *ret)
 {
         _cleanup_(tree_freep) struct tree *t = NULL;
+        const struct tree *tt; /* n->tree, or t loaded from the blob */
         _cleanup_(freep) struct digest *need = NULL;
         _cleanup_(freep) uint64_t *pack_sizes = NULL;
         _cleanup_(json_decrefp) json_t *config = NULL, *labels = NULL, *stats = NULL, *layers = NULL,
@@ -740,13 +741,18 @@ int snapshot_publish(struct backend *b, const struct snapshot_new *n, struct dig
         }
 
         /* The tree says which packs the snapshot needs; they must be stored. */
-        r = tree_load(n->tree_blob, n->tree_len, &n->tree_digest, &t);
-        if (r < 0)
-                return log_error_errno(r, "publish: tree %s rejected: %m", digest_str(&n->tree_digest, ds));
-        if (tree_chunk_size(t) != n->chunk_size)
+        if (n->tree)
+                tt = n->tree;
+        else {
+                r = tree_load(n->tree_blob, n->tree_len, &n->tree_digest, &t);
+                if (r < 0)
+                        return log_error_errno(r, "publish: tree %s rejected: %m", digest_str(&n->tree_digest, ds));
+                tt = t;
+        }
+        if (tree_chunk_size(tt) != n->chunk_size)
                 return log_error_errno(-EINVAL, "publish: tree chunk size %u, snapshot chunk size %u",
-                                       tree_chunk_size(t), n->chunk_size);
-        n_packs = tree_n_packs(t);
+                                       tree_chunk_size(tt), n->chunk_size);
+        n_packs = tree_n_packs(tt);
         if (n_packs >= LAYERS_MAX)
                 return log_error_errno(-E2BIG, "publish: the tree names %u packs, a manifest holds at most %u",
                                        n_packs, LAYERS_MAX - 1);
@@ -755,17 +761,17 @@ int snapshot_publish(struct backend *b, const struct snapshot_new *n, struct dig
         if (!need || !pack_sizes)
                 return -ENOMEM;
         for (uint32_t i = 0; i < n_packs; i++) {
-                need[n_need++] = *tree_pack(t, i);
-                r = backend_size(b, tree_pack(t, i), &pack_sizes[i]);
+                need[n_need++] = *tree_pack(tt, i);
+                r = backend_size(b, tree_pack(tt, i), &pack_sizes[i]);
                 if (r == -ENOENT)
                         return log_error_errno(r, "publish: pack %s named by the tree is not in the store",
-                                               digest_str(tree_pack(t, i), ds));
+                                               digest_str(tree_pack(tt, i), ds));
                 if (r < 0)
-                        return log_error_errno(r, "publish: size of pack %s: %m", digest_str(tree_pack(t, i), ds));
+                        return log_error_errno(r, "publish: size of pack %s: %m", digest_str(tree_pack(tt, i), ds));
                 /* Young again, so a concurrent gc's grace period spares it. */
-                r = backend_freshen(b, tree_pack(t, i));
+                r = backend_freshen(b, tree_pack(tt, i));
                 if (r < 0)
-                        return log_error_errno(r, "publish: freshen pack %s: %m", digest_str(tree_pack(t, i), ds));
+                        return log_error_errno(r, "publish: freshen pack %s: %m", digest_str(tree_pack(tt, i), ds));
         }
 
         if (n->trace && n->trace_len) {
@@ -819,7 +825,7 @@ int snapshot_publish(struct backend *b, const struct snapshot_new *n, struct dig
         if (!layers || json_array_append_new(layers, json_descriptor(MEDIA_TREE, &tree_digest, n->tree_len)) < 0)
                 return -ENOMEM;
         for (uint32_t i = 0; i < n_packs; i++)
-                if (json_array_append_new(layers, json_descriptor(MEDIA_PACK, tree_pack(t, i), pack_sizes[i])) < 0)
+                if (json_array_append_new(layers, json_descriptor(MEDIA_PACK, tree_pack(tt, i), pack_sizes[i])) < 0)
                         return -ENOMEM;
         if (has_trace && json_array_append_new(layers, json_descriptor(MEDIA_TRACE, &trace_digest, n->trace_len)) < 0)
                 return -ENOMEM;

@@ -121,6 +121,9 @@ struct snapshot_new {
          * must parse (-EINVAL if not). */
         const void *trace;
         size_t trace_len;
+        /* The tree tree_blob holds, if the caller has it parsed
+         * (tree_builder_finish_tree()); NULL: publish loads the blob. */
+        const struct tree *tree;
 };
 /* snapshot_publish(): with every pack the tree names already stored, write the
  * tree, config and manifest blobs, then under the index lock check that every
