@@ -1438,7 +1438,8 @@ int main(int argc, char **argv)
                 journal_max = 0;
         r = fs_new(&(struct fs_opts){ .store = store, .snap = d.snap, .cache = d.cache,
                                       .state_dir = d.state, .base_name = d.snapshot,
-                                      .journal_max = journal_max, .no_prefetch = o.no_prefetch },
+                                      .journal_max = journal_max, .no_prefetch = o.no_prefetch,
+                                      .remote = strncmp(d.store, "oci://", 6) == 0 },
                    &d.fs);
         if (r < 0) {
                 log_error_errno(r, "filesystem: %m");

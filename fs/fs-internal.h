@@ -116,6 +116,7 @@ struct fs_tls {
         struct chunk_codec *codec;
         uint8_t *chunk; /* chunk_size bytes */
         uint8_t *frame; /* chunk_bound(chunk_size) bytes */
+        uint8_t *span;  /* coalesced reads' buffer (read.c), made on first use */
 };
 
 /* A chunk being copied up (fs->copying). */
@@ -139,6 +140,7 @@ struct fs {
         bool acl;       /* FUSE_CAP_POSIX_ACL negotiated; set once in init */
         bool writeback; /* FUSE_CAP_WRITEBACK_CACHE negotiated; set once in init */
         bool no_opendir; /* the kernel opens directories itself (FUSE_CAP_NO_OPENDIR_SUPPORT) */
+        bool remote;     /* fs_opts.remote: coalesce sequential fetches, across gaps */
         char state_dir[4096];
 
         /* Writers shared, a checkpoint exclusive (writer-preferring). */

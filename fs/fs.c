@@ -1965,11 +1965,13 @@ int fs_new(const struct fs_opts *o, struct fs **ret)
         fs->tree = o->snap->tree;
         fs->cache = o->cache;
         fs->journal_max = o->journal_max ? o->journal_max : FS_JOURNAL_MAX;
+        fs->remote = o->remote;
         fs->chunk_size = tree_chunk_size(fs->tree);
         fs->n_chunks = tree_n_chunks(fs->tree);
         fs->n_packs = tree_n_packs(fs->tree);
         if (o->cache && !o->no_readahead) {
-                unsigned n = o->readahead_chunks ? o->readahead_chunks : FS_READAHEAD_CHUNKS;
+                unsigned n = o->readahead_chunks ? o->readahead_chunks
+                                                 : MAX(FS_READAHEAD_CHUNKS, FS_READAHEAD_WINDOW / fs->chunk_size);
                 fs->ra_chunks = MAX(1u, MIN(n, FS_READAHEAD_BYTES / fs->chunk_size));
         }
         {

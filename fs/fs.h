@@ -39,8 +39,10 @@
 #include "store/cache.h"
 #include "store/snapshot.h"
 
-/* Readahead: at most this many chunks ahead, and at most this many bytes. */
+/* Readahead: FS_READAHEAD_WINDOW bytes ahead but at least
+ * FS_READAHEAD_CHUNKS chunks, and at most FS_READAHEAD_BYTES. */
 #define FS_READAHEAD_CHUNKS 4u
+#define FS_READAHEAD_WINDOW (1u << 20)
 #define FS_READAHEAD_BYTES (4u << 20)
 /* Entry and attribute timeouts, in seconds: stasisd is the only writer
  * behind its mount, so the kernel may cache as long as it likes. */
@@ -58,12 +60,13 @@ struct fs_opts {
         struct backend *store;  /* borrowed: the mount's own store */
         struct snapshot *snap;  /* borrowed: its tree loaded */
         struct cache *cache;    /* borrowed; NULL: no node cache (and no readahead) */
-        unsigned readahead_chunks; /* 0: FS_READAHEAD_CHUNKS; capped by FS_READAHEAD_BYTES */
+        unsigned readahead_chunks; /* 0: the window's worth; capped by FS_READAHEAD_BYTES */
         bool no_readahead;
         unsigned workers;       /* readahead threads; 0: 2 */
         const char *state_dir;  /* the mount's state directory (required) */
         const char *base_name;  /* what HEAD records as the base: a digest, or "empty" */
         bool no_prefetch;       /* do not prefetch the snapshot's access trace */
+        bool remote;            /* the store is a registry: a read's round trip costs more than its bytes */
         uint64_t journal_max;   /* compact the layer's journal after this many
                                  * appended bytes (and twice its last image); 0:
                                  * FS_JOURNAL_MAX */

@@ -21,6 +21,7 @@ void fs_tls_free(void *p)
         chunk_codec_free(t->codec);
         free(t->chunk);
         free(t->frame);
+        free(t->span);
         free(t);
 }
 
@@ -41,6 +42,18 @@ struct fs_tls *fs_tls_get(struct fs *fs)
                 return NULL;
         }
         return t;
+}
+
+/* RA_SPAN: the most compressed bytes one coalesced read takes. */
+#define RA_SPAN (2u << 20)
+
+/* fs_tls_span(): the thread's RA_SPAN buffer for coalesced reads (made on
+ * first use; NULL if out of memory). */
+static uint8_t *fs_tls_span(struct fs_tls *t)
+{
+        if (!t->span)
+                t->span = malloc(RA_SPAN);
+        return t->span;
 }
 
 /* pack_present(): whether pack i of our tree is in our own store, asked of
@@ -205,13 +218,114 @@ static void readahead_queue(struct fs *fs, const struct tree_inode *inode, uint3
         pthread_mutex_unlock(&fs->ra_lock);
 }
 
+/* Readahead reads a run of chunks that lie back to back in one pack with
+ * one backend read (one Range GET from a registry, where a request's
+ * round trip, not its bytes, is the cost), up to RA_SPAN compressed bytes. */
+#define RA_BATCH 16u
+
+/* ra_claim(): whether this worker fetches chunk idx: not cached, and no one
+ * else is fetching it (then it is marked in flight). */
+static bool ra_claim(struct fs *fs, uint32_t idx, const struct tree_chunk *c)
+{
+        bool mine = false;
+
+        if (cache_has(fs->cache, &c->addr) > 0)
+                return false;
+        pthread_mutex_lock(&fs->fetch_lock);
+        if (!fs->inflight[idx]) {
+                fs->inflight[idx] = 1;
+                mine = true;
+        }
+        pthread_mutex_unlock(&fs->fetch_lock);
+        return mine;
+}
+
+static void ra_release(struct fs *fs, const uint32_t *idx, size_t n)
+{
+        pthread_mutex_lock(&fs->fetch_lock);
+        for (size_t i = 0; i < n; i++)
+                fs->inflight[idx[i]] = 0;
+        pthread_cond_broadcast(&fs->fetch_cond);
+        pthread_mutex_unlock(&fs->fetch_lock);
+}
+
+/* ra_run(): chunks run[0..n), claimed, back to back in one pack from off:
+ * one read, then each decoded, verified and put in the cache. A chunk that
+ * fails is left out (a READ of it fetches it alone and reports it). */
+static void ra_run(struct fs *fs, struct fs_tls *t, uint8_t *span, const uint32_t *run, size_t n,
+                   const struct tree_chunk *first, uint64_t len)
+{
+        uint64_t pos = 0;
+        ssize_t got;
+
+        if (!pack_present(fs, first->pack))
+                return;
+        got = backend_read(fs->store, tree_pack(fs->tree, first->pack), first->offset, span, (size_t)len);
+        if (got < 0)
+                return;
+        atomic_fetch_add(&fs->bytes_fetched, (uint64_t)got);
+        for (size_t i = 0; i < n; i++) {
+                struct tree_chunk c;
+                if (tree_chunk(fs->tree, run[i], &c) < 0 || c.offset < first->offset)
+                        return;
+                pos = c.offset - first->offset;
+                if (pos + c.clen > (uint64_t)got)
+                        return;
+                if (chunk_decode(t->codec, span + pos, c.clen, c.ulen, fs->chunk_size, &c.addr, t->chunk) >= 0 &&
+                    cache_put(fs->cache, &c.addr, t->chunk, c.ulen) >= 0) {
+                        atomic_fetch_add(&fs->chunks_fetched, 1);
+                        atomic_fetch_add(&fs->readahead_chunks, 1);
+                }
+        }
+}
+
+/* ra_batch(): chunks batch[0..nb) into the cache, runs of them that follow
+ * each other in a pack read at once; a chunk already cached or in flight
+ * ends a run. */
+static void ra_batch(struct fs *fs, struct fs_tls *t, uint8_t *span, const uint32_t *batch, size_t nb)
+{
+        uint32_t run[RA_BATCH];
+        size_t nr = 0;
+        struct tree_chunk first = {}, last = {};
+        uint64_t len = 0;
+
+        for (size_t i = 0; i <= nb; i++) {
+                struct tree_chunk c = {};
+                bool next = i < nb && tree_chunk(fs->tree, batch[i], &c) >= 0;
+                /* Next in the same pack, within RA_SPAN of the run's start.
+                 * From a registry also across a gap: the bytes between
+                 * (other files' chunks, which parallel commit workers
+                 * interleave) are read and skipped; a round trip costs
+                 * more than they do. Locally only back to back. */
+                bool joins = next && nr > 0 && c.pack == last.pack &&
+                             (fs->remote ? c.offset >= last.offset + last.clen : c.offset == last.offset + last.clen) &&
+                             c.offset + c.clen - first.offset <= RA_SPAN && nr < RA_BATCH;
+
+                if (nr > 0 && !joins) {
+                        ra_run(fs, t, span, run, nr, &first, len);
+                        ra_release(fs, run, nr);
+                        nr = 0;
+                        len = 0;
+                }
+                if (!next || c.clen > RA_SPAN || !ra_claim(fs, batch[i], &c))
+                        continue;
+                if (nr == 0)
+                        first = c;
+                run[nr++] = batch[i];
+                last = c;
+                len = c.offset + c.clen - first.offset;
+        }
+}
+
 static void *readahead_worker(void *p)
 {
         struct fs *fs = p;
         struct fs_tls *t = fs_tls_get(fs);
+        uint8_t *span = t ? fs_tls_span(t) : NULL;
 
         for (;;) {
-                uint32_t idx;
+                uint32_t batch[RA_BATCH];
+                size_t nb = 0;
 
                 pthread_mutex_lock(&fs->ra_lock);
                 while (!fs->ra_stop && fs->ra_len == 0)
@@ -220,13 +334,16 @@ static void *readahead_worker(void *p)
                         pthread_mutex_unlock(&fs->ra_lock);
                         break;
                 }
-                idx = fs->ra_queue[fs->ra_head];
-                fs->ra_head = (fs->ra_head + 1) % fs->ra_cap;
-                fs->ra_len--;
+                while (fs->ra_len > 0 && nb < RA_BATCH) {
+                        batch[nb++] = fs->ra_queue[fs->ra_head];
+                        fs->ra_head = (fs->ra_head + 1) % fs->ra_cap;
+                        fs->ra_len--;
+                }
                 pthread_mutex_unlock(&fs->ra_lock);
+                if (!t || !span || !fs->cache)
+                        continue;
 
-                if (t)
-                        (void)chunk_get(fs, t, idx, t->chunk, GET_READAHEAD);
+                ra_batch(fs, t, span, batch, nb);
         }
         return NULL;
 }
@@ -258,6 +375,28 @@ void fs_readahead_stop(struct fs *fs)
         fs->n_ra_threads = 0;
 }
 
+/* read_window(): if chunk first of the file is not cached, chunks first
+ * through last and the readahead window after them into the cache, as
+ * coalesced reads (ra_batch()). */
+static void read_window(struct fs *fs, struct fs_tls *t, const struct tree_inode *inode, uint32_t first,
+                        uint32_t last)
+{
+        uint32_t batch[RA_BATCH], nch = tree_file_nchunks(fs->tree, inode), idx;
+        uint8_t *span = fs_tls_span(t);
+        struct tree_chunk c;
+        size_t n = 0;
+
+        idx = first < nch ? tree_file_chunk(fs->tree, inode, first) : TREE_HOLE;
+        if (!span || idx == TREE_HOLE || tree_chunk(fs->tree, idx, &c) < 0 || cache_has(fs->cache, &c.addr) > 0)
+                return;
+        for (uint32_t i = first; i < nch && i <= last + fs->ra_chunks && n < RA_BATCH; i++) {
+                idx = tree_file_chunk(fs->tree, inode, i);
+                if (idx != TREE_HOLE)
+                        batch[n++] = idx;
+        }
+        ra_batch(fs, t, span, batch, n);
+}
+
 int fs_read_data(struct fs *fs, const struct tree_inode *inode, struct fs_file *f, uint64_t off,
                  size_t len, uint8_t *dst)
 {
@@ -266,6 +405,16 @@ int fs_read_data(struct fs *fs, const struct tree_inode *inode, struct fs_file *
 
         if (!t)
                 return -ENOMEM;
+        /* A sequential READ that misses: its chunks and the readahead
+         * window in one coalesced read, not one read per chunk (from a
+         * registry each read is a round trip). */
+        if (f && fs->remote && fs->ra_chunks && fs->cache && off > 0 && len > 0) {
+                /* near the last READ's end: the kernel sends a sequential
+                 * reader's READs concurrently, not always in order */
+                uint64_t prev = atomic_load(&f->next_off);
+                if (prev > 0 && prev <= off + FS_READAHEAD_BYTES && off <= prev + FS_READAHEAD_BYTES)
+                        read_window(fs, t, inode, (uint32_t)(off / cs), (uint32_t)((end - 1) / cs));
+        }
         while (pos < end) {
                 uint32_t ci = (uint32_t)(pos / cs), idx;
                 uint64_t coff = pos % cs, n = MIN(cs - coff, end - pos);
