@@ -124,12 +124,13 @@ static int cache_hit(struct fs *fs, const struct tree_chunk *c, void *dst)
         return cache_get(fs->cache, &c->addr, dst, fs->chunk_size, &len) == 1 && len == c->ulen;
 }
 
-/* How chunk_get() is called: by a READ, or only to fill the cache (by
- * readahead, or by the access-trace prefetcher, trace.c). */
-enum get_mode { GET_READ, GET_READAHEAD, GET_PREFETCH };
+/* How chunk_get() is called: by a READ, or only to fill the cache (by the
+ * access-trace prefetcher, trace.c; readahead has its own coalesced path,
+ * ra_batch()). */
+enum get_mode { GET_READ, GET_PREFETCH };
 
-/* chunk_get(): chunk idx into dst (chunk_size bytes of room). GET_READAHEAD
- * and GET_PREFETCH only make sure the chunk is in the cache, and return 1 if
+/* chunk_get(): chunk idx into dst (chunk_size bytes of room). GET_PREFETCH
+ * only makes sure the chunk is in the cache, and returns 1 if
  * this call fetched it. 0, -EIO, -ENOMEM. A READ's cache hit on a chunk the
  * prefetcher brought in is a prefetch hit (fs_trace_hit()). */
 static int chunk_get(struct fs *fs, struct fs_tls *t, uint32_t idx, void *dst, enum get_mode mode)
@@ -166,9 +167,7 @@ static int chunk_get(struct fs *fs, struct fs_tls *t, uint32_t idx, void *dst, e
                 }
                 r = 0;
         } else {
-                if (mode == GET_READAHEAD)
-                        atomic_fetch_add(&fs->readahead_chunks, 1);
-                else if (mode == GET_READ)
+                if (mode == GET_READ)
                         atomic_fetch_add(&fs->cache_misses, 1);
                 r = fetch(fs, t, idx, &c, dst);
                 /* best effort; a prefetched chunk counts once it is in */
