@@ -358,12 +358,22 @@ int snapshot_open(struct backend *b, const struct digest *manifest, struct snaps
         return 0;
 }
 
+struct tree_src {
+        struct backend *b;
+        const struct digest *d;
+};
+
+static ssize_t tree_src_read(void *ctx, uint64_t off, void *buf, size_t n)
+{
+        struct tree_src *src = ctx;
+        return backend_read(src->b, src->d, off, buf, n);
+}
+
 int snapshot_load_tree(struct backend *b, struct snapshot *s)
 {
-        _cleanup_(freep) void *buf = NULL;
         _cleanup_(tree_freep) struct tree *t = NULL;
         char ms[DIGEST_STR_LEN + 1], ts[DIGEST_STR_LEN + 1];
-        size_t len;
+        uint64_t size;
         int r;
 
         if (!b || !s)
@@ -373,21 +383,27 @@ int snapshot_load_tree(struct backend *b, struct snapshot *s)
         digest_str(&s->digest, ms);
         digest_str(&s->tree_digest, ts);
 
-        r = blob_read_verified(b, &s->tree_digest, TREE_BLOB_MAX, &buf, &len);
+        r = backend_size(b, &s->tree_digest, &size);
         if (r == -ENOENT)
                 return log_error_errno(r, "snapshot %s: tree %s not in the store", ms, ts);
-        if (r == -EBADMSG)
-                return r;
         if (r < 0)
                 return log_error_errno(r, "snapshot %s: read tree %s: %m", ms, ts);
-        if (len != s->tree_size)
-                return log_error_errno(-EBADMSG, "snapshot %s: tree %s is %zu bytes, manifest says %" PRIu64,
-                                       ms, ts, len, s->tree_size);
-        r = tree_load(buf, len, NULL, &t); /* blob_read_verified() hashed it already */
-        if (r == -EBADMSG) /* the parser named the problem */
+        if (size != s->tree_size)
+                return log_error_errno(-EBADMSG, "snapshot %s: tree %s is %" PRIu64 " bytes, manifest says %" PRIu64,
+                                       ms, ts, size, s->tree_size);
+        if (size > TREE_BLOB_MAX)
+                return log_error_errno(-EFBIG, "snapshot %s: tree %s: %" PRIu64 " bytes is more than the %u allowed",
+                                       ms, ts, size, TREE_BLOB_MAX);
+        /* Read, hashed and inflated at once: a resume waits for the slowest
+         * of the three, not for their sum. */
+        r = tree_load_from(tree_src_read, &(struct tree_src){ .b = b, .d = &s->tree_digest }, (size_t)size,
+                           &s->tree_digest, &t);
+        if (r == -EBADMSG) /* tree_load() named the problem */
                 return r;
+        if (r == -ENOENT)
+                return log_error_errno(r, "snapshot %s: tree %s not in the store", ms, ts);
         if (r < 0)
-                return log_error_errno(r, "snapshot %s: tree %s rejected: %m", ms, ts);
+                return log_error_errno(r, "snapshot %s: tree %s: %m", ms, ts);
         if (tree_chunk_size(t) != s->config.chunk_size)
                 return log_error_errno(-EBADMSG, "snapshot %s: tree %s has chunk size %u, config says %u",
                                        ms, ts, tree_chunk_size(t), s->config.chunk_size);

@@ -25,6 +25,8 @@
 #include <endian.h>
 #include <errno.h>
 #include <inttypes.h>
+#include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -329,10 +331,24 @@ static inline const char *str_at(const struct tree *t, uint32_t off)
         return (const char *)t->raw + t->l.strings + off;
 }
 
-/* Binary search of the inode table; UINT32_MAX if absent. */
+/* The inode table's index of ino; UINT32_MAX if absent. Inode numbers are
+ * sorted and unique, so ino[i] >= ino[0] + i and ino[i] <= ino[n-1] - (n-1-i):
+ * ino can only sit in [ino - ino[n-1] + n-1, ino - ino[0]], a window as wide
+ * as the gaps in the numbering. A tree committed at once has none (one probe);
+ * one that lived through checkpoints has the gaps of what was deleted. */
 static uint32_t inode_index(const struct tree *t, uint64_t ino)
 {
-        size_t lo = 0, hi = t->l.n_inodes;
+        size_t n = t->l.n_inodes, lo, hi;
+        uint64_t first, last;
+
+        if (n == 0)
+                return UINT32_MAX;
+        first = ld64(inode_ptr(t, 0) + F(tree_inode_rec, ino));
+        last = ld64(inode_ptr(t, (uint32_t)(n - 1)) + F(tree_inode_rec, ino));
+        if (ino < first || ino > last)
+                return UINT32_MAX;
+        lo = last - ino >= n - 1 ? 0 : (size_t)(n - 1 - (last - ino));
+        hi = MIN((uint64_t)n, ino - first + 1);
         while (lo < hi) {
                 size_t mid = lo + (hi - lo) / 2;
                 uint64_t v = ld64(inode_ptr(t, (uint32_t)mid) + F(tree_inode_rec, ino));
@@ -348,7 +364,10 @@ static uint32_t inode_index(const struct tree *t, uint64_t ino)
 
 /* ---- validation ---- */
 
-#define bad(...) log_error_errno(EBADMSG, "tree: " __VA_ARGS__)
+/* quiet: set on the threads of a parallel validate(), which report nothing;
+ * if they find a problem, validate() runs again on one thread to name it. */
+static _Thread_local bool quiet;
+#define bad(...) (quiet ? -EBADMSG : log_error_errno(EBADMSG, "tree: " __VA_ARGS__))
 
 /* A string [off, off+len) inside the strings section, followed by a NUL. */
 static bool str_ok(const struct tree *t, uint64_t off, uint64_t len)
@@ -378,18 +397,17 @@ static int check_name(const struct tree *t, uint64_t ino, uint32_t i, uint32_t o
         return 0;
 }
 
-static int check_header(const uint8_t *raw, size_t len, struct layout *l)
+/* header_layout(): the header at raw (HDR_SIZE bytes) and the layout its
+ * counts imply; -EBADMSG with why set (nothing logged) if they are invalid. */
+static int header_layout(const uint8_t *raw, struct layout *l, char why[static 160])
 {
         uint32_t version;
-        int r;
 
-        if (len < HDR_SIZE)
-                return bad("image of %zu bytes is shorter than its header", len);
         if (memcmp(raw + F(tree_hdr, magic), TREE_MAGIC, sizeof(((struct tree_hdr *)0)->magic)))
-                return bad("bad magic");
+                return snprintf(why, 160, "bad magic"), -EBADMSG;
         version = ld32(raw + F(tree_hdr, version));
         if (version != TREE_VERSION)
-                return bad("unsupported version %" PRIu32, version);
+                return snprintf(why, 160, "unsupported version %" PRIu32, version), -EBADMSG;
         *l = (struct layout){
                 .chunk_size = ld32(raw + F(tree_hdr, chunk_size)),
                 .next_ino = ld64(raw + F(tree_hdr, next_ino)),
@@ -403,16 +421,27 @@ static int check_header(const uint8_t *raw, size_t len, struct layout *l)
                 .strings_len = ld64(raw + F(tree_hdr, strings_len)),
         };
         if (!chunk_size_valid(l->chunk_size))
-                return bad("invalid chunk size %" PRIu32, l->chunk_size);
+                return snprintf(why, 160, "invalid chunk size %" PRIu32, l->chunk_size), -EBADMSG;
         /* Indices are 32-bit; TREE_HOLE is not a chunk index. */
         if (l->n_packs > UINT32_MAX || l->n_chunks >= TREE_HOLE || l->n_inodes > UINT32_MAX ||
             l->n_dirents > UINT32_MAX || l->n_fchunks > UINT32_MAX || l->n_extents > UINT32_MAX ||
             l->n_xattrs > UINT32_MAX || l->strings_len > UINT32_MAX)
-                return bad("section counts too large");
-        r = layout_compute(l);
-        if (r < 0 || l->total != len)
-                return bad("image is %zu bytes but its sections need %s%zu", len,
-                           r < 0 ? "over " : "", r < 0 ? SIZE_MAX : l->total);
+                return snprintf(why, 160, "section counts too large"), -EBADMSG;
+        if (layout_compute(l) < 0)
+                return snprintf(why, 160, "sections need over %zu bytes", SIZE_MAX), -EBADMSG;
+        return 0;
+}
+
+static int check_header(const uint8_t *raw, size_t len, struct layout *l)
+{
+        char why[160];
+
+        if (len < HDR_SIZE)
+                return bad("image of %zu bytes is shorter than its header", len);
+        if (header_layout(raw, l, why) < 0)
+                return bad("%s", why);
+        if (l->total != len)
+                return bad("image is %zu bytes but its sections need %zu", len, l->total);
         for (size_t i = l->pad; i < l->extents; i++)
                 if (raw[i])
                         return bad("nonzero padding");
@@ -649,6 +678,9 @@ static int check_dirents(const struct tree *t)
                 irec_load(inode_ptr(t, i), &r);
                 if ((r.mode & S_IFMT) != S_IFDIR)
                         continue;
+                /* check_inodes() says more; this pass must not rely on it */
+                if (r.data_count > t->l.n_dirents || r.data_first > t->l.n_dirents - r.data_count)
+                        return bad("inode %" PRIu64 ": entries out of range", r.ino);
                 n_dirs++;
                 for (uint32_t j = 0; j < r.data_count; j++) {
                         const uint8_t *p = dirent_ptr(t, (uint64_t)r.data_first + j);
@@ -714,6 +746,35 @@ static int check_dirents(const struct tree *t)
         return 0;
 }
 
+/* The passes over a tree of at least this many inodes run on two threads. */
+#define VALIDATE_THREAD_MIN 16384
+
+struct pass {
+        const struct tree *t;
+        uint8_t *chunk_used;
+        int r;
+};
+
+/* The two halves of validate()'s work, about equal on a real tree. Neither
+ * relies on the other: each checks the ranges it reads. */
+static void *pass_records(void *arg)
+{
+        struct pass *p = arg;
+        quiet = true;
+        p->r = check_packs_chunks(p->t);
+        if (p->r >= 0)
+                p->r = check_inodes(p->t, p->chunk_used);
+        return NULL;
+}
+
+static void *pass_dirents(void *arg)
+{
+        struct pass *p = arg;
+        quiet = true;
+        p->r = check_dirents(p->t);
+        return NULL;
+}
+
 /* validate(): every rule of tree.h against t->raw; fills nothing. */
 static int validate(struct tree *t)
 {
@@ -723,19 +784,41 @@ static int validate(struct tree *t)
         r = check_header(t->raw, t->len, &t->l);
         if (r < 0)
                 return r;
-        r = check_packs_chunks(t);
-        if (r < 0)
-                return r;
         chunk_used = calloc(t->l.n_chunks + 1, 1);
         pack_used = calloc(t->l.n_packs + 1, 1);
         if (!chunk_used || !pack_used)
                 return -ENOMEM;
-        r = check_inodes(t, chunk_used);
-        if (r < 0)
-                return r;
-        r = check_dirents(t);
-        if (r < 0)
-                return r;
+        if (t->l.n_inodes >= VALIDATE_THREAD_MIN) {
+                struct pass a = { .t = t, .chunk_used = chunk_used }, b = { .t = t };
+                pthread_t th;
+                bool threaded = pthread_create(&th, NULL, pass_dirents, &b) == 0;
+
+                pass_records(&a);
+                if (threaded)
+                        pthread_join(th, NULL);
+                else
+                        pass_dirents(&b);
+                quiet = false;
+                if (a.r == -ENOMEM || b.r == -ENOMEM)
+                        return -ENOMEM;
+                if (a.r < 0 || b.r < 0) { /* name the problem as one thread would */
+                        memset(chunk_used, 0, t->l.n_chunks + 1);
+                        r = check_packs_chunks(t);
+                        if (r >= 0)
+                                r = check_inodes(t, chunk_used);
+                        if (r >= 0)
+                                r = check_dirents(t);
+                        return r < 0 ? r : bad("a check failed on a second thread only");
+                }
+        } else {
+                r = check_packs_chunks(t);
+                if (r >= 0)
+                        r = check_inodes(t, chunk_used);
+                if (r >= 0)
+                        r = check_dirents(t);
+                if (r < 0)
+                        return r;
+        }
         for (uint64_t i = 0; i < t->l.n_chunks; i++) {
                 if (!chunk_used[i])
                         return bad("chunk %" PRIu64 ": not used by any file", i);
@@ -781,52 +864,317 @@ int tree_parse(const void *raw, size_t len, struct tree **ret)
         return parse_owned(copy, len, ret);
 }
 
-static void dctxp_free(ZSTD_DCtx **d) { ZSTD_freeDCtx(*d); }
+/* ---- loading: read, hash and inflate at once ----
+ *
+ * The blob is one or more zstd frames, each declaring its content size,
+ * whose contents concatenated are the image; the first holds at least the
+ * header. The builder writes the header alone, then frames of
+ * TREE_FRAME_SIZE: the first hundred bytes say how large the image is, and
+ * each frame inflates on its own, into its place, on whichever core is free,
+ * as soon as its bytes have been read. A blob of at least TREE_THREAD_MIN
+ * is read and hashed on one thread, in pieces of TREE_PIECE, while two
+ * others inflate what has arrived: a resume waits for the slowest of the
+ * three, not for their sum. Smaller blobs are not worth a thread. */
+#define TREE_THREAD_MIN (256u << 10)
+#define TREE_PIECE (512u << 10)
 
-int tree_load(const void *blob, size_t len, const struct digest *expect, struct tree **ret)
+struct load {
+        /* set before any thread starts */
+        tree_read_fn read; /* NULL: the blob is all there */
+        void *ctx;
+        uint8_t *blob;
+        size_t len;
+        const struct digest *expect;
+        struct digest got; /* the reader's */
+        uint8_t *raw;      /* the image, total bytes; set before the inflaters start */
+        size_t total;
+
+        pthread_mutex_t lock;
+        pthread_cond_t cond;
+        /* under lock */
+        size_t avail;          /* bytes of blob read so far */
+        bool read_done;
+        int read_err;          /* the reader's -errno */
+        int err;               /* an inflater's -errno (not the data's fault) */
+        size_t in_off, out_off; /* where the next frame starts, in blob and image */
+        size_t bad_at;         /* blob offset of the first bad frame; SIZE_MAX: none */
+        char why[160];         /* what is wrong there */
+};
+
+static void dctxp_free(ZSTD_DCtx **d) { ZSTD_freeDCtx(*d); }
+static void sha256p_free(struct sha256 **h) { sha256_free(*h); }
+
+/* load_read(): the reader: the blob piece by piece, hashed as it comes. */
+static void *load_read(void *arg)
 {
-        _cleanup_(dctxp_free) ZSTD_DCtx *dctx = NULL;
-        _cleanup_(freep) uint8_t *raw = NULL;
-        unsigned long long declared;
+        struct load *L = arg;
+        _cleanup_(sha256p_free) struct sha256 *h = NULL;
+        size_t off = L->read ? 0 : L->len;
+        int err = 0;
+
+        if (L->expect && L->read && !(h = sha256_new()))
+                err = -ENOMEM;
+        while (!err && off < L->len) {
+                ssize_t n = L->read(L->ctx, off, L->blob + off, MIN((size_t)TREE_PIECE, L->len - off));
+                if (n < 0)
+                        err = (int)n;
+                else if (n == 0)
+                        err = -EIO; /* the blob is shorter than it should be */
+                else if (h && sha256_update(h, L->blob + off, (size_t)n) < 0)
+                        err = -ENOMEM;
+                else
+                        off += (size_t)n;
+                pthread_mutex_lock(&L->lock);
+                L->avail = off;
+                pthread_cond_broadcast(&L->cond);
+                pthread_mutex_unlock(&L->lock);
+        }
+        if (!err && L->expect) {
+                if (h)
+                        err = sha256_final(h, &L->got) < 0 ? -ENOMEM : 0;
+                else
+                        digest_sha256(L->blob, L->len, &L->got);
+        }
+        pthread_mutex_lock(&L->lock);
+        L->read_done = true;
+        L->read_err = err;
+        pthread_cond_broadcast(&L->cond);
+        pthread_mutex_unlock(&L->lock);
+        return NULL;
+}
+
+/* mark_bad(): under lock; the frame at blob offset at is bad. The first bad
+ * frame is the one reported, whichever thread found it. */
+#define mark_bad(L, at, ...)                                               \
+        do {                                                               \
+                if ((at) < (L)->bad_at) {                                  \
+                        (L)->bad_at = (at);                                \
+                        snprintf((L)->why, sizeof (L)->why, __VA_ARGS__);  \
+                }                                                          \
+        } while (0)
+
+/* next_frame(): under lock; waits until the frame at L->in_off has arrived
+ * whole. 1 with *ret_n its length and *ret_c its declared content size, 0 if
+ * there is no next frame (the end, an error, or a bad frame: marked). */
+static int next_frame(struct load *L, size_t *ret_n, size_t *ret_c)
+{
+        const uint8_t *p;
+        unsigned long long c;
         size_t n;
 
-        if (!blob || !ret)
-                return -EINVAL;
-        if (len < 4)
-                return bad("blob of %zu bytes is too short to be a zstd frame", len);
-        if (expect) {
-                struct digest got;
-                char a[DIGEST_STR_LEN + 1], b[DIGEST_STR_LEN + 1];
-                digest_sha256(blob, len, &got);
-                if (!digest_eq(&got, expect))
-                        return bad("blob hashes to %s, expected %s", digest_str(&got, a), digest_str(expect, b));
+        for (;;) {
+                if (L->read_err || L->err || L->bad_at != SIZE_MAX || L->in_off == L->len)
+                        return 0;
+                p = L->blob + L->in_off;
+                n = ZSTD_findFrameCompressedSize(p, L->avail - L->in_off);
+                if (!ZSTD_isError(n))
+                        break;
+                if (L->read_done) {
+                        mark_bad(L, L->in_off, "bytes %zu-%zu of the blob are not a whole zstd frame", L->in_off,
+                                 L->len - 1);
+                        return 0;
+                }
+                pthread_cond_wait(&L->cond, &L->lock);
         }
-        n = ZSTD_findFrameCompressedSize(blob, len);
-        if (ZSTD_isError(n) || n != len ||
-            (ld32(blob) & ZSTD_MAGIC_SKIPPABLE_MASK) == ZSTD_MAGIC_SKIPPABLE_START)
-                return bad("blob of %zu bytes is not exactly one zstd frame", len);
-        declared = ZSTD_getFrameContentSize(blob, len);
-        if (declared == ZSTD_CONTENTSIZE_UNKNOWN || declared == ZSTD_CONTENTSIZE_ERROR)
-                return bad("zstd frame does not declare its content size");
-        if (declared > TREE_RAW_MAX)
-                return bad("zstd frame declares %llu bytes, more than %llu", declared, TREE_RAW_MAX);
+        if ((ld32(p) & ZSTD_MAGIC_SKIPPABLE_MASK) == ZSTD_MAGIC_SKIPPABLE_START) {
+                mark_bad(L, L->in_off, "skippable zstd frame at byte %zu", L->in_off);
+                return 0;
+        }
+        c = ZSTD_getFrameContentSize(p, n);
+        if (c == ZSTD_CONTENTSIZE_UNKNOWN || c == ZSTD_CONTENTSIZE_ERROR) {
+                mark_bad(L, L->in_off, "zstd frame at byte %zu does not declare its content size", L->in_off);
+                return 0;
+        }
+        if (c > TREE_RAW_MAX) {
+                mark_bad(L, L->in_off, "zstd frame at byte %zu declares %llu bytes, more than %llu", L->in_off, c,
+                         TREE_RAW_MAX);
+                return 0;
+        }
         /* Every block of a frame has a 3-byte header and yields at most
          * ZSTD_BLOCKSIZE_MAX bytes: refuse a declaration the frame cannot
          * hold before allocating for it. */
-        if (declared > (unsigned long long)(len / 3) * ZSTD_BLOCKSIZE_MAX)
-                return bad("zstd frame of %zu bytes cannot hold the %llu bytes it declares", len, declared);
-        if (declared < HDR_SIZE)
-                return bad("image of %llu bytes is shorter than its header", declared);
+        if (c > (unsigned long long)(n / 3) * ZSTD_BLOCKSIZE_MAX) {
+                mark_bad(L, L->in_off, "zstd frame of %zu bytes at byte %zu cannot hold the %llu bytes it declares",
+                         n, L->in_off, c);
+                return 0;
+        }
+        *ret_n = n;
+        *ret_c = (size_t)c;
+        return 1;
+}
 
-        raw = malloc((size_t)declared);
+/* load_inflate(): an inflater: claims frames in order, inflates each into
+ * its place in the image. */
+static void *load_inflate(void *arg)
+{
+        struct load *L = arg;
+        _cleanup_(dctxp_free) ZSTD_DCtx *dctx = ZSTD_createDCtx();
+        size_t n, c, in, out, k;
+
+        pthread_mutex_lock(&L->lock);
+        if (!dctx)
+                L->err = -ENOMEM;
+        while (next_frame(L, &n, &c) > 0) {
+                if (c == 0) {
+                        mark_bad(L, L->in_off, "empty zstd frame at byte %zu", L->in_off);
+                        break;
+                }
+                if (c > L->total - L->out_off) {
+                        mark_bad(L, L->in_off, "frames hold more than the image's %zu bytes", L->total);
+                        break;
+                }
+                in = L->in_off;
+                out = L->out_off;
+                L->in_off += n;
+                L->out_off += c;
+                pthread_mutex_unlock(&L->lock);
+                k = ZSTD_decompressDCtx(dctx, L->raw + out, c, L->blob + in, n);
+                pthread_mutex_lock(&L->lock);
+                if (ZSTD_isError(k) || k != c)
+                        mark_bad(L, in, "zstd frame at byte %zu does not decompress: %s", in,
+                                 ZSTD_isError(k) ? ZSTD_getErrorName(k) : "short content");
+        }
+        pthread_mutex_unlock(&L->lock);
+        return NULL;
+}
+
+/* load_head(): the first frame, which holds the header: the image's size,
+ * its buffer, and the first frame's content in place. 1 if the inflaters
+ * can go on, 0 if the blob is bad (marked), -errno. */
+static int load_head(struct load *L)
+{
+        _cleanup_(dctxp_free) ZSTD_DCtx *dctx = NULL;
+        _cleanup_(freep) uint8_t *head = NULL;
+        struct layout l;
+        size_t n, c, k;
+        int r;
+
+        pthread_mutex_lock(&L->lock);
+        r = next_frame(L, &n, &c);
+        pthread_mutex_unlock(&L->lock);
+        if (r <= 0)
+                return 0;
+        /* Only this thread touches the state until the inflaters start. */
+        if (c < HDR_SIZE) {
+                mark_bad(L, 0, "image of %zu bytes is shorter than its header", c);
+                return 0;
+        }
+        head = malloc(c);
         dctx = ZSTD_createDCtx();
-        if (!raw || !dctx)
+        if (!head || !dctx)
                 return -ENOMEM;
-        n = ZSTD_decompressDCtx(dctx, raw, (size_t)declared, blob, len);
-        if (ZSTD_isError(n) || n != declared)
-                return bad("zstd frame does not decompress: %s",
-                           ZSTD_isError(n) ? ZSTD_getErrorName(n) : "short content");
-        return parse_owned(TAKE_PTR(raw), (size_t)declared, ret);
+        k = ZSTD_decompressDCtx(dctx, head, c, L->blob, n);
+        if (ZSTD_isError(k) || k != c) {
+                mark_bad(L, 0, "zstd frame at byte 0 does not decompress: %s",
+                         ZSTD_isError(k) ? ZSTD_getErrorName(k) : "short content");
+                return 0;
+        }
+        if (header_layout(head, &l, L->why) < 0) {
+                L->bad_at = 0;
+                return 0;
+        }
+        if (l.total > TREE_RAW_MAX) {
+                mark_bad(L, 0, "the header describes an image of %zu bytes, more than %llu", l.total, TREE_RAW_MAX);
+                return 0;
+        }
+        if (l.total < c) {
+                mark_bad(L, 0, "frames hold more than the image's %zu bytes", l.total);
+                return 0;
+        }
+        /* as in next_frame(): the whole blob cannot hold more */
+        if (l.total > (L->len / 3) * ZSTD_BLOCKSIZE_MAX) {
+                mark_bad(L, 0, "blob of %zu bytes cannot hold the image of %zu bytes its header describes", L->len,
+                         l.total);
+                return 0;
+        }
+        if (l.total == c) { /* one frame: the image itself */
+                L->raw = TAKE_PTR(head);
+        } else {
+                L->raw = malloc(l.total);
+                if (!L->raw)
+                        return -ENOMEM;
+                memcpy(L->raw, head, c);
+        }
+        L->total = l.total;
+        L->in_off = n;
+        L->out_off = c;
+        return 1;
+}
+
+static int load_run(struct load *L, struct tree **ret)
+{
+        pthread_t reader, inflater;
+        bool threaded = L->len >= TREE_THREAD_MIN, have_reader = false, have_inflater = false;
+        int r;
+
+        L->bad_at = SIZE_MAX;
+        pthread_mutex_init(&L->lock, NULL);
+        pthread_cond_init(&L->cond, NULL);
+        if (threaded)
+                have_reader = pthread_create(&reader, NULL, load_read, L) == 0;
+        if (!have_reader)
+                load_read(L);
+
+        r = load_head(L);
+        if (r > 0) {
+                if (threaded)
+                        have_inflater = pthread_create(&inflater, NULL, load_inflate, L) == 0;
+                load_inflate(L);
+                if (have_inflater)
+                        pthread_join(inflater, NULL);
+        }
+        if (have_reader)
+                pthread_join(reader, NULL);
+        pthread_cond_destroy(&L->cond);
+        pthread_mutex_destroy(&L->lock);
+
+        /* What is wrong, in the order a reader of the log wants it: the blob
+         * is not what was asked for, could not be read, is no tree. */
+        if (L->read_err)
+                r = L->read_err;
+        else if (L->expect && !digest_eq(&L->got, L->expect)) {
+                char a[DIGEST_STR_LEN + 1], b[DIGEST_STR_LEN + 1];
+                r = bad("blob hashes to %s, expected %s", digest_str(&L->got, a), digest_str(L->expect, b));
+        } else if (L->bad_at != SIZE_MAX)
+                r = bad("%s", L->why);
+        else if (r < 0 || L->err)
+                r = r < 0 ? r : L->err;
+        else if (L->out_off != L->total)
+                r = bad("frames hold %zu of the image's %zu bytes", L->out_off, L->total);
+        else {
+                uint8_t *raw = TAKE_PTR(L->raw);
+                return parse_owned(raw, L->total, ret);
+        }
+        free(L->raw);
+        L->raw = NULL;
+        return r;
+}
+
+int tree_load(const void *blob, size_t len, const struct digest *expect, struct tree **ret)
+{
+        struct load L = { .blob = (uint8_t *)blob, .len = len, .avail = len, .expect = expect };
+
+        if (!blob || !ret)
+                return -EINVAL;
+        if (len == 0)
+                return bad("empty blob");
+        return load_run(&L, ret);
+}
+
+int tree_load_from(tree_read_fn read, void *ctx, size_t len, const struct digest *expect, struct tree **ret)
+{
+        _cleanup_(freep) uint8_t *blob = NULL;
+        struct load L = { .read = read, .ctx = ctx, .len = len, .expect = expect };
+
+        if (!read || !ret)
+                return -EINVAL;
+        if (len == 0)
+                return bad("empty blob");
+        blob = malloc(len);
+        if (!blob)
+                return -ENOMEM;
+        L.blob = blob;
+        return load_run(&L, ret);
 }
 
 /* ---- queries ---- */
@@ -1828,8 +2176,11 @@ int tree_builder_finish_tree(struct tree_builder *tb, int level, void **ret, siz
         if (r < 0)
                 return -EINVAL; /* validate() logged the problem */
 
+        /* The header alone, then frames of TREE_FRAME_SIZE (tree_load()). */
         cctx = ZSTD_createCCtx();
-        bound = ZSTD_compressBound(l.total);
+        bound = ZSTD_compressBound(HDR_SIZE);
+        for (size_t off = HDR_SIZE; off < l.total; off += TREE_FRAME_SIZE)
+                bound += ZSTD_compressBound(MIN((size_t)TREE_FRAME_SIZE, l.total - off));
         out = malloc(bound);
         if (!cctx || !out)
                 return -ENOMEM;
@@ -1837,9 +2188,15 @@ int tree_builder_finish_tree(struct tree_builder *tb, int level, void **ret, siz
             ZSTD_isError(ZSTD_CCtx_setParameter(cctx, ZSTD_c_contentSizeFlag, 1)) ||
             ZSTD_isError(ZSTD_CCtx_setParameter(cctx, ZSTD_c_checksumFlag, 0)))
                 return log_error_errno(EINVAL, "tree: zstd rejects level %d", level);
-        clen = ZSTD_compress2(cctx, out, bound, raw, l.total);
-        if (ZSTD_isError(clen))
-                return log_error_errno(EIO, "tree: zstd: %s", ZSTD_getErrorName(clen));
+        clen = 0;
+        for (size_t off = 0, n; off < l.total; off += n) {
+                size_t k;
+                n = off == 0 ? HDR_SIZE : MIN((size_t)TREE_FRAME_SIZE, l.total - off);
+                k = ZSTD_compress2(cctx, out + clen, bound - clen, raw + off, n);
+                if (ZSTD_isError(k))
+                        return log_error_errno(EIO, "tree: zstd: %s", ZSTD_getErrorName(k));
+                clen += k;
+        }
         digest_sha256(out, clen, &d);
 
         if (ret_tree) { /* the tree just checked: what tree_load() of the blob would give */

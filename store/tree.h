@@ -51,6 +51,9 @@
 #define TREE_SYMLINK_MAX 4095u
 #define TREE_XATTR_NAME_MAX 255u
 #define TREE_XATTR_VALUE_MAX 65536u
+/* The builder's frames (after the first, which holds the header alone):
+ * each inflates on its own (tree_load()). */
+#define TREE_FRAME_SIZE (1u << 20)
 /* Largest uncompressed tree tree_load() accepts. */
 #define TREE_RAW_MAX (2ull << 30)
 
@@ -155,10 +158,18 @@ int tree_builder_finish_tree(struct tree_builder *tb, int level, void **ret, siz
 
 /* ---- reading ---- */
 struct tree;
-/* tree_load(): blob is the stored (compressed) form; if expect is non-NULL the
- * blob must hash to it. The frame must declare its content size, at most
- * TREE_RAW_MAX. Then as tree_parse(). */
+/* tree_load(): blob is the stored (compressed) form: zstd frames, each
+ * declaring its content size, the first holding at least the header, the
+ * image at most TREE_RAW_MAX (docs/tree-format.md). If expect is non-NULL
+ * the blob must hash to it. Then as tree_parse(). A large blob is hashed and
+ * inflated on several threads, all joined before it returns. */
 int tree_load(const void *blob, size_t len, const struct digest *expect, struct tree **ret);
+/* tree_load_from(): tree_load() of a blob of len bytes that read() returns
+ * (up to n bytes at off; the count, 0 only past the end, or -errno): a large
+ * blob is read piece by piece while the pieces already read are hashed and
+ * inflated. A read error is returned as is (not logged). */
+typedef ssize_t (*tree_read_fn)(void *ctx, uint64_t off, void *buf, size_t n);
+int tree_load_from(tree_read_fn read, void *ctx, size_t len, const struct digest *expect, struct tree **ret);
 /* tree_parse(): the uncompressed image; copies it. -EBADMSG (logged) if invalid. */
 int tree_parse(const void *raw, size_t len, struct tree **ret);
 struct tree *tree_free(struct tree *t);
