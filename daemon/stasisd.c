@@ -11,14 +11,18 @@
  * $STASIS_JOURNAL_MAX (a size, default 64M) sets when the writable layer's
  * journal is rewritten as an image of its state.
  *
- * Readiness: unless --foreground, stasisd forks before it starts any thread;
- * the parent exits 0 only once the child has mounted, started its API and
- * written its registry entry (so `stasis mount` returning means reads
- * work), and 1 if the child failed (the child's error went to stderr).
+ * Readiness: unless --foreground, stasisd forks before it starts any thread
+ * (and before it loads the snapshot, while the process is small); the parent
+ * exits 0 only once the child has mounted, bound its API socket and written
+ * its registry entry (so `stasis mount` returning means reads work, and a
+ * client can connect), and 1 if the child failed (the child's error went to
+ * stderr). The API itself starts right after, on a thread that first loads
+ * libmicrohttpd (daemon/mhd.h); connections made before wait in the socket's
+ * queue.
  *
  * Node paths (RUN = $STASIS_RUN_DIR, else /run/stasis):
- *   RUN/mounts/<key>.json  registry entry, key = first 32 hex digits of the
- *                          SHA-256 of the mountpoint's real path; written by
+ *   RUN/mounts/<key>.json  registry entry, key = the XXH3-128 of the
+ *                          mountpoint's real path in hex; written by
  *                          rename, removed at unmount. Fields: mountpoint,
  *                          pid, socket, state_dir, log, snapshot, store,
  *                          cache, labels, started. Clients find a mount by
@@ -54,7 +58,7 @@
 #include <inttypes.h>
 #include <jansson.h>
 #include <limits.h>
-#include <microhttpd.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -64,8 +68,10 @@
 #include <sys/un.h>
 #include <sys/wait.h>
 #include <time.h>
+#include <xxhash.h>
 
 #include "daemon/freezer.h"
+#include "daemon/mhd.h"
 #include "fs/fs.h"
 #include "store/cache.h"
 #include "store/oci.h"
@@ -337,14 +343,14 @@ static enum MHD_Result reply(struct MHD_Connection *conn, unsigned status, const
 
         if (!body)
                 return MHD_NO;
-        resp = MHD_create_response_from_buffer(strlen(body), body, MHD_RESPMEM_MUST_FREE);
+        resp = mhd.create_response_from_buffer(strlen(body), body, MHD_RESPMEM_MUST_FREE);
         if (!resp) {
                 free(body);
                 return MHD_NO;
         }
-        MHD_add_response_header(resp, "Content-Type", type);
-        ret = MHD_queue_response(conn, status, resp);
-        MHD_destroy_response(resp);
+        mhd.add_response_header(resp, "Content-Type", type);
+        ret = mhd.queue_response(conn, status, resp);
+        mhd.destroy_response(resp);
         return ret;
 }
 
@@ -362,7 +368,7 @@ static enum MHD_Result reply_error(struct MHD_Connection *conn, unsigned status,
 static bool peer_allowed(const struct daemon *d, struct MHD_Connection *conn)
 {
         const union MHD_ConnectionInfo *ci =
-                MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+                mhd.get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
         struct ucred cred;
         socklen_t len = sizeof cred;
 
@@ -1143,16 +1149,26 @@ static int parse_args(int argc, char **argv, struct opts *o)
         return 0;
 }
 
-/* mount_key(): the registry and default state-dir name of a mountpoint. */
+/* mount_key(): the registry and default state-dir name of a mountpoint: the
+ * XXH3-128 of its real path, in hex. Not SHA-256: a name needs no defence
+ * against an adversary (only root picks mountpoints), and the first SHA-256
+ * of a process initializes OpenSSL, ~2 ms that crypto_warm() now spends
+ * beside the store's opening instead of before it. */
 static void mount_key(const char *mountpoint, char buf[static 33])
 {
-        char hex[DIGEST_HEX_LEN + 1];
-        struct digest dg;
+        XXH128_hash_t h = XXH3_128bits(mountpoint, strlen(mountpoint));
+        snprintf(buf, 33, "%016" PRIx64 "%016" PRIx64, (uint64_t)h.high64, (uint64_t)h.low64);
+}
 
-        digest_sha256(mountpoint, strlen(mountpoint), &dg);
-        digest_hex(&dg, hex);
-        memcpy(buf, hex, 32);
-        buf[32] = 0;
+/* crypto_warm(): OpenSSL's one-time initialization (config, providers),
+ * done on a thread while the main one opens the store and reads its index;
+ * the manifest's hash then finds it done (or waits inside OpenSSL). */
+static void *crypto_warm(void *arg)
+{
+        struct digest d;
+        (void)arg;
+        digest_sha256("", 0, &d);
+        return NULL;
 }
 
 /* check_mountpoint(): a directory we can mount on. A dead FUSE mount
@@ -1219,6 +1235,36 @@ static int daemonize(int *ret_fd)
 
 /* empty_snapshot(): a snapshot of one empty root directory, owned by the
  * caller, in memory only. */
+/* The control API is started after readiness, on a thread of its own:
+ * loading libmicrohttpd (and GnuTLS with it) is not on the way of the
+ * mount's first read. If it fails, the socket is closed (clients are
+ * refused) and the mount goes on serving the filesystem. */
+struct api_start {
+        struct daemon *d;
+        int sock;                /* taken */
+        struct MHD_Daemon *api;  /* set by api_start_run() */
+};
+
+static void *api_start_run(void *arg)
+{
+        struct api_start *a = arg;
+
+        if (mhd_load() < 0) { /* logs */
+                closep(&a->sock);
+                return NULL;
+        }
+        a->api = mhd.start_daemon(MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG, 0, NULL, NULL, handle, a->d,
+                                  MHD_OPTION_LISTEN_SOCKET, a->sock, MHD_OPTION_NOTIFY_COMPLETED, request_done,
+                                  NULL, MHD_OPTION_CONNECTION_TIMEOUT, 30u, MHD_OPTION_END);
+        if (!a->api) {
+                log_error("control API on %s failed to start: the mount has none", a->d->socket);
+                closep(&a->sock);
+                return NULL;
+        }
+        a->sock = -1; /* MHD owns it now */
+        return NULL;
+}
+
 static int empty_snapshot(struct snapshot **ret)
 {
         struct tree_builder *tb = tree_builder_new(CHUNK_SIZE_DEFAULT);
@@ -1266,7 +1312,11 @@ int main(int argc, char **argv)
         struct fuse_args args = FUSE_ARGS_INIT(0, NULL);
         struct fuse_session *se = NULL;
         struct fuse_loop_config *cfg = NULL;
-        struct MHD_Daemon *mhd = NULL;
+        struct api_start api_start = { .sock = -1 };
+        pthread_t warm_thread;
+        bool warming = false;
+        pthread_t api_thread;
+        bool api_starting = false;
         char key[33], oci_ref[OCI_TAG_MAX + DIGEST_STR_LEN + 2], mounts[PATH_MAX], pidfile[PATH_MAX + 16] = "", logfile[PATH_MAX + 16] = "";
         char pidbuf[32];
         _cleanup_(freep) char *mopts = NULL;
@@ -1346,6 +1396,16 @@ int main(int argc, char **argv)
         snprintf(pidfile, sizeof pidfile, "%s/stasisd.pid", d.state);
         snprintf(logfile, sizeof logfile, "%s/stasisd.log", d.state);
 
+        /* Fork before any thread exists, and while the process is small. */
+        if (!o.foreground) {
+                r = daemonize(&ready_fd);
+                if (r < 0) {
+                        log_error_errno(r, "daemonize: %m");
+                        goto fail;
+                }
+        }
+        warming = pthread_create(&warm_thread, NULL, crypto_warm, NULL) == 0;
+
         /* The snapshot: manifest, config and tree; not one pack byte. */
         if (o.empty) {
                 store = backend_memory_new();
@@ -1389,6 +1449,10 @@ int main(int argc, char **argv)
                         goto fail;
                 }
                 t_tree = now_ns() - t_tree;
+                if (warming) {
+                        pthread_join(warm_thread, NULL);
+                        warming = false;
+                }
                 digest_str(&dg, d.snapshot);
                 if (strncmp(d.store, "oci://", 6) == 0) {
                         /* checkpoints: a node store in the state dir in front of the registry */
@@ -1422,14 +1486,6 @@ int main(int argc, char **argv)
         if (!realpath(o.cache, d.cache_dir))
                 snprintf(d.cache_dir, sizeof d.cache_dir, "%s", o.cache);
 
-        /* Fork before any thread exists. */
-        if (!o.foreground) {
-                r = daemonize(&ready_fd);
-                if (r < 0) {
-                        log_error_errno(r, "daemonize: %m");
-                        goto fail;
-                }
-        }
         /* Only the main thread takes SIGTERM/SIGINT/SIGHUP (libfuse's workers
          * block them too): the handler must interrupt the loop's wait. */
         stop_signals_mask(SIG_BLOCK);
@@ -1480,15 +1536,6 @@ int main(int argc, char **argv)
                 log_error_errno(r, "control socket %s: %m", d.socket);
                 goto fail;
         }
-        mhd = MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG, 0, NULL, NULL,
-                               handle, &d, MHD_OPTION_LISTEN_SOCKET, sock,
-                               MHD_OPTION_NOTIFY_COMPLETED, request_done, NULL,
-                               MHD_OPTION_CONNECTION_TIMEOUT, 30u, MHD_OPTION_END);
-        if (!mhd) {
-                r = log_error_errno(-EIO, "control API on %s failed to start", d.socket);
-                goto fail;
-        }
-        sock = -1; /* MHD owns it now */
 
         d.log_path = logfile;
         snprintf(pidbuf, sizeof pidbuf, "%ld\n", (long)getpid());
@@ -1523,6 +1570,14 @@ int main(int argc, char **argv)
                 fflush(stdout);
         }
 
+        /* The API is served from here on; until then its socket queues
+         * connections. Started while SIGTERM & co. are still blocked, so
+         * its threads never take them. */
+        api_start.d = &d;
+        api_start.sock = TAKE_FD(sock);
+        api_starting = pthread_create(&api_thread, NULL, api_start_run, &api_start) == 0;
+        if (!api_starting)
+                api_start_run(&api_start);
         stop_signals_mask(SIG_UNBLOCK);
         cfg = fuse_loop_cfg_create();
         if (!cfg) {
@@ -1536,10 +1591,14 @@ int main(int argc, char **argv)
         ret = r < 0 ? 1 : 0;
 
 fail:
+        if (warming)
+                pthread_join(warm_thread, NULL);
+        if (api_starting)
+                pthread_join(api_thread, NULL);
         if (registered)
                 (void)unlink(d.registry);
-        if (mhd)
-                MHD_stop_daemon(mhd);
+        if (api_start.api)
+                mhd.stop_daemon(api_start.api);
         /* Never leave the sandbox frozen behind us (it may be the one thing
          * that would unmount us). */
         d.freezer = freezer_free(d.freezer);
