@@ -682,7 +682,7 @@ static int file_setup(struct ck *c, struct ck_inode *in)
  * of: their references (chunks[], from[]); workers run it on disjoint
  * ranges, so a large file is hashed and packed on every core. */
 static int file_chunks(struct ck *c, struct ck_inode *in, uint32_t first, uint32_t end, struct chunk_codec *codec,
-                       uint8_t *buf)
+                       struct packer_batch *batch, uint8_t *buf)
 {
         struct fs *fs = c->fs;
         const struct tree *t = fs->tree;
@@ -735,7 +735,7 @@ static int file_chunks(struct ck *c, struct ck_inode *in, uint32_t first, uint32
                         in->chunks[i] = TREE_HOLE;
                         continue;
                 }
-                r = packer_add(c->packer, codec, buf, (size_t)len, &in->chunks[i]);
+                r = packer_add_batched(c->packer, codec, batch, buf, (size_t)len, &in->chunks[i]);
                 if (r < 0)
                         return r;
         }
@@ -765,9 +765,10 @@ static void *data_worker(void *arg)
         struct ck *c = arg;
         _cleanup_(freep) uint8_t *buf = calloc(1, c->fs->chunk_size); /* zeroed: clang-analyzer cannot see pread() fill it */
         struct chunk_codec *codec = chunk_codec_new(CHUNK_LEVEL_DEFAULT);
+        struct packer_batch *batch = packer_batch_new(); /* a job's new chunks, packed as one run */
         int r = 0;
 
-        if (!buf || !codec)
+        if (!buf || !codec || !batch)
                 r = -ENOMEM;
         for (;;) {
                 size_t j = atomic_fetch_add(&c->next, 1);
@@ -776,7 +777,9 @@ static void *data_worker(void *arg)
                         break;
                 in = &c->inodes[c->jobs[j].inode];
                 r = file_chunks(c, in, c->jobs[j].first, MIN(in->nchunks, c->jobs[j].first + CK_JOB_CHUNKS), codec,
-                                buf);
+                                batch, buf);
+                if (r >= 0)
+                        r = packer_batch_flush(c->packer, batch);
                 if (r < 0)
                         log_error_errno(r, "checkpoint: data of inode %" PRIu64 ": %m", in->attr.ino);
         }
@@ -785,6 +788,7 @@ static void *data_worker(void *arg)
                 atomic_compare_exchange_strong(&c->err, &expect, r);
         }
         chunk_codec_free(codec);
+        packer_batch_free(batch);
         return NULL;
 }
 

@@ -9,7 +9,8 @@
  *   workers (one per CPU)        read a job's chunks (O_NOATIME) and hand them
  *                                to the packer (packer.h), which hashes them,
  *                                reuses what the parent has, and compresses and
- *                                packs only new chunks;
+ *                                packs only new chunks, a job's as one run (its
+ *                                chunks adjacent in the pack);
  *   finish (the calling thread)  builds the tree and publishes the snapshot.
  *
  * qlock and prog_lock nest with nothing; no lock is held across I/O.
@@ -513,6 +514,7 @@ static int walk(struct commit *c)
 struct worker {
         struct commit *c;
         struct chunk_codec *codec;
+        struct packer_batch *batch; /* a job's new chunks, packed as one run */
         uint8_t *buf;
 };
 
@@ -562,7 +564,7 @@ static int process_chunk(struct worker *w, struct inode *in, int fd, uint32_t i)
         if ((size_t)n != len)
                 return log_error_errno(EBUSY, "%s: file shrank while being committed", in->path);
         atomic_fetch_add(&c->bytes_read, len);
-        r = packer_add(c->packer, w->codec, w->buf, len, &in->chunks[i]);
+        r = packer_add_batched(c->packer, w->codec, w->batch, w->buf, len, &in->chunks[i]);
         if (r < 0)
                 return log_error_errno(r, "store %s: %m", in->path);
         return 0;
@@ -627,6 +629,8 @@ static void *worker_main(void *arg)
                 pthread_mutex_unlock(&c->qlock);
 
                 r = process_job(w, &j);
+                if (r >= 0) /* the job's new chunks, back to back in a pack */
+                        r = packer_batch_flush(c->packer, w->batch);
                 if (r < 0) {
                         set_error(c, r);
                         pthread_mutex_lock(&c->qlock);
@@ -830,8 +834,9 @@ int store_commit(struct backend *b, const struct commit_opts *o, struct digest *
                 struct worker *w = &workers[i];
                 w->c = &c;
                 w->codec = chunk_codec_new(o->level ? o->level : CHUNK_LEVEL_DEFAULT);
+                w->batch = packer_batch_new();
                 w->buf = malloc(c.cs);
-                if (!w->codec || !w->buf) {
+                if (!w->codec || !w->batch || !w->buf) {
                         r = -ENOMEM;
                         goto join;
                 }
@@ -854,6 +859,7 @@ join:
                 pthread_join(threads[i], NULL);
         for (unsigned i = 0; i < nthreads; i++) {
                 chunk_codec_free(workers[i].codec);
+                packer_batch_free(workers[i].batch);
                 free(workers[i].buf);
         }
         r = atomic_load(&c.error);

@@ -313,44 +313,104 @@ static int pack_write(struct packer *p, int32_t id, uint8_t *data, size_t len)
 }
 
 /* pack_append(): copy frame into the open pack; write the pack if full. */
-static int pack_append(struct packer *p, uint32_t entry, const void *frame, size_t len)
+/* A new chunk's frame: len bytes at off in some buffer, for entry. */
+struct pframe {
+        uint32_t entry;
+        size_t off, len;
+};
+
+/* pack_append(): n frames (in base), back to back in the open pack, split
+ * only where a pack fills: the full one is sealed and queued, outside the
+ * lock, and the rest goes on in the next. */
+static int pack_append(struct packer *p, const uint8_t *base, const struct pframe *f, size_t n)
 {
-        uint8_t *seal = NULL;
-        size_t seal_len = 0;
-        int32_t seal_id = -1;
+        size_t i = 0;
         int r;
 
-        pthread_mutex_lock(&p->pack_lock);
-        if (!p->open_pack) {
-                r = array_grow((void **)&p->packs, &p->a_packs, p->n_packs + 1, sizeof *p->packs);
-                p->open_cap = pack_cap(p);
-                p->open_pack = r < 0 ? NULL : pack_buffer(p);
-                if (!p->open_pack) {
-                        pthread_mutex_unlock(&p->pack_lock);
-                        return -ENOMEM;
-                }
-                p->open_id = (int32_t)p->n_packs++;
-                p->open_len = 0;
-        }
-        memcpy(p->open_pack + p->open_len, frame, len);
-        pthread_mutex_lock(&p->map_lock);
-        p->entries[entry].pack = p->open_id;
-        p->entries[entry].offset = p->open_len;
-        p->entries[entry].clen = (uint32_t)len;
-        pthread_mutex_unlock(&p->map_lock);
-        p->open_len += len;
-        if (p->open_len >= PACK_TARGET) {
-                seal = TAKE_PTR(p->open_pack);
-                seal_len = p->open_len;
-                seal_id = p->open_id;
-        }
-        pthread_mutex_unlock(&p->pack_lock);
+        while (i < n) {
+                uint8_t *seal = NULL;
+                size_t seal_len = 0;
+                int32_t seal_id = -1;
 
-        return seal ? writer_queue(p, seal, seal_len, seal_id) : 0;
+                pthread_mutex_lock(&p->pack_lock);
+                for (; i < n && !seal; i++) {
+                        if (!p->open_pack) {
+                                r = array_grow((void **)&p->packs, &p->a_packs, p->n_packs + 1, sizeof *p->packs);
+                                p->open_cap = pack_cap(p);
+                                p->open_pack = r < 0 ? NULL : pack_buffer(p);
+                                if (!p->open_pack) {
+                                        pthread_mutex_unlock(&p->pack_lock);
+                                        return -ENOMEM;
+                                }
+                                p->open_id = (int32_t)p->n_packs++;
+                                p->open_len = 0;
+                        }
+                        memcpy(p->open_pack + p->open_len, base + f[i].off, f[i].len);
+                        pthread_mutex_lock(&p->map_lock);
+                        p->entries[f[i].entry].pack = p->open_id;
+                        p->entries[f[i].entry].offset = p->open_len;
+                        p->entries[f[i].entry].clen = (uint32_t)f[i].len;
+                        pthread_mutex_unlock(&p->map_lock);
+                        p->open_len += f[i].len;
+                        if (p->open_len >= PACK_TARGET) {
+                                seal = TAKE_PTR(p->open_pack);
+                                seal_len = p->open_len;
+                                seal_id = p->open_id;
+                        }
+                }
+                pthread_mutex_unlock(&p->pack_lock);
+                if (seal) {
+                        r = writer_queue(p, seal, seal_len, seal_id);
+                        if (r < 0)
+                                return r;
+                }
+        }
+        return 0;
+}
+
+/* The new frames of one worker's run, kept until packer_batch_flush(). */
+struct packer_batch {
+        uint8_t *buf; /* the frames, back to back */
+        size_t len, cap;
+        struct pframe *f;
+        size_t n, a;
+};
+
+struct packer_batch *packer_batch_new(void)
+{
+        return calloc(1, sizeof(struct packer_batch));
+}
+
+struct packer_batch *packer_batch_free(struct packer_batch *b)
+{
+        if (b) {
+                free(b->buf);
+                free(b->f);
+                free(b);
+        }
+        return NULL;
+}
+
+int packer_batch_flush(struct packer *p, struct packer_batch *b)
+{
+        int r;
+
+        if (!p || !b)
+                return -EINVAL;
+        r = b->n ? pack_append(p, b->buf, b->f, b->n) : 0;
+        b->n = 0;
+        b->len = 0;
+        return r;
 }
 
 int packer_add(struct packer *p, struct chunk_codec *codec, const void *data, size_t len,
                uint32_t *ret_ref)
+{
+        return packer_add_batched(p, codec, NULL, data, len, ret_ref);
+}
+
+int packer_add_batched(struct packer *p, struct chunk_codec *codec, struct packer_batch *batch, const void *data,
+                       size_t len, uint32_t *ret_ref)
 {
         uint8_t *frame;
         struct centry e = { .pack = -1, .known_tree = -1 };
@@ -379,16 +439,28 @@ int packer_add(struct packer *p, struct chunk_codec *codec, const void *data, si
                 return 0;
         }
         cap = chunk_bound(len);
-        frame = chunk_codec_scratch(codec, cap);
-        if (!frame)
-                return -ENOMEM;
+        if (batch) { /* compressed straight into the batch */
+                if (array_grow((void **)&batch->buf, &batch->cap, batch->len + cap, 1) < 0 ||
+                    array_grow((void **)&batch->f, &batch->a, batch->n + 1, sizeof *batch->f) < 0)
+                        return -ENOMEM;
+                frame = batch->buf + batch->len;
+        } else {
+                frame = chunk_codec_scratch(codec, cap);
+                if (!frame)
+                        return -ENOMEM;
+        }
         r = chunk_compress(codec, data, len, frame, cap, &flen);
         if (r < 0)
                 return log_error_errno(r, "compress chunk: %m");
         atomic_fetch_add(&p->chunks_new, 1);
         atomic_fetch_add(&p->bytes_new, len);
         atomic_fetch_add(&p->bytes_packed, flen);
-        r = pack_append(p, idx, frame, flen);
+        if (batch) {
+                batch->f[batch->n++] = (struct pframe){ .entry = idx, .off = batch->len, .len = flen };
+                batch->len += flen;
+                return 1;
+        }
+        r = pack_append(p, frame, &(struct pframe){ .entry = idx, .len = flen }, 1);
         return r < 0 ? r : 1;
 }
 

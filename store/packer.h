@@ -32,6 +32,20 @@ int packer_add_known(struct packer *p, const struct tree *t);
 int packer_add(struct packer *p, struct chunk_codec *codec, const void *data, size_t len,
                uint32_t *ret_ref);
 
+/* A worker's run of new chunks: packer_add_batched() keeps each new frame
+ * in the batch instead of appending it at once, and packer_batch_flush()
+ * appends them back to back. Two workers appending chunk by chunk interleave
+ * their files in a pack; a file flushed as one run has its chunks adjacent,
+ * so reading it reads one range (from a registry: one request, no bytes of
+ * other files). A batch belongs to one thread; flush it before
+ * packer_flush(). */
+struct packer_batch;
+struct packer_batch *packer_batch_new(void);
+struct packer_batch *packer_batch_free(struct packer_batch *b);
+int packer_add_batched(struct packer *p, struct chunk_codec *codec, struct packer_batch *batch, const void *data,
+                       size_t len, uint32_t *ret_ref);
+int packer_batch_flush(struct packer *p, struct packer_batch *b);
+
 /* packer_flush(): write the open pack, if any. Call once all adds are done. */
 int packer_flush(struct packer *p);
 
