@@ -14,7 +14,6 @@
  * each exec of stasis and stasisd milliseconds, and a local mount never
  * speaks HTTP (docs/dependencies.md has the numbers). */
 #include <curl/curl.h>
-#include <dlfcn.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <jansson.h>
@@ -146,8 +145,6 @@ struct curl_fns {
         typeof(curl_slist_free_all) *slist_free_all;
 };
 
-_Static_assert(sizeof(void *) == sizeof(void (*)(void)), "dlsym(): function pointers are void *");
-
 static struct curl_fns curl;       /* curl_once */
 static int curl_load_r;            /* curl_once: 0, or -errno */
 static char curl_load_err[512];    /* curl_once: why it failed */
@@ -157,43 +154,17 @@ static void curl_load_once(void)
 {
         struct curl_fns fns = { 0 };
 #define CURL_SYM(f) { "curl_" #f, &fns.f }
-        const struct {
-                const char *name;
-                void *slot; /* where the function pointer goes */
-        } syms[] = {
+        const struct dl_sym syms[] = {
                 CURL_SYM(global_init),  CURL_SYM(global_cleanup), CURL_SYM(easy_init),
                 CURL_SYM(easy_cleanup), CURL_SYM(easy_reset),     CURL_SYM(easy_setopt),
                 CURL_SYM(easy_perform), CURL_SYM(easy_getinfo),   CURL_SYM(easy_escape),
                 CURL_SYM(slist_append), CURL_SYM(slist_free_all),
         };
 #undef CURL_SYM
-        void *lib = dlopen(CURL_SONAME, RTLD_NOW | RTLD_LOCAL);
-        const char *why;
 
-        if (!lib) {
-                why = dlerror();
-                curl_load_r = -ELIBACC;
-                errf(curl_load_err, sizeof curl_load_err, "cannot load %s (Debian package libcurl4): %s",
-                     CURL_SONAME, why ? why : "not found");
-                return;
-        }
-        for (size_t i = 0; i < ELEMENTSOF(syms); i++) {
-                void *p;
-
-                (void)dlerror(); /* clear: dlerror() after dlsym() must be dlsym()'s */
-                p = dlsym(lib, syms[i].name);
-                if (!p) {
-                        why = dlerror();
-                        curl_load_r = -ELIBBAD;
-                        errf(curl_load_err, sizeof curl_load_err, "%s has no %s: %s", CURL_SONAME,
-                             syms[i].name, why ? why : "not found");
-                        (void)dlclose(lib);
-                        return;
-                }
-                /* POSIX: dlsym()'s void * holds a function pointer (dlsym(3)) */
-                memcpy(syms[i].slot, &p, sizeof p);
-        }
-        curl = fns; /* lib stays open for the life of the process */
+        curl_load_r = dl_load(CURL_SONAME, "libcurl4", syms, ELEMENTSOF(syms), curl_load_err, sizeof curl_load_err);
+        if (curl_load_r == 0)
+                curl = fns;
 }
 
 /* curl_load(): make `curl` usable; once per process, the first time a

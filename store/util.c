@@ -1,6 +1,8 @@
 /* util.c — see util.h. */
 #include "util.h"
 
+#include <dlfcn.h>
+
 #include <fcntl.h>
 #include <inttypes.h>
 #include <linux/openat2.h>
@@ -216,5 +218,36 @@ int fsync_dir_at(int dirfd, const char *dir)
                 return -errno;
         if (fsync(fd) < 0)
                 return -errno;
+        return 0;
+}
+
+_Static_assert(sizeof(void *) == sizeof(void (*)(void)), "dlsym(): function pointers are void *");
+
+int dl_load(const char *soname, const char *package, const struct dl_sym *syms, size_t n, char *err,
+            size_t err_len)
+{
+        void *lib = dlopen(soname, RTLD_NOW | RTLD_LOCAL);
+        const char *why;
+
+        if (!lib) {
+                why = dlerror();
+                snprintf(err, err_len, "cannot load %s (Debian package %s): %s", soname, package,
+                         why ? why : "not found");
+                return -ELIBACC;
+        }
+        for (size_t i = 0; i < n; i++) {
+                void *p;
+
+                (void)dlerror(); /* clear: dlerror() after dlsym() must be dlsym()'s */
+                p = dlsym(lib, syms[i].name);
+                if (!p) {
+                        why = dlerror();
+                        snprintf(err, err_len, "%s has no %s: %s", soname, syms[i].name, why ? why : "not found");
+                        (void)dlclose(lib);
+                        return -ELIBBAD;
+                }
+                /* POSIX: dlsym()'s void * holds a function pointer (dlsym(3)) */
+                memcpy(syms[i].slot, &p, sizeof p);
+        }
         return 0;
 }

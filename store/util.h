@@ -95,6 +95,19 @@ int log_internal(int level, int err, const char *fmt, ...) _printf_(3, 4);
  * *p and *alloc are untouched on failure. */
 int array_grow(void **p, size_t *alloc, size_t need, size_t size);
 
+/* dl_load(): dlopen soname (Debian package package) and fill each
+ * syms[i].slot, the storage of a function pointer, with the symbol named
+ * syms[i].name. 0; or -ELIBACC (not loadable) / -ELIBBAD (a symbol missing),
+ * the library closed again and err (err_len bytes) saying why. The library
+ * stays loaded for the life of the process. For libraries a program needs
+ * only sometimes (docs/dependencies.md). */
+struct dl_sym {
+        const char *name;
+        void *slot;
+};
+int dl_load(const char *soname, const char *package, const struct dl_sym *syms, size_t n, char *err,
+            size_t err_len);
+
 /* Time. */
 #define NSEC_PER_SEC 1000000000ULL
 uint64_t now_ns(void);           /* CLOCK_MONOTONIC */

@@ -13,15 +13,11 @@
 #define CS CHUNK_SIZE_MIN
 #define RUN 4
 
-static void pattern(uint8_t *buf, size_t len, uint32_t seed)
+/* fill(): len bytes that compress little, different for each seed */
+static void fill(uint8_t *buf, size_t len, unsigned seed)
 {
-        uint32_t x = seed * 2654435761u + 1;
-        for (size_t i = 0; i < len; i++) {
-                x ^= x << 13;
-                x ^= x >> 17;
-                x ^= x << 5;
-                buf[i] = (uint8_t)x;
-        }
+        for (size_t i = 0; i < len; i++)
+                buf[i] = (uint8_t)(rand_r(&seed) >> 7);
 }
 
 static uint32_t add_file(struct tree_builder *tb, uint32_t root, const char *name, uint64_t ino, const uint32_t *map,
@@ -79,8 +75,8 @@ Test(packer, a_batch_is_one_run)
         cr_assert_eq(packer_new(b, CS, 1, &p), 0);
         /* two workers' runs, added in turn, chunk by chunk */
         for (int i = 0; i < RUN; i++) {
-                pattern(data[0][i], CS, 1 + (uint32_t)i);
-                pattern(data[1][i], CS, 100 + (uint32_t)i);
+                fill(data[0][i], CS, 1 + (unsigned)i);
+                fill(data[1][i], CS, 100 + (unsigned)i);
                 cr_assert_eq(packer_add_batched(p, codec, ba, data[0][i], CS, &ra[i]), 1);
                 cr_assert_eq(packer_add_batched(p, codec, bb, data[1][i], CS, &rb[i]), 1);
         }
@@ -92,7 +88,7 @@ Test(packer, a_batch_is_one_run)
         {
                 uint8_t one[CS];
                 uint32_t r1;
-                pattern(one, CS, 999);
+                fill(one, CS, 999);
                 cr_assert_eq(packer_add(p, codec, one, CS, &r1), 1);
         }
         cr_assert_eq(packer_batch_flush(p, ba), 0);
