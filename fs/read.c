@@ -222,6 +222,15 @@ static void readahead_queue(struct fs *fs, const struct tree_inode *inode, uint3
  * round trip, not its bytes, is the cost), up to RA_SPAN compressed bytes. */
 #define RA_BATCH 16u
 
+static void ra_release(struct fs *fs, const uint32_t *idx, size_t n)
+{
+        pthread_mutex_lock(&fs->fetch_lock);
+        for (size_t i = 0; i < n; i++)
+                fs->inflight[idx[i]] = 0;
+        pthread_cond_broadcast(&fs->fetch_cond);
+        pthread_mutex_unlock(&fs->fetch_lock);
+}
+
 /* ra_claim(): whether this worker fetches chunk idx: not cached, and no one
  * else is fetching it (then it is marked in flight). */
 static bool ra_claim(struct fs *fs, uint32_t idx, const struct tree_chunk *c)
@@ -236,16 +245,13 @@ static bool ra_claim(struct fs *fs, uint32_t idx, const struct tree_chunk *c)
                 mine = true;
         }
         pthread_mutex_unlock(&fs->fetch_lock);
+        /* A READ may have fetched and cached it between the look above and
+         * the claim (chunk_get() looks again after its claim, too). */
+        if (mine && cache_has(fs->cache, &c->addr) > 0) {
+                ra_release(fs, &idx, 1);
+                mine = false;
+        }
         return mine;
-}
-
-static void ra_release(struct fs *fs, const uint32_t *idx, size_t n)
-{
-        pthread_mutex_lock(&fs->fetch_lock);
-        for (size_t i = 0; i < n; i++)
-                fs->inflight[idx[i]] = 0;
-        pthread_cond_broadcast(&fs->fetch_cond);
-        pthread_mutex_unlock(&fs->fetch_lock);
 }
 
 /* ra_run(): chunks run[0..n), claimed, back to back in one pack from off:
