@@ -1270,8 +1270,8 @@ static int empty_snapshot(struct snapshot **ret)
         struct tree_builder *tb = tree_builder_new(CHUNK_SIZE_DEFAULT);
         struct timespec now;
         _cleanup_(freep) void *blob = NULL;
+        struct tree *t = NULL;
         struct snapshot *s;
-        struct digest dg;
         uint32_t h;
         size_t len;
         int r;
@@ -1285,20 +1285,19 @@ static int empty_snapshot(struct snapshot **ret)
                                    &h);
         if (r >= 0) {
                 tree_builder_set_next_ino(tb, TREE_ROOT_INO + 1);
-                r = tree_builder_finish(tb, 3, &blob, &len, &dg);
+                /* the tree as built and checked: no need to load the blob back */
+                r = tree_builder_finish_tree(tb, 3, &blob, &len, NULL, &t);
         }
         tree_builder_free(tb);
         if (r < 0)
                 return r;
         s = calloc(1, sizeof *s);
-        if (!s)
+        if (!s) {
+                tree_free(t);
                 return -ENOMEM;
-        s->config.chunk_size = CHUNK_SIZE_DEFAULT;
-        r = tree_load(blob, len, &dg, &s->tree);
-        if (r < 0) {
-                free(s);
-                return r;
         }
+        s->config.chunk_size = CHUNK_SIZE_DEFAULT;
+        s->tree = t;
         *ret = s;
         return 0;
 }
