@@ -17,6 +17,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -30,6 +31,12 @@
 
 #define OCI_LAYOUT_CONTENT "{\"imageLayoutVersion\":\"1.0.0\"}"
 #define INDEX_MAX (64u << 20)
+
+/* Blobs this large, in a page-aligned buffer (packs), are written with
+ * O_DIRECT: they go from the buffer to the disk without a copy into the page
+ * cache, which on a commit is ~5% of the CPU time. */
+#define DIRECT_MIN (1u << 20)
+#define DIRECT_ALIGN 4096u
 
 struct local_backend {
         struct backend base;
@@ -174,6 +181,36 @@ static int local_freshen(struct backend *b, const struct digest *d)
         return 0;
 }
 
+/* write_blob_data(): len bytes to fd. If fd is O_DIRECT, the whole blocks
+ * go directly and the tail (or everything, if the device refuses the
+ * alignment) through the page cache. */
+static int write_blob_data(int fd, const void *data, size_t len)
+{
+        int fl = fcntl(fd, F_GETFL);
+        size_t done = 0;
+
+        if (fl < 0)
+                return -errno;
+        if (fl & O_DIRECT) {
+                size_t whole = len / DIRECT_ALIGN * DIRECT_ALIGN;
+                while (done < whole) {
+                        ssize_t n = write(fd, (const char *)data + done, whole - done);
+                        if (n < 0 && errno == EINTR)
+                                continue;
+                        if (n < 0 && errno != EINVAL)
+                                return -errno;
+                        if (n <= 0 || (size_t)n % DIRECT_ALIGN)
+                                break; /* the rest through the page cache */
+                        done += (size_t)n;
+                }
+                if (fcntl(fd, F_SETFL, fl & ~O_DIRECT) < 0)
+                        return -errno;
+                if (done < len && lseek(fd, (off_t)done, SEEK_SET) < 0)
+                        return -errno;
+        }
+        return write_full(fd, (const char *)data + done, len - done);
+}
+
 /* write_blob_tmpfile(): the O_TMPFILE way: nothing named exists until the
  * fully written, fsync'd file is linked in, so a crash leaves no litter.
  * -EOPNOTSUPP (not logged) if the filesystem or /proc cannot do it. */
@@ -184,14 +221,18 @@ static int write_blob_tmpfile(struct local_backend *l, const char *hex, const vo
         char proc[64];
         int r;
 
-        fd = openat(l->tmp_fd, ".", O_TMPFILE | O_WRONLY | O_CLOEXEC, 0444);
+        fd = -1;
+        if (len >= DIRECT_MIN && (uintptr_t)data % DIRECT_ALIGN == 0)
+                fd = openat(l->tmp_fd, ".", O_TMPFILE | O_WRONLY | O_CLOEXEC | O_DIRECT, 0444);
+        if (fd < 0) /* small, unaligned, or no O_DIRECT here */
+                fd = openat(l->tmp_fd, ".", O_TMPFILE | O_WRONLY | O_CLOEXEC, 0444);
         if (fd < 0) {
                 if (errno == EOPNOTSUPP || errno == EISDIR || errno == EINVAL)
                         return -EOPNOTSUPP;
                 return log_error_errno(errno, "store %s: create temp file in tmp/: %m",
                                        l->path);
         }
-        r = write_full(fd, data, len);
+        r = write_blob_data(fd, data, len);
         if (r < 0)
                 return log_error_errno(r, "store %s: write blob %s: %m", l->path, hex);
         if (fchmod(fd, 0444) < 0 || fsync(fd) < 0)
