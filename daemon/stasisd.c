@@ -1529,6 +1529,10 @@ int main(int argc, char **argv)
                 goto fail;
         }
         mounted = true;
+        r = fs_session_io(d.fs, se);
+        if (r < 0) /* works without: a GETXATTR more per write() */
+                log_warning("FUSE session I/O hooks refused (%s); running without KILLPRIV_V2",
+                            strerror(-r));
 
         r = api_socket(d.socket, &sock);
         if (r < 0) {

@@ -140,6 +140,7 @@ struct fs {
         bool acl;       /* FUSE_CAP_POSIX_ACL negotiated; set once in init */
         bool writeback; /* FUSE_CAP_WRITEBACK_CACHE negotiated; set once in init */
         bool no_opendir; /* the kernel opens directories itself (FUSE_CAP_NO_OPENDIR_SUPPORT) */
+        atomic_bool killpriv_v2; /* FUSE_HANDLE_KILLPRIV_V2 negotiated (kernel-io.c) */
         bool remote;     /* fs_opts.remote: coalesce sequential fetches, across gaps */
         char state_dir[4096];
 
@@ -301,5 +302,10 @@ void acl_chmod(void *v, size_t len, mode_t mode);
 /* acl_create(): from a parent's default ACL, the new inode's access ACL
  * (into *ret_access, malloc'd, NULL if minimal) and mode. */
 int acl_create(const void *dflt, size_t len, mode_t *mode, void **ret_access, size_t *ret_len);
+
+/* kernel-io.c: the kernel asked to kill suid/sgid for the request being
+ * handled on this thread (a WRITE or truncating SETATTR from a caller
+ * without CAP_FSETID; only under killpriv_v2). */
+bool fs_req_kill(void);
 
 #endif

@@ -178,9 +178,10 @@ static void op_init(void *userdata, struct fuse_conn_info *conn)
         struct fs *fs = userdata;
 
         /* Under writeback cache the kernel would leave suid/sgid clearing
-         * to us on WRITEs that lack the writer's credentials: we clear the
-         * bits ourselves (write and chown paths), so never ask the kernel to
-         * delegate it. */
+         * to us on WRITEs that lack the writer's credentials, so never ask
+         * for KILLPRIV (v1). KILLPRIV_V2 is asked for in kernel-io.c: with
+         * it the kernel sends a suid file's WRITEs through, with the
+         * writer's credentials, marked when the bits must go. */
         conn->want &= ~FUSE_CAP_HANDLE_KILLPRIV;
         /* Data from the cache is verified and copied, never spliced. We are
          * the only writer: no need to invalidate on attribute changes. O_TRUNC
@@ -376,6 +377,14 @@ static int truncate_data(struct fs *fs, struct fs_inode *p, struct fs_file *f, u
         return 0;
 }
 
+/* kill_suidgid(): whether the request being handled must clear suid/sgid.
+ * Under KILLPRIV_V2 the kernel says so (a caller without CAP_FSETID);
+ * otherwise the kernel clears the bits itself with a SETATTR. */
+static bool kill_suidgid(struct fs *fs)
+{
+        return atomic_load(&fs->killpriv_v2) && fs_req_kill();
+}
+
 static int do_setattr(fuse_req_t req, struct fs *fs, uint64_t ino, const struct stat *in, int valid,
                       struct fuse_file_info *fi, struct stat *ret)
 {
@@ -416,9 +425,16 @@ static int do_setattr(fuse_req_t req, struct fs *fs, uint64_t ino, const struct 
         if (valid & FUSE_SET_ATTR_GID)
                 a.gid = in->st_gid;
         /* chown clears suid, and sgid with group exec, on non-directories (as
-         * the kernel would; we do not delegate killpriv). */
+         * the kernel would; under KILLPRIV_V2 it leaves this to us). */
         if ((valid & (FUSE_SET_ATTR_UID | FUSE_SET_ATTR_GID)) && !(valid & FUSE_SET_ATTR_MODE) &&
             !S_ISDIR(a.mode)) {
+                a.mode &= ~(mode_t)S_ISUID;
+                if (a.mode & S_IXGRP)
+                        a.mode &= ~(mode_t)S_ISGID;
+        }
+        /* Under KILLPRIV_V2 the kernel leaves a truncate's suid/sgid
+         * clearing to us and marks the request (kernel-io.c). */
+        if ((valid & FUSE_SET_ATTR_SIZE) && !S_ISDIR(a.mode) && kill_suidgid(fs)) {
                 a.mode &= ~(mode_t)S_ISUID;
                 if (a.mode & S_IXGRP)
                         a.mode &= ~(mode_t)S_ISGID;
@@ -1478,12 +1494,12 @@ static int cow_end(struct fs *fs, struct fs_inode *p, struct cow *c, bool ok)
         return r;
 }
 
-/* touch_data(): after a data change: size, times, and (writer not root)
- * suid/sgid off, as file_remove_privs() would. Mode changes are journaled;
+/* touch_data(): after a data change: size, times, and (kill) suid/sgid
+ * off, as file_remove_privs() would. Mode changes are journaled;
  * times are journaled at the next flush, fsync or release. Under writeback
  * cache the kernel owns a WRITE's mtime and ctime (it sends them in a
  * SETATTR when it flushes), so a WRITE leaves them alone. */
-static int touch_data(struct fs *fs, struct fs_inode *p, uint64_t end, bool grow, uid_t writer,
+static int touch_data(struct fs *fs, struct fs_inode *p, uint64_t end, bool grow, bool kill,
                       bool times)
 {
         struct timespec now = now_real();
@@ -1498,7 +1514,7 @@ static int touch_data(struct fs *fs, struct fs_inode *p, uint64_t end, bool grow
                 p->times_dirty = true;
         }
         m = p->attr.mode;
-        if (writer != 0 && ((m & S_ISUID) || (m & (S_ISGID | S_IXGRP)) == (S_ISGID | S_IXGRP))) {
+        if (kill && ((m & S_ISUID) || (m & (S_ISGID | S_IXGRP)) == (S_ISGID | S_IXGRP))) {
                 struct tree_attr a = p->attr;
                 a.mode &= ~(mode_t)(S_ISUID | S_ISGID);
                 p->times_dirty = false;
@@ -1534,7 +1550,9 @@ static ssize_t do_write(struct fs *fs, struct fs_file *f, const void *buf, size_
                 r = pwrite_full(fd, buf, size, (uint64_t)off);
         }
         if (r >= 0)
-                r = touch_data(fs, p, (uint64_t)off + size, true, writer, !fs->writeback);
+                r = touch_data(fs, p, (uint64_t)off + size, true,
+                               atomic_load(&fs->killpriv_v2) ? fs_req_kill() : writer != 0,
+                               !fs->writeback);
         r = MIN(r, cow_end(fs, p, &c, r >= 0));
         if (r < 0)
                 return r;
@@ -1598,7 +1616,7 @@ static int do_fallocate(struct fs *fs, struct fs_file *f, int mode, off_t off, o
         if (r >= 0 && fallocate(fd, mode, off, len) < 0)
                 r = -errno;
         if (r >= 0)
-                r = touch_data(fs, p, (uint64_t)off + (uint64_t)len, !(mode & FALLOC_FL_KEEP_SIZE), 0,
+                r = touch_data(fs, p, (uint64_t)off + (uint64_t)len, !(mode & FALLOC_FL_KEEP_SIZE), false,
                                !fs->writeback);
         if (c.end > c.first)
                 r = MIN(r, cow_end(fs, p, &c, r >= 0));

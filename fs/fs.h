@@ -91,6 +91,12 @@ struct fs *fs_free(struct fs *fs);
  * (libfuse logs why). The caller mounts, loops, unmounts and destroys it. */
 struct fuse_session *fs_session_new(struct fs *fs, struct fuse_args *args);
 
+/* fs_session_io(): after fuse_session_mount(), the session's reads and
+ * writes of /dev/fuse go through fs (fs/kernel-io.c: it negotiates
+ * FUSE_HANDLE_KILLPRIV_V2, which saves a GETXATTR per write()). A negative
+ * errno if libfuse refused; the session still works without it. */
+int fs_session_io(struct fs *fs, struct fuse_session *se);
+
 void fs_get_counters(const struct fs *fs, struct fs_counters *ret);
 
 /* A checkpoint (checkpoint.c). Besides the base, the chunks of this many of

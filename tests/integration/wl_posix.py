@@ -364,6 +364,22 @@ check("sgid without group exec kept on chown", mode(P("own/suid")))
 os.chown(P("own/suid"), U1, G1)
 os.chmod(P("own/suid"), 0o4755)
 check("suid cleared on truncate by owner", as_user(U1, G1, lambda: (os.truncate(P("own/suid"), 1), mode(P("own/suid")))[1]))
+os.chmod(P("own/suid"), 0o6755)
+check("suid/sgid cleared on open O_TRUNC by owner", as_user(U1, G1, lambda: (os.close(os.open(P("own/suid"), os.O_WRONLY | os.O_TRUNC)), mode(P("own/suid")))[1]))
+os.chmod(P("own/suid"), 0o6755)
+check("suid/sgid kept on ftruncate by root", (os.truncate(P("own/suid"), 3), mode(P("own/suid")))[1])
+os.chmod(P("own/suid"), 0o2745)
+as_user(U1, G1, lambda: write(P("own/suid"), b"x", os.O_WRONLY | os.O_APPEND))
+check("sgid without group exec kept on write", mode(P("own/suid")))
+os.chmod(P("own/suid"), 0o4755)
+check("suid cleared on a second write by owner", as_user(U1, G1, lambda: (write(P("own/suid"), b"a", os.O_WRONLY), os.chmod(P("own/suid"), 0o4755), write(P("own/suid"), b"b", os.O_WRONLY | os.O_APPEND), mode(P("own/suid")))[3]))
+# A file capability goes on any write, even root's (the kernel asks for the
+# xattr first: a GETXATTR that KILLPRIV_V2 saves only when there is none).
+CAP = bytes.fromhex("010000020020000000000000000000000000000000")[:20]
+os.setxattr(P("own/suid"), "security.capability", CAP)
+check("file capability set", "security.capability" in os.listxattr(P("own/suid")))
+write(P("own/suid"), b"root writes", os.O_WRONLY)
+check("file capability removed by a write", "security.capability" in os.listxattr(P("own/suid")))
 
 # sticky directories
 os.mkdir(P("sticky"))
