@@ -1583,7 +1583,7 @@ static void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t siz
                 fuse_reply_write(req, (size_t)n);
 }
 
-static int do_fallocate(struct fs *fs, struct fs_file *f, int mode, off_t off, off_t len)
+static int do_fallocate(struct fs *fs, struct fs_file *f, int mode, off_t off, off_t len, bool kill)
 {
         struct fs_inode *p = f->inode;
         bool zero = mode & (FALLOC_FL_PUNCH_HOLE | FALLOC_FL_ZERO_RANGE);
@@ -1616,7 +1616,7 @@ static int do_fallocate(struct fs *fs, struct fs_file *f, int mode, off_t off, o
         if (r >= 0 && fallocate(fd, mode, off, len) < 0)
                 r = -errno;
         if (r >= 0)
-                r = touch_data(fs, p, (uint64_t)off + (uint64_t)len, !(mode & FALLOC_FL_KEEP_SIZE), false,
+                r = touch_data(fs, p, (uint64_t)off + (uint64_t)len, !(mode & FALLOC_FL_KEEP_SIZE), kill,
                                !fs->writeback);
         if (c.end > c.first)
                 r = MIN(r, cow_end(fs, p, &c, r >= 0));
@@ -1626,12 +1626,16 @@ static int do_fallocate(struct fs *fs, struct fs_file *f, int mode, off_t off, o
 static void op_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t offset, off_t length,
                          struct fuse_file_info *fi)
 {
+        /* Under KILLPRIV_V2 the kernel leaves fallocate's suid/sgid clearing
+         * to us, and a FALLOCATE carries no kill flag: clear them for a
+         * caller other than root (CAP_FSETID), as file_modified() would. */
+        bool kill = atomic_load(&req_fs(req)->killpriv_v2) && fuse_req_ctx(req)->uid != 0;
         int r;
 
         (void)ino;
         r = barrier_enter(req_fs(req));
         if (r == 0) {
-                r = do_fallocate(req_fs(req), file_of(fi), mode, offset, length);
+                r = do_fallocate(req_fs(req), file_of(fi), mode, offset, length, kill);
                 barrier_leave(req_fs(req));
         }
         fuse_reply_err(req, -r);

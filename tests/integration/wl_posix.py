@@ -373,6 +373,28 @@ as_user(U1, G1, lambda: write(P("own/suid"), b"x", os.O_WRONLY | os.O_APPEND))
 check("sgid without group exec kept on write", mode(P("own/suid")))
 os.chmod(P("own/suid"), 0o4755)
 check("suid cleared on a second write by owner", as_user(U1, G1, lambda: (write(P("own/suid"), b"a", os.O_WRONLY), os.chmod(P("own/suid"), 0o4755), write(P("own/suid"), b"b", os.O_WRONLY | os.O_APPEND), mode(P("own/suid")))[3]))
+
+def falloc_by_owner(mode_bits):
+    def run():
+        fd = os.open(P("own/suid"), os.O_WRONLY)
+        try:
+            fallocate(fd, mode_bits, 4096, 8192)
+        finally:
+            os.close(fd)
+        return mode(P("own/suid"))
+    os.chmod(P("own/suid"), 0o6755)
+    return as_user(U1, G1, run)
+
+
+check("suid/sgid cleared on fallocate by owner", falloc_by_owner(0))
+check("suid/sgid cleared on fallocate KEEP_SIZE by owner", falloc_by_owner(FALLOC_FL_KEEP_SIZE))
+check("suid/sgid cleared on punch hole by owner", falloc_by_owner(FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE))
+check("suid/sgid cleared on zero range by owner", falloc_by_owner(FALLOC_FL_ZERO_RANGE))
+os.chmod(P("own/suid"), 0o6755)
+fd = os.open(P("own/suid"), os.O_WRONLY)
+fallocate(fd, 0, 0, 65536)
+os.close(fd)
+check("suid/sgid kept on fallocate by root", mode(P("own/suid")))
 # A file capability goes on any write, even root's (the kernel asks for the
 # xattr first: a GETXATTR that KILLPRIV_V2 saves only when there is none).
 CAP = bytes.fromhex("010000020020000000000000000000000000000000")[:20]
