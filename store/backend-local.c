@@ -208,6 +208,8 @@ static int write_blob_data(int fd, const void *data, size_t len)
                 if (done < len && lseek(fd, (off_t)done, SEEK_SET) < 0)
                         return -errno;
         }
+        if (done == len) /* also an empty blob, whose data may be NULL */
+                return 0;
         return write_full(fd, (const char *)data + done, len - done);
 }
 
