@@ -385,6 +385,16 @@ static bool kill_suidgid(struct fs *fs)
         return atomic_load(&fs->killpriv_v2) && fs_req_kill();
 }
 
+/* without_suidgid(): mode less suid, and less sgid with group exec (sgid
+ * without group exec marks mandatory locking and stays). */
+static mode_t without_suidgid(mode_t m)
+{
+        m &= ~(mode_t)S_ISUID;
+        if (m & S_IXGRP)
+                m &= ~(mode_t)S_ISGID;
+        return m;
+}
+
 static int do_setattr(fuse_req_t req, struct fs *fs, uint64_t ino, const struct stat *in, int valid,
                       struct fuse_file_info *fi, struct stat *ret)
 {
@@ -427,18 +437,12 @@ static int do_setattr(fuse_req_t req, struct fs *fs, uint64_t ino, const struct 
         /* chown clears suid, and sgid with group exec, on non-directories (as
          * the kernel would; under KILLPRIV_V2 it leaves this to us). */
         if ((valid & (FUSE_SET_ATTR_UID | FUSE_SET_ATTR_GID)) && !(valid & FUSE_SET_ATTR_MODE) &&
-            !S_ISDIR(a.mode)) {
-                a.mode &= ~(mode_t)S_ISUID;
-                if (a.mode & S_IXGRP)
-                        a.mode &= ~(mode_t)S_ISGID;
-        }
+            !S_ISDIR(a.mode))
+                a.mode = without_suidgid(a.mode);
         /* Under KILLPRIV_V2 the kernel leaves a truncate's suid/sgid
          * clearing to us and marks the request (kernel-io.c). */
-        if ((valid & FUSE_SET_ATTR_SIZE) && !S_ISDIR(a.mode) && kill_suidgid(fs)) {
-                a.mode &= ~(mode_t)S_ISUID;
-                if (a.mode & S_IXGRP)
-                        a.mode &= ~(mode_t)S_ISGID;
-        }
+        if ((valid & FUSE_SET_ATTR_SIZE) && !S_ISDIR(a.mode) && kill_suidgid(fs))
+                a.mode = without_suidgid(a.mode);
         if (valid & FUSE_SET_ATTR_ATIME_NOW)
                 a.atime = now;
         else if (valid & FUSE_SET_ATTR_ATIME)
