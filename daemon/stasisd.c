@@ -259,7 +259,9 @@ static json_t *status_json(struct daemon *d)
                          "last_checkpoint_stall_ns", (json_int_t)atomic_load(&d->ck_stall_ns),
                          "paused", atomic_load(&d->paused));
         if (j && (json_object_set_new(j, "prefetch_chunks", json_integer((json_int_t)c.prefetch_chunks)) < 0 ||
-                  json_object_set_new(j, "prefetch_hits", json_integer((json_int_t)c.prefetch_hits)) < 0))
+                  json_object_set_new(j, "prefetch_hits", json_integer((json_int_t)c.prefetch_hits)) < 0 ||
+                  json_object_set_new(j, "fuse_transport",
+                                      json_string(fs_session_uring(d->fs) ? "io_uring" : "/dev/fuse")) < 0))
                 j = (json_decref(j), NULL);
         return j;
 }
@@ -1613,6 +1615,7 @@ fail:
         if (se) {
                 if (mounted)
                         fuse_session_unmount(se);
+                fs_session_io_end(d.fs);
                 fuse_remove_signal_handlers(se);
                 fuse_session_destroy(se);
         }

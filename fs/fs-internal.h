@@ -42,6 +42,7 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <sys/stat.h>
+#include <sys/uio.h>
 
 #include "fs.h"
 #include "store/chunk.h"
@@ -132,6 +133,7 @@ struct fs {
         struct snapshot *snap;
         const struct tree *tree;
         struct cache *cache;
+        struct uring *uring; /* FUSE over io_uring, if prepared (kernel-io.c) */
         uint32_t chunk_size, n_chunks, n_packs;
         unsigned ra_chunks; /* 0: readahead off */
         pthread_key_t tls;
@@ -141,6 +143,7 @@ struct fs {
         bool writeback; /* FUSE_CAP_WRITEBACK_CACHE negotiated; set once in init */
         bool no_opendir; /* the kernel opens directories itself (FUSE_CAP_NO_OPENDIR_SUPPORT) */
         atomic_bool killpriv_v2; /* FUSE_HANDLE_KILLPRIV_V2 negotiated (kernel-io.c) */
+        atomic_bool uring_on;    /* FUSE over io_uring asked for in INIT (kernel-io.c) */
         bool remote;     /* fs_opts.remote: coalesce sequential fetches, across gaps */
         char state_dir[4096];
 
@@ -307,5 +310,26 @@ int acl_create(const void *dflt, size_t len, mode_t *mode, void **ret_access, si
  * handled on this thread (a WRITE or truncating SETATTR from a caller
  * without CAP_FSETID; only under killpriv_v2). */
 bool fs_req_kill(void);
+/* kio_note_request(): note what the handler of this request (in /dev/fuse
+ * form, buf[0..n)) needs from it that libfuse drops; before handing it to
+ * libfuse, on the handling thread. */
+void kio_note_request(const void *buf, size_t n);
+
+/* ---- uring.c: FUSE over io_uring (see there) ---- */
+struct uring;
+/* uring_enabled(): the kernel offers FUSE over io_uring (fuse.enable_uring). */
+bool uring_enabled(void);
+/* uring_prepare(): one thread and ring per possible CPU, waiting for INIT;
+ * -EOPNOTSUPP if any ring cannot be made (logged). */
+int uring_prepare(struct fuse_session *se, int fd, struct uring **ret);
+/* uring_start(): INIT asked for io_uring; register with this payload size. */
+void uring_start(struct uring *u, size_t payload);
+/* uring_unused(): INIT did not ask for it; the threads end. */
+void uring_unused(struct uring *u);
+/* uring_reply(): if iov is the reply to the request this thread is handling
+ * from a ring, take it (*ret as writev() would return) and return true. */
+bool uring_reply(const struct iovec *iov, int count, ssize_t *ret);
+/* uring_stop(): after the unmount; joins the threads, frees u. NULL. */
+struct uring *uring_stop(struct uring *u);
 
 #endif

@@ -2068,6 +2068,7 @@ struct fs *fs_free(struct fs *fs)
 {
         if (!fs)
                 return NULL;
+        fs->uring = uring_stop(fs->uring); /* normally done by fs_session_io_end() */
         fs_trace_free(fs);
         fs_readahead_stop(fs);
         fs_checkpoint_forget(fs);

@@ -91,11 +91,17 @@ struct fs *fs_free(struct fs *fs);
  * (libfuse logs why). The caller mounts, loops, unmounts and destroys it. */
 struct fuse_session *fs_session_new(struct fs *fs, struct fuse_args *args);
 
-/* fs_session_io(): after fuse_session_mount(), the session's reads and
- * writes of /dev/fuse go through fs (fs/kernel-io.c: it negotiates
- * FUSE_HANDLE_KILLPRIV_V2, which saves a GETXATTR per write()). A negative
- * errno if libfuse refused; the session still works without it. */
+/* fs_session_io(): after fuse_session_mount(), before the loop: the
+ * session's reads and writes of /dev/fuse go through fs (fs/kernel-io.c: it
+ * negotiates FUSE_HANDLE_KILLPRIV_V2, which saves a GETXATTR per write(),
+ * and FUSE over io_uring where the kernel offers it, fs/uring.c). A
+ * negative errno if libfuse refused; the session still works without it. */
 int fs_session_io(struct fs *fs, struct fuse_session *se);
+/* fs_session_io_end(): after fuse_session_unmount(), before
+ * fuse_session_destroy(): stops the io_uring queues, if any. */
+void fs_session_io_end(struct fs *fs);
+/* fs_session_uring(): requests come over io_uring (negotiated in INIT). */
+bool fs_session_uring(const struct fs *fs);
 
 void fs_get_counters(const struct fs *fs, struct fs_counters *ret);
 

@@ -68,9 +68,32 @@ else
         record build-gcc SKIP 0 "no C sources yet"
 fi
 
+# FUSE transport of a ctest pass: where the kernel has FUSE over io_uring
+# (fs/uring.c), the gcc pass runs over /dev/fuse and the ASan pass over
+# io_uring, so both transports see the whole suite, the new one under the
+# sanitizers. fuse.enable_uring is set for the pass and restored after.
+URING_PARAM=/sys/module/fuse/parameters/enable_uring
+# over_fuse Y|N NAME BUILD-DIR MAKE-TARGET BUILD-STEP: ctest_step with
+# fuse.enable_uring=Y|N.
+over_fuse() {
+        local want=$1 was transport
+        shift
+        [[ $want == Y ]] && transport="io_uring" || transport="/dev/fuse"
+        if [[ ! -w $URING_PARAM ]]; then
+                ctest_step "$@"
+                notes[${#notes[@]}-1]="over /dev/fuse (no $URING_PARAM)${notes[-1]:+; ${notes[-1]}}"
+                return
+        fi
+        was=$(cat "$URING_PARAM")
+        echo "$want" >"$URING_PARAM"
+        ctest_step "$@"
+        echo "$was" >"$URING_PARAM"
+        notes[${#notes[@]}-1]="over $transport${notes[-1]:+; ${notes[-1]}}"
+}
+
 # 2. ctest in the gcc build.
 if [[ " $TEST_VARIANTS " == *" gcc "* ]]; then
-        ctest_step ctest-gcc "$BUILD" test-gcc build-gcc
+        over_fuse N ctest-gcc "$BUILD" test-gcc build-gcc
 else
         record ctest-gcc SKIP 0 "not in TEST_VARIANTS"
 fi
@@ -82,7 +105,7 @@ else
         record build-asan SKIP 0 "no C sources yet"
 fi
 if [[ " $TEST_VARIANTS " == *" asan "* ]]; then
-        ctest_step ctest-asan "$ASAN_BUILD" test-asan build-asan
+        over_fuse Y ctest-asan "$ASAN_BUILD" test-asan build-asan
 else
         record ctest-asan SKIP 0 "not in TEST_VARIANTS"
 fi

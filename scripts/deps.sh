@@ -19,7 +19,7 @@ PACKAGES=(
         build-essential cmake pkg-config
         clang clang-tidy cppcheck libclang-rt-14-dev llvm
         # libraries (headers + pkg-config files)
-        libfuse3-dev libzstd-dev libxxhash-dev libssl-dev libcurl4-openssl-dev
+        libfuse3-dev liburing-dev libzstd-dev libxxhash-dev libssl-dev libcurl4-openssl-dev
         libjansson-dev libmicrohttpd-dev libarchive-dev libcriterion-dev
         # runtime tools used by tests, the demo and the benchmarks
         fuse3 zstd attr acl xxd time python3

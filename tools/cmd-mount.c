@@ -616,6 +616,9 @@ int cmd_status(const struct cli_command *cmd, int argc, char **argv)
         printf("store             %s\n", json_string_value(json_object_get(s, "store")));
         printf("cache             %s\n", json_string_value(json_object_get(s, "cache")));
         printf("pid               %" PRIu64 "\n", jint(s, "pid"));
+        printf("fuse transport    %s\n", json_string_value(json_object_get(s, "fuse_transport"))
+                                               ? json_string_value(json_object_get(s, "fuse_transport"))
+                                               : "?");
         printf("uptime            %" PRIu64 " s\n", jint(s, "uptime_s"));
         printf("chunks fetched    %" PRIu64 " (%s of packs read)\n", jint(s, "chunks_fetched"),
                format_bytes(jint(s, "bytes_fetched"), b1));
