@@ -12,6 +12,8 @@ source "$(dirname "$0")/mount-lib.bash"
 
 param=/sys/module/fuse/parameters/enable_uring
 [[ -w $param ]] || skip "this kernel has no FUSE over io_uring ($param)"
+[[ $(cat /proc/sys/kernel/io_uring_disabled 2>/dev/null || echo 0) == 0 ]] ||
+        skip "io_uring is disabled here (kernel.io_uring_disabled)"
 orig=$(cat "$param")
 restore_param() { echo "$orig" >"$param" 2>/dev/null || true; }
 on_exit_hook() { restore_param; }
