@@ -1255,7 +1255,11 @@ static void *api_start_run(void *arg)
                 closep(&a->sock);
                 return NULL;
         }
-        a->api = mhd.start_daemon(MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG, 0, NULL, NULL, handle, a->d,
+        /* epoll, not select(): a sandbox holding a thousand files open
+         * gives us that many descriptors, and select() cannot take a
+         * connection numbered FD_SETSIZE (1024) or above. */
+        a->api = mhd.start_daemon(MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_USE_ERROR_LOG, 0, NULL,
+                                  NULL, handle, a->d,
                                   MHD_OPTION_LISTEN_SOCKET, a->sock, MHD_OPTION_NOTIFY_COMPLETED, request_done,
                                   NULL, MHD_OPTION_CONNECTION_TIMEOUT, 30u, MHD_OPTION_END);
         if (!a->api) {
@@ -1327,6 +1331,9 @@ int main(int argc, char **argv)
         bool mounted = false, registered = false;
 
         log_set_prefix("stasisd: ");
+        /* The checkpoint's flush helper (fs_flush_kernel()): nothing else. */
+        if (argc == 3 && strcmp(argv[1], FS_FLUSH_HELPER_ARG) == 0)
+                return fs_flush_helper(argv[2]);
         if (log_get_max_level() < LOG_LVL_INFO) /* the log file says when it mounted */
                 log_set_max_level(LOG_LVL_INFO);
         r = parse_args(argc, argv, &o);

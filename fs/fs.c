@@ -15,11 +15,14 @@
 #include <fuse_lowlevel.h>
 
 #include <fcntl.h>
+#include <spawn.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/mman.h>
 #include <sys/statvfs.h>
+#include <sys/wait.h>
 #include <sys/xattr.h>
 #include <time.h>
 
@@ -2182,36 +2185,93 @@ ssize_t fs_read_file(struct fs *fs, uint64_t ino, uint64_t off, void *dst, size_
         return n;
 }
 
-/* open_ino(): our own inode ino, opened through the mount by its FUSE file
- * handle (struct fuse_inode_handle as the kernel encodes it: type
- * FILEID_INO64_GEN, the node id's two halves, the generation, 0 here). */
-static int open_ino(int mount_fd, uint64_t ino)
+/* The flush's requests come from another process: stasisd exec'd again as
+ * a helper (fs_flush_helper()). A thread of ours that waits for a request
+ * on our own mount would keep the process from exiting after a kill -9: a
+ * request a worker had already taken is answered only when the connection
+ * aborts, which is when the last /dev/fuse descriptor closes, which is at
+ * our exit. (A kill during a checkpoint's flush left a zombie stasisd and
+ * a hung mount.) A child that shared our memory would not do either: over
+ * io_uring the rings are mapped in that memory, and a mapping holds the
+ * ring, the ring holds /dev/fuse, and the child, waiting on the mount,
+ * holds the memory. An exec'd helper has its own memory and none of our
+ * descriptors; if we die, our exit aborts the connection and the helper's
+ * request fails instead of hanging. It costs an exec (~2 ms). */
+
+/* Each file open for writing is opened by its FUSE file handle (struct
+ * fuse_inode_handle as the kernel encodes it: type FILEID_INO64_GEN, the
+ * node id's two halves, the generation, 0 here) and closed. */
+static int flush_mount(const char *mountpoint, const uint64_t *inos, size_t n)
 {
+        _cleanup_(closep) int mfd = -1;
         struct {
                 struct file_handle fh;
                 uint32_t raw[3];
         } h = { .fh = { .handle_bytes = sizeof h.raw, .handle_type = 0x81 } };
-        int fd;
+        int r = 0;
 
-        h.raw[0] = (uint32_t)(ino >> 32);
-        h.raw[1] = (uint32_t)ino;
-        h.raw[2] = 0;
-        fd = open_by_handle_at(mount_fd, &h.fh, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
-        return fd < 0 ? -errno : fd;
+        mfd = open(mountpoint, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (mfd < 0 || syncfs(mfd) < 0)
+                return log_error_errno(errno, "flush: syncfs %s: %m", mountpoint);
+        /* syncfs() waits for the pages it wrote back, but not for a WRITE
+         * the kernel queued behind an earlier one of the same page, which a
+         * file rewritten in place has; close() of a handle of the inode
+         * waits for every WRITE of it (fuse_flush(): write_inode_now(),
+         * then fuse_sync_writes()). */
+        for (size_t i = 0; i < n; i++) {
+                int fd;
+
+                h.raw[0] = (uint32_t)(inos[i] >> 32);
+                h.raw[1] = (uint32_t)inos[i];
+                h.raw[2] = 0;
+                fd = open_by_handle_at(mfd, &h.fh, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+                if (fd >= 0) {
+                        if (close(fd) < 0 && errno != EINTR && !r)
+                                r = log_error_errno(errno, "flush: close inode %" PRIu64 ": %m", inos[i]);
+                } else if (errno != ESTALE && errno != ENOENT) {
+                        /* Without CAP_DAC_READ_SEARCH: what syncfs did is all. */
+                        log_warning_errno(errno, "flush: open inode %" PRIu64 " by handle: %m", inos[i]);
+                        break;
+                }
+        }
+        return r;
+}
+
+int fs_flush_helper(const char *mountpoint)
+{
+        _cleanup_(freep) uint64_t *inos = NULL;
+        struct stat st;
+        ssize_t got;
+        int r;
+
+        /* Nothing of the daemon's but stdin (the inode list) and stderr. */
+        (void)close_range(3, ~0u, 0);
+        if (fstat(STDIN_FILENO, &st) < 0 || st.st_size < 0 || st.st_size % (off_t)sizeof *inos)
+                return log_error_errno(EINVAL, "flush helper: stdin is not a list of inode numbers"), EINVAL;
+        if (st.st_size) {
+                inos = malloc((size_t)st.st_size);
+                if (!inos)
+                        return ENOMEM;
+                got = pread_full(STDIN_FILENO, inos, (size_t)st.st_size, 0);
+                if (got != st.st_size)
+                        return log_error_errno(EIO, "flush helper: short inode list"), EIO;
+        }
+        r = flush_mount(mountpoint, inos, (size_t)st.st_size / sizeof *inos);
+        return r < 0 ? MIN(-r, 255) : 0;
 }
 
 int fs_flush_kernel(struct fs *fs, const char *mountpoint)
 {
-        _cleanup_(closep) int mfd = -1;
         _cleanup_(freep) uint64_t *inos = NULL;
+        _cleanup_(closep) int lfd = -1;
+        posix_spawn_file_actions_t fa;
+        char *argv[] = { (char *)"stasisd", (char *)FS_FLUSH_HELPER_ARG, (char *)mountpoint, NULL };
         size_t n = 0, cap = 0;
-        int r = 0;
+        int r = 0, status;
+        pid_t pid;
 
         if (!fs || !mountpoint)
                 return -EINVAL;
-        mfd = open(mountpoint, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-        if (mfd < 0 || syncfs(mfd) < 0)
-                return -errno;
         /* The files open for writing now. */
         pthread_mutex_lock(&fs->lock);
         for (size_t b = 0; b < fs->n_buckets && r >= 0; b++)
@@ -2233,21 +2293,28 @@ int fs_flush_kernel(struct fs *fs, const char *mountpoint)
         pthread_mutex_unlock(&fs->lock);
         if (r < 0)
                 return r;
-        /* syncfs() waits for the pages it wrote back, but not for a WRITE
-         * the kernel queued behind an earlier one of the same page, which a
-         * file rewritten in place has; close() of a handle of the inode
-         * waits for every WRITE of it (fuse_flush(): write_inode_now(),
-         * then fuse_sync_writes()). */
-        for (size_t i = 0; i < n; i++) {
-                int fd = open_ino(mfd, inos[i]);
-                if (fd >= 0) {
-                        if (close(fd) < 0 && errno != EINTR)
-                                r = r < 0 ? r : -errno;
-                } else if (fd != -ESTALE && fd != -ENOENT) {
-                        /* Without CAP_DAC_READ_SEARCH: what syncfs did is all. */
-                        log_warning_errno(fd, "flush: open inode %" PRIu64 " by handle: %m", inos[i]);
-                        break;
-                }
-        }
-        return r;
+        /* The list goes to the helper's stdin as a memfd (a pipe could
+         * fill before it reads). */
+        lfd = memfd_create("stasis-flush", MFD_CLOEXEC);
+        if (lfd < 0)
+                return log_error_errno(errno, "flush: memfd: %m");
+        r = n ? pwrite_full(lfd, inos, n * sizeof *inos, 0) : 0;
+        if (r < 0)
+                return log_error_errno(r, "flush: write the inode list: %m");
+        r = posix_spawn_file_actions_init(&fa);
+        if (r)
+                return -r;
+        r = posix_spawn_file_actions_adddup2(&fa, lfd, STDIN_FILENO);
+        if (!r)
+                r = posix_spawn(&pid, "/proc/self/exe", &fa, NULL, argv, environ);
+        posix_spawn_file_actions_destroy(&fa);
+        if (r)
+                return log_error_errno(r, "flush: start the helper: %m");
+        while (waitpid(pid, &status, 0) < 0)
+                if (errno != EINTR)
+                        return log_error_errno(errno, "flush: wait for the helper: %m");
+        if (!WIFEXITED(status))
+                return log_error_errno(EIO, "flush: the helper ended by signal %d",
+                                       WIFSIGNALED(status) ? WTERMSIG(status) : 0);
+        return -WEXITSTATUS(status);
 }

@@ -163,8 +163,14 @@ int fs_checkpoint(struct fs *fs, const struct fs_checkpoint_opts *o, struct fs_c
 /* fs_flush_kernel(): every page the kernel holds dirty for the mount at
  * mountpoint is written to us when this returns (syncfs, then a close of
  * each file open for writing, which waits for its WRITEs). Call with no
- * lock held, not from a FUSE handler. 0 or -errno. */
+ * lock held, not from a FUSE handler. 0 or -errno (logged). */
 int fs_flush_kernel(struct fs *fs, const char *mountpoint);
+/* fs_flush_kernel() runs the flush's requests on the mount in a helper, the
+ * daemon's own executable run as `EXE FS_FLUSH_HELPER_ARG MOUNTPOINT` with
+ * the inode list on stdin; its main() hands that to fs_flush_helper(),
+ * whose return value is the exit status (0, or an errno). */
+#define FS_FLUSH_HELPER_ARG "--flush-kernel-helper"
+int fs_flush_helper(const char *mountpoint);
 
 /* fs_last_checkpoint(): the snapshot the last successful fs_checkpoint()
  * published (tree loaded), the parent for the next one; NULL if none. Valid
