@@ -11,6 +11,11 @@
  *                                reuses what the parent has, and compresses and
  *                                packs only new chunks, a job's as one run (its
  *                                chunks adjacent in the pack);
+ *   prefetcher                   asks the kernel to start reading the jobs
+ *                                the workers take next (POSIX_FADV_WILLNEED),
+ *                                up to PREFETCH_AHEAD bytes ahead, so that a
+ *                                worker on a cold cache finds its file read
+ *                                instead of idling its CPU until it is;
  *   finish (the calling thread)  builds the tree and publishes the snapshot.
  *
  * qlock and prog_lock nest with nothing; no lock is held across I/O.
@@ -40,6 +45,9 @@
 
 /* Large files are split into jobs of this many bytes. */
 #define JOB_BYTES (8u << 20)
+
+/* How far the prefetcher may run ahead of the workers, in job bytes. */
+#define PREFETCH_AHEAD (64u << 20)
 
 struct xattr {
         char *name;
@@ -74,6 +82,7 @@ struct job {
         struct inode *in; /* inodes never move: the walker may grow c->inodes meanwhile */
         uint32_t first, count; /* chunk range */
         bool extents;          /* this job finds the file's extents itself */
+        uint64_t at;           /* bytes of all jobs queued before this one */
 };
 
 struct commit {
@@ -98,6 +107,10 @@ struct commit {
         struct job *jobs;
         size_t n_jobs, a_jobs, next_job;
         bool walk_done;
+        uint64_t queued_bytes; /* job bytes queued so far */
+        uint64_t taken_at;     /* .at of the job a worker took last */
+        pthread_cond_t pcond;  /* the prefetcher's: a job queued or taken */
+        bool pf_waiting;       /* the prefetcher waits on pcond */
         atomic_int error; /* first error, 0 if none */
 
         struct packer *packer;
@@ -159,14 +172,28 @@ static int read_xattrs(const char *path, const char *name, struct inode *in)
         return 0;
 }
 
+/* job_bytes(): the bytes of the file a job covers. */
+static uint64_t job_bytes(const struct commit *c, const struct job *j)
+{
+        uint64_t size = (uint64_t)j->in->st.st_size, start = (uint64_t)j->first * c->cs;
+        uint64_t end = MIN(size, (uint64_t)(j->first + j->count) * c->cs);
+
+        return end > start ? end - start : 0;
+}
+
 static int queue_push(struct commit *c, const struct job *j)
 {
         int r;
         pthread_mutex_lock(&c->qlock);
         r = array_grow((void **)&c->jobs, &c->a_jobs, c->n_jobs + 1, sizeof *c->jobs);
         if (r == 0) {
-                c->jobs[c->n_jobs++] = *j;
+                struct job *q = &c->jobs[c->n_jobs++];
+                *q = *j;
+                q->at = c->queued_bytes;
+                c->queued_bytes += job_bytes(c, q);
                 pthread_cond_signal(&c->qcond);
+                if (c->pf_waiting)
+                        pthread_cond_signal(&c->pcond);
         }
         pthread_mutex_unlock(&c->qlock);
         return r;
@@ -609,6 +636,45 @@ static int process_job(struct worker *w, const struct job *j)
         return 0;
 }
 
+/* The prefetcher: for each job, from the one a worker takes next to
+ * PREFETCH_AHEAD bytes beyond it, open the file and ask for its range
+ * (POSIX_FADV_WILLNEED queues the reads and returns). Best effort: a file
+ * it cannot open is the worker's to report. On a warm cache it finds the
+ * pages there and costs an open and a close per file. */
+static void *prefetch_main(void *arg)
+{
+        struct commit *c = arg;
+        size_t p = 0;
+
+        for (;;) {
+                struct job j;
+                _cleanup_(closep) int fd = -1;
+
+                pthread_mutex_lock(&c->qlock);
+                for (;;) {
+                        p = MAX(p, c->next_job); /* never behind the workers */
+                        if (atomic_load(&c->error) || (p == c->n_jobs && c->walk_done))
+                                break;
+                        if (p < c->n_jobs && c->jobs[p].at <= c->taken_at + PREFETCH_AHEAD)
+                                break;
+                        c->pf_waiting = true;
+                        pthread_cond_wait(&c->pcond, &c->qlock);
+                        c->pf_waiting = false;
+                }
+                if (atomic_load(&c->error) || p == c->n_jobs) {
+                        pthread_mutex_unlock(&c->qlock);
+                        return NULL;
+                }
+                j = c->jobs[p++];
+                pthread_mutex_unlock(&c->qlock);
+
+                fd = open_noatime(c->dirfd, j.in->path, 0);
+                if (fd >= 0)
+                        (void)posix_fadvise(fd, (off_t)((uint64_t)j.first * c->cs), (off_t)job_bytes(c, &j),
+                                            POSIX_FADV_WILLNEED);
+        }
+}
+
 static void *worker_main(void *arg)
 {
         struct worker *w = arg;
@@ -626,6 +692,9 @@ static void *worker_main(void *arg)
                         break;
                 }
                 j = c->jobs[c->next_job++];
+                c->taken_at = j.at;
+                if (c->pf_waiting)
+                        pthread_cond_signal(&c->pcond);
                 pthread_mutex_unlock(&c->qlock);
 
                 r = process_job(w, &j);
@@ -744,6 +813,7 @@ static void commit_release(struct commit *c)
         packer_free(c->packer);
         pthread_mutex_destroy(&c->qlock);
         pthread_cond_destroy(&c->qcond);
+        pthread_cond_destroy(&c->pcond);
         pthread_mutex_destroy(&c->prog_lock);
 }
 
@@ -762,6 +832,8 @@ int store_commit(struct backend *b, const struct commit_opts *o, struct digest *
         struct commit c = { .b = b, .o = o, .dirfd = -1 };
         struct packer_stats ps;
         _cleanup_(freep) pthread_t *threads = NULL;
+        pthread_t prefetcher;
+        bool prefetching = false;
         _cleanup_(freep) struct worker *workers = NULL;
         _cleanup_(freep) void *blob = NULL;
         struct snapshot *parent = NULL, **recent = NULL;
@@ -778,6 +850,7 @@ int store_commit(struct backend *b, const struct commit_opts *o, struct digest *
                 return -EINVAL;
         pthread_mutex_init(&c.qlock, NULL);
         pthread_cond_init(&c.qcond, NULL);
+        pthread_cond_init(&c.pcond, NULL);
         pthread_mutex_init(&c.prog_lock, NULL);
 
         if (o->parent) {
@@ -846,6 +919,8 @@ int store_commit(struct backend *b, const struct commit_opts *o, struct digest *
                 started++;
         }
 
+        prefetching = pthread_create(&prefetcher, NULL, prefetch_main, &c) == 0;
+
         r = walk(&c);
         log_debug("commit: walk done after %.3f s", (double)(now_ns() - t0) / 1e9);
 join:
@@ -854,9 +929,12 @@ join:
         pthread_mutex_lock(&c.qlock);
         c.walk_done = true;
         pthread_cond_broadcast(&c.qcond);
+        pthread_cond_broadcast(&c.pcond);
         pthread_mutex_unlock(&c.qlock);
         for (unsigned i = 0; i < started; i++)
                 pthread_join(threads[i], NULL);
+        if (prefetching) /* it ends once the walk is done and no job is left, or on an error */
+                pthread_join(prefetcher, NULL);
         for (unsigned i = 0; i < nthreads; i++) {
                 chunk_codec_free(workers[i].codec);
                 packer_batch_free(workers[i].batch);
