@@ -15,12 +15,12 @@
 #include <fuse_lowlevel.h>
 
 #include <fcntl.h>
-#include <spawn.h>
 #include <inttypes.h>
+#include <spawn.h>
 #include <stdio.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <sys/wait.h>
 #include <sys/xattr.h>

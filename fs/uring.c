@@ -199,6 +199,15 @@ static int ent_command(struct uring_ent *e, uint32_t op)
         return 0;
 }
 
+/* ent_eio(): the entry's answer is EIO, with no payload. */
+static void ent_eio(struct uring_ent *e)
+{
+        struct fuse_out_header oh = { .error = -EIO, .unique = e->unique, .len = sizeof oh };
+
+        memcpy(e->hdr.in_out, &oh, sizeof oh);
+        e->hdr.ent.payload_sz = 0;
+}
+
 /* Hand one request to libfuse and queue its commit. */
 static void ent_handle(struct uring_ent *e)
 {
@@ -212,11 +221,9 @@ static void ent_handle(struct uring_ent *e)
         e->replied = false;
         if (psz > u->payload || ih.len < sizeof ih + psz ||
             (argn = ih.len - sizeof ih - psz) > sizeof e->hdr.op_in) {
-                struct fuse_out_header oh = { .error = -EIO, .unique = e->unique, .len = sizeof oh };
                 log_error("io_uring request %" PRIu64 " (opcode %u): length %u does not fit its payload of %zu",
                           e->unique, ih.opcode, ih.len, psz);
-                memcpy(e->hdr.in_out, &oh, sizeof oh);
-                e->hdr.ent.payload_sz = 0;
+                ent_eio(e);
         } else {
                 struct fuse_buf fb = { .size = ih.len };
 
@@ -229,11 +236,9 @@ static void ent_handle(struct uring_ent *e)
                 fuse_session_process_buf(u->se, &fb);
                 cur = NULL;
                 if (!e->replied) { /* never for fs.c's handlers; don't leave the caller hanging */
-                        struct fuse_out_header oh = { .error = -EIO, .unique = e->unique, .len = sizeof oh };
                         log_error("io_uring request %" PRIu64 " (opcode %u) got no reply; answering EIO",
                                   e->unique, ih.opcode);
-                        memcpy(e->hdr.in_out, &oh, sizeof oh);
-                        e->hdr.ent.payload_sz = 0;
+                        ent_eio(e);
                 }
         }
         if (ent_command(e, URING_CMD_COMMIT_AND_FETCH) < 0)
@@ -244,7 +249,7 @@ bool uring_reply(const struct iovec *iov, int count, ssize_t *ret)
 {
         struct uring_ent *e = cur;
         struct fuse_out_header oh;
-        size_t n = 0, total = 0;
+        size_t n = 0;
         int i;
 
         if (!e || e->replied || count < 1 || iov[0].iov_len < sizeof oh)
@@ -252,10 +257,9 @@ bool uring_reply(const struct iovec *iov, int count, ssize_t *ret)
         memcpy(&oh, iov[0].iov_base, sizeof oh);
         if (oh.unique != e->unique)
                 return false; /* not this thread's request (an interrupt's answer) */
-        for (i = 0; i < count; i++)
-                total += iov[i].iov_len;
         for (i = 1; i < count; i++)
                 n += iov[i].iov_len;
+        *ret = (ssize_t)(iov[0].iov_len + n); /* what writev() would have written */
         if (n > e->q->u->payload) {
                 log_error("io_uring reply to %" PRIu64 ": %zu bytes do not fit the %zu-byte payload; answering EIO",
                           e->unique, n, e->q->u->payload);
@@ -272,7 +276,6 @@ bool uring_reply(const struct iovec *iov, int count, ssize_t *ret)
         memcpy(e->hdr.in_out, &oh, sizeof oh);
         e->hdr.ent.payload_sz = (uint32_t)n;
         e->replied = true;
-        *ret = (ssize_t)total;
         return true;
 }
 
