@@ -258,7 +258,8 @@ static json_t *status_json(struct daemon *d)
                          "last_checkpoint_duration_ns", (json_int_t)atomic_load(&d->ck_duration_ns),
                          "last_checkpoint_stall_ns", (json_int_t)atomic_load(&d->ck_stall_ns),
                          "paused", atomic_load(&d->paused));
-        if (j && (json_object_set_new(j, "prefetch_chunks", json_integer((json_int_t)c.prefetch_chunks)) < 0 ||
+        if (j && (json_object_set_new(j, "pack_reads", json_integer((json_int_t)c.pack_reads)) < 0 ||
+                  json_object_set_new(j, "prefetch_chunks", json_integer((json_int_t)c.prefetch_chunks)) < 0 ||
                   json_object_set_new(j, "prefetch_hits", json_integer((json_int_t)c.prefetch_hits)) < 0 ||
                   json_object_set_new(j, "fuse_transport",
                                       json_string(fs_session_uring(d->fs) ? "io_uring" : "/dev/fuse")) < 0))
@@ -279,6 +280,9 @@ static char *metrics_text(struct daemon *d)
                      "# HELP stasis_bytes_fetched_total Pack bytes read from the store.\n"
                      "# TYPE stasis_bytes_fetched_total counter\n"
                      "stasis_bytes_fetched_total %" PRIu64 "\n"
+                     "# HELP stasis_pack_reads_total Reads of packs (Range GETs from a registry).\n"
+                     "# TYPE stasis_pack_reads_total counter\n"
+                     "stasis_pack_reads_total %" PRIu64 "\n"
                      "# HELP stasis_cache_hits_total Chunks served from the node cache.\n"
                      "# TYPE stasis_cache_hits_total counter\n"
                      "stasis_cache_hits_total %" PRIu64 "\n"
@@ -327,7 +331,7 @@ static char *metrics_text(struct daemon *d)
                      "# HELP stasis_prefetch_hits_total Prefetched chunks a READ then got from the cache.\n"
                      "# TYPE stasis_prefetch_hits_total counter\n"
                      "stasis_prefetch_hits_total %" PRIu64 "\n",
-                     c.chunks_fetched, c.bytes_fetched, c.cache_hits, c.cache_misses,
+                     c.chunks_fetched, c.bytes_fetched, c.pack_reads, c.cache_hits, c.cache_misses,
                      c.bytes_served, c.errors, c.readahead_chunks, c.dirty_chunks, c.dirty_bytes,
                      c.copied_up, c.bytes_written, c.inodes, (uint64_t)atomic_load(&d->checkpoints),
                      (double)atomic_load(&d->ck_duration_ns) / 1e9, (double)atomic_load(&d->ck_stall_ns) / 1e9,

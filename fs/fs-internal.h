@@ -118,6 +118,8 @@ struct fs_tls {
         uint8_t *chunk; /* chunk_size bytes */
         uint8_t *frame; /* chunk_bound(chunk_size) bytes */
         uint8_t *span;  /* coalesced reads' buffer (read.c), made on first use */
+        size_t span_cap;
+        uint32_t *claimed; /* a span read's chunks (read.c), made on first use */
 };
 
 /* A chunk being copied up (fs->copying). */
@@ -189,8 +191,16 @@ struct fs {
         unsigned n_ra_threads;
         bool ra_stop;               /* ra_lock */
 
+        /* Span reads (remote mounts, read.c): the tree's chunks in pack
+         * order and each chunk's position in it, made on the first miss and
+         * immutable after; where the last span ended and how many bytes the
+         * next one reads. */
+        pthread_mutex_t span_lock;
+        uint32_t *by_pack, *pack_pos; /* span_lock until set */
+        uint32_t span_from, span_next, span_bytes; /* span_lock */
+
         atomic_uint_fast64_t chunks_fetched, bytes_fetched, cache_hits, cache_misses;
-        atomic_uint_fast64_t bytes_served, errors, readahead_chunks, reads;
+        atomic_uint_fast64_t bytes_served, errors, readahead_chunks, reads, pack_reads;
         atomic_uint_fast64_t dirty_chunks, dirty_bytes, copied_up, bytes_written, journal_bytes;
         atomic_uint_fast64_t journal_synced; /* journal_bytes at the last fdatasync */
 

@@ -2034,6 +2034,7 @@ int fs_new(const struct fs_opts *o, struct fs **ret)
         pthread_cond_init(&fs->fetch_cond, NULL);
         pthread_mutex_init(&fs->ra_lock, NULL);
         pthread_cond_init(&fs->ra_cond, NULL);
+        pthread_mutex_init(&fs->span_lock, NULL);
         pthread_mutex_init(&fs->ck_lock, NULL);
         r = pthread_key_create(&fs->tls, fs_tls_free);
         if (r != 0)
@@ -2091,6 +2092,8 @@ struct fs *fs_free(struct fs *fs)
         free(fs->pack_state);
         free(fs->logged);
         free(fs->inflight);
+        free(fs->by_pack);
+        free(fs->pack_pos);
         free(fs->ra_queue);
         free(fs->ra_threads);
         pthread_rwlock_destroy(&fs->barrier);
@@ -2102,6 +2105,7 @@ struct fs *fs_free(struct fs *fs)
         pthread_cond_destroy(&fs->fetch_cond);
         pthread_mutex_destroy(&fs->ra_lock);
         pthread_cond_destroy(&fs->ra_cond);
+        pthread_mutex_destroy(&fs->span_lock);
         pthread_mutex_destroy(&fs->ck_lock);
         free(fs);
         return NULL;
@@ -2134,6 +2138,7 @@ void fs_get_counters(const struct fs *fs, struct fs_counters *ret)
         pthread_mutex_unlock(&m->lock);
         ret->chunks_fetched = atomic_load(&fs->chunks_fetched);
         ret->bytes_fetched = atomic_load(&fs->bytes_fetched);
+        ret->pack_reads = atomic_load(&fs->pack_reads);
         ret->cache_hits = atomic_load(&fs->cache_hits);
         ret->cache_misses = atomic_load(&fs->cache_misses);
         ret->bytes_served = atomic_load(&fs->bytes_served);

@@ -14,6 +14,8 @@
  * Counters are plain atomics, readable at any time with fs_get_counters():
  *   chunks_fetched    chunks read from the store (pack frames decoded)
  *   bytes_fetched     pack bytes read from the store
+ *   pack_reads        reads of packs those bytes took (Range GETs from a
+ *                     registry): one per chunk, or one per coalesced run
  *   cache_hits        chunks a READ got from the node cache
  *   cache_misses      chunks a READ had to fetch from the store
  *   bytes_served      bytes replied to READs
@@ -73,7 +75,7 @@ struct fs_opts {
 };
 
 struct fs_counters {
-        uint64_t chunks_fetched, bytes_fetched;
+        uint64_t chunks_fetched, bytes_fetched, pack_reads;
         uint64_t cache_hits, cache_misses;
         uint64_t bytes_served, errors, readahead_chunks;
         uint64_t reads, inodes; /* READ requests; inodes in the table */

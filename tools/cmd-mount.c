@@ -620,8 +620,8 @@ int cmd_status(const struct cli_command *cmd, int argc, char **argv)
                                                ? json_string_value(json_object_get(s, "fuse_transport"))
                                                : "?");
         printf("uptime            %" PRIu64 " s\n", jint(s, "uptime_s"));
-        printf("chunks fetched    %" PRIu64 " (%s of packs read)\n", jint(s, "chunks_fetched"),
-               format_bytes(jint(s, "bytes_fetched"), b1));
+        printf("chunks fetched    %" PRIu64 " (%s of packs read in %" PRIu64 " reads)\n",
+               jint(s, "chunks_fetched"), format_bytes(jint(s, "bytes_fetched"), b1), jint(s, "pack_reads"));
         printf("cache             %" PRIu64 " hits, %" PRIu64 " misses\n", jint(s, "cache_hits"),
                jint(s, "cache_misses"));
         printf("readahead         %" PRIu64 " chunks\n", jint(s, "readahead_chunks"));
