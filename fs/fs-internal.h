@@ -187,6 +187,8 @@ struct fs {
         pthread_cond_t ra_cond;
         uint32_t *ra_queue;         /* ring; ra_lock */
         size_t ra_head, ra_len, ra_cap; /* ra_lock */
+        unsigned ra_batch;          /* chunks per coalesced read; immutable */
+        uint32_t ra_span;           /* compressed bytes per coalesced read; immutable */
         pthread_t *ra_threads;      /* immutable */
         unsigned n_ra_threads;
         bool ra_stop;               /* ra_lock */
@@ -221,6 +223,7 @@ struct fs {
 /* read.c */
 struct fs_tls *fs_tls_get(struct fs *fs);
 void fs_tls_free(void *p);
+void fs_readahead_init(struct fs *fs); /* sets the coalescing limits */
 int fs_readahead_start(struct fs *fs, unsigned workers);
 void fs_readahead_stop(struct fs *fs);
 /* fs_read_data(): len bytes of base regular file inode at off into dst (off <

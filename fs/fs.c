@@ -2013,10 +2013,12 @@ int fs_new(const struct fs_opts *o, struct fs **ret)
         fs->chunk_size = tree_chunk_size(fs->tree);
         fs->n_chunks = tree_n_chunks(fs->tree);
         fs->n_packs = tree_n_packs(fs->tree);
+        fs_readahead_init(fs);
         if (o->cache && !o->no_readahead) {
-                unsigned n = o->readahead_chunks ? o->readahead_chunks
-                                                 : MAX(FS_READAHEAD_CHUNKS, FS_READAHEAD_WINDOW / fs->chunk_size);
-                fs->ra_chunks = MAX(1u, MIN(n, FS_READAHEAD_BYTES / fs->chunk_size));
+                uint32_t window = fs->remote ? FS_READAHEAD_WINDOW_REMOTE : FS_READAHEAD_WINDOW;
+                uint32_t most = fs->remote ? FS_READAHEAD_WINDOW_REMOTE : FS_READAHEAD_BYTES;
+                unsigned n = o->readahead_chunks ? o->readahead_chunks : MAX(FS_READAHEAD_CHUNKS, window / fs->chunk_size);
+                fs->ra_chunks = MAX(1u, MIN(n, most / fs->chunk_size));
         }
         {
                 pthread_rwlockattr_t ba;
@@ -2057,7 +2059,7 @@ int fs_new(const struct fs_opts *o, struct fs **ret)
         if (r < 0)
                 return r;
         if (fs->ra_chunks) {
-                r = fs_readahead_start(fs, o->workers ? o->workers : 2);
+                r = fs_readahead_start(fs, o->workers ? o->workers : fs->remote ? FS_READAHEAD_WORKERS_REMOTE : 2);
                 if (r < 0)
                         return r;
         }

@@ -46,6 +46,10 @@
 #define FS_READAHEAD_CHUNKS 4u
 #define FS_READAHEAD_WINDOW (1u << 20)
 #define FS_READAHEAD_BYTES (4u << 20)
+/* From a registry, where a request's round trip costs more than its bytes:
+ * a larger window (also the most), read by more threads at once. */
+#define FS_READAHEAD_WINDOW_REMOTE (16u << 20)
+#define FS_READAHEAD_WORKERS_REMOTE 4u
 /* Entry and attribute timeouts, in seconds: stasisd is the only writer
  * behind its mount, so the kernel may cache as long as it likes. */
 #define FS_BASE_TIMEOUT 86400.0
@@ -64,7 +68,7 @@ struct fs_opts {
         struct cache *cache;    /* borrowed; NULL: no node cache (and no readahead) */
         unsigned readahead_chunks; /* 0: the window's worth; capped by FS_READAHEAD_BYTES */
         bool no_readahead;
-        unsigned workers;       /* readahead threads; 0: 2 */
+        unsigned workers;       /* readahead threads; 0: 2, or FS_READAHEAD_WORKERS_REMOTE */
         const char *state_dir;  /* the mount's state directory (required) */
         const char *base_name;  /* what HEAD records as the base: a digest, or "empty" */
         bool no_prefetch;       /* do not prefetch the snapshot's access trace */

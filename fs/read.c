@@ -45,8 +45,12 @@ struct fs_tls *fs_tls_get(struct fs *fs)
         return t;
 }
 
-/* RA_SPAN: the most compressed bytes one coalesced read takes. */
+/* The most compressed bytes and chunks one coalesced read takes: from a
+ * local store, and from a registry (where a round trip costs more). */
 #define RA_SPAN (2u << 20)
+#define RA_SPAN_REMOTE (4u << 20)
+#define RA_BATCH 16u
+#define RA_BATCH_REMOTE 64u
 
 /* fs_tls_span(): the thread's buffer for coalesced reads, at least cap
  * bytes (made on first use; NULL if out of memory). */
@@ -207,28 +211,21 @@ int fs_prefetch_chunk(struct fs *fs, uint32_t idx)
 static void readahead_queue(struct fs *fs, const struct tree_inode *inode, uint32_t first,
                             uint32_t end)
 {
-        uint32_t todo[FS_READAHEAD_CHUNKS * 16];
-        size_t n = 0;
-
-        for (uint32_t i = first; i < end && n < ELEMENTSOF(todo); i++) {
-                uint32_t idx = tree_file_chunk(fs->tree, inode, i);
-                if (idx != TREE_HOLE)
-                        todo[n++] = idx;
-        }
-        if (!n)
-                return;
         pthread_mutex_lock(&fs->ra_lock);
         /* A full queue drops work: readahead is a hint, never a backlog. */
-        for (size_t i = 0; i < n && fs->ra_len < fs->ra_cap; i++)
-                fs->ra_queue[(fs->ra_head + fs->ra_len++) % fs->ra_cap] = todo[i];
+        for (uint32_t i = first; i < end && fs->ra_len < fs->ra_cap; i++) {
+                uint32_t idx = tree_file_chunk(fs->tree, inode, i);
+                if (idx != TREE_HOLE)
+                        fs->ra_queue[(fs->ra_head + fs->ra_len++) % fs->ra_cap] = idx;
+        }
         pthread_cond_signal(&fs->ra_cond);
         pthread_mutex_unlock(&fs->ra_lock);
 }
 
 /* Readahead reads a run of chunks that lie back to back in one pack with
  * one backend read (one Range GET from a registry, where a request's
- * round trip, not its bytes, is the cost), up to RA_SPAN compressed bytes. */
-#define RA_BATCH 16u
+ * round trip, not its bytes, is the cost), up to fs->ra_span compressed
+ * bytes and fs->ra_batch chunks. */
 
 static void ra_release(struct fs *fs, const uint32_t *idx, size_t n)
 {
@@ -298,7 +295,7 @@ static void ra_run(struct fs *fs, struct fs_tls *t, uint8_t *span, const uint32_
  * ends a run. */
 static void ra_batch(struct fs *fs, struct fs_tls *t, uint8_t *span, const uint32_t *batch, size_t nb)
 {
-        uint32_t run[RA_BATCH];
+        uint32_t run[RA_BATCH_REMOTE];
         size_t nr = 0;
         struct tree_chunk first = {}, last = {};
         uint64_t len = 0;
@@ -306,14 +303,14 @@ static void ra_batch(struct fs *fs, struct fs_tls *t, uint8_t *span, const uint3
         for (size_t i = 0; i <= nb; i++) {
                 struct tree_chunk c = {};
                 bool next = i < nb && tree_chunk(fs->tree, batch[i], &c) >= 0;
-                /* Next in the same pack, within RA_SPAN of the run's start.
+                /* Next in the same pack, within ra_span of the run's start.
                  * From a registry also across a gap: the bytes between
                  * (other files' chunks, which parallel commit workers
                  * interleave) are read and skipped; a round trip costs
                  * more than they do. Locally only back to back. */
                 bool joins = next && nr > 0 && c.pack == last.pack &&
                              (fs->remote ? c.offset >= last.offset + last.clen : c.offset == last.offset + last.clen) &&
-                             c.offset + c.clen - first.offset <= RA_SPAN && nr < RA_BATCH;
+                             c.offset + c.clen - first.offset <= fs->ra_span && nr < fs->ra_batch;
 
                 if (nr > 0 && !joins) {
                         ra_run(fs, t, span, run, nr, &first, len);
@@ -321,7 +318,7 @@ static void ra_batch(struct fs *fs, struct fs_tls *t, uint8_t *span, const uint3
                         nr = 0;
                         len = 0;
                 }
-                if (!next || c.clen > RA_SPAN || !ra_claim(fs, batch[i], &c))
+                if (!next || c.clen > fs->ra_span || !ra_claim(fs, batch[i], &c))
                         continue;
                 if (nr == 0)
                         first = c;
@@ -493,10 +490,10 @@ static void *readahead_worker(void *p)
 {
         struct fs *fs = p;
         struct fs_tls *t = fs_tls_get(fs);
-        uint8_t *span = t ? fs_tls_span(t, RA_SPAN) : NULL;
+        uint8_t *span = t ? fs_tls_span(t, fs->ra_span) : NULL;
 
         for (;;) {
-                uint32_t batch[RA_BATCH];
+                uint32_t batch[RA_BATCH_REMOTE];
                 size_t nb = 0;
 
                 pthread_mutex_lock(&fs->ra_lock);
@@ -506,7 +503,7 @@ static void *readahead_worker(void *p)
                         pthread_mutex_unlock(&fs->ra_lock);
                         break;
                 }
-                while (fs->ra_len > 0 && nb < RA_BATCH) {
+                while (fs->ra_len > 0 && nb < fs->ra_batch) {
                         batch[nb++] = fs->ra_queue[fs->ra_head];
                         fs->ra_head = (fs->ra_head + 1) % fs->ra_cap;
                         fs->ra_len--;
@@ -520,9 +517,15 @@ static void *readahead_worker(void *p)
         return NULL;
 }
 
+void fs_readahead_init(struct fs *fs)
+{
+        fs->ra_batch = fs->remote ? RA_BATCH_REMOTE : RA_BATCH;
+        fs->ra_span = fs->remote ? RA_SPAN_REMOTE : RA_SPAN;
+}
+
 int fs_readahead_start(struct fs *fs, unsigned workers)
 {
-        fs->ra_cap = 64;
+        fs->ra_cap = MAX(64u, 2 * fs->ra_chunks);
         fs->ra_queue = calloc(fs->ra_cap, sizeof *fs->ra_queue);
         fs->ra_threads = calloc(workers, sizeof *fs->ra_threads);
         if (!fs->ra_queue || !fs->ra_threads)
@@ -553,15 +556,15 @@ void fs_readahead_stop(struct fs *fs)
 static void read_window(struct fs *fs, struct fs_tls *t, const struct tree_inode *inode, uint32_t first,
                         uint32_t last)
 {
-        uint32_t batch[RA_BATCH], nch = tree_file_nchunks(fs->tree, inode), idx;
-        uint8_t *span = fs_tls_span(t, RA_SPAN);
+        uint32_t batch[RA_BATCH_REMOTE], nch = tree_file_nchunks(fs->tree, inode), idx;
+        uint8_t *span = fs_tls_span(t, fs->ra_span);
         struct tree_chunk c;
         size_t n = 0;
 
         idx = first < nch ? tree_file_chunk(fs->tree, inode, first) : TREE_HOLE;
         if (!span || idx == TREE_HOLE || tree_chunk(fs->tree, idx, &c) < 0 || cache_has(fs->cache, &c.addr) > 0)
                 return;
-        for (uint32_t i = first; i < nch && i <= last + fs->ra_chunks && n < RA_BATCH; i++) {
+        for (uint32_t i = first; i < nch && i <= last + fs->ra_chunks && n < fs->ra_batch; i++) {
                 idx = tree_file_chunk(fs->tree, inode, i);
                 if (idx != TREE_HOLE)
                         batch[n++] = idx;
