@@ -388,14 +388,26 @@ static bool kill_suidgid(struct fs *fs)
         return atomic_load(&fs->killpriv_v2) && fs_req_kill();
 }
 
-/* without_suidgid(): mode less suid, and less sgid with group exec (sgid
- * without group exec marks mandatory locking and stays). */
-static mode_t without_suidgid(mode_t m)
+/* kill_mask(): the mode bits that a write, truncate, fallocate or chown by
+ * the caller of req clears when the kernel leaves it to us (kill), as the
+ * VFS would (setattr_should_drop_suidgid()): suid, and sgid if the file has
+ * group exec or the caller is neither in its group nor root. Sgid without
+ * group exec otherwise stays (it marks mandatory locking). The file's mode
+ * and group are read under fs->lock; in_group() reads /proc without it. */
+static mode_t kill_mask(fuse_req_t req, struct fs *fs, struct fs_inode *p, bool kill)
 {
-        m &= ~(mode_t)S_ISUID;
-        if (m & S_IXGRP)
-                m &= ~(mode_t)S_ISGID;
-        return m;
+        mode_t m;
+        gid_t gid;
+
+        if (!kill)
+                return 0;
+        pthread_mutex_lock(&fs->lock);
+        m = p->attr.mode;
+        gid = p->attr.gid;
+        pthread_mutex_unlock(&fs->lock);
+        if ((m & S_ISGID) && !(m & S_IXGRP) && fuse_req_ctx(req)->uid != 0 && !in_group(req, gid))
+                return S_ISUID | S_ISGID;
+        return S_ISUID | ((m & S_IXGRP) ? S_ISGID : 0);
 }
 
 static int do_setattr(fuse_req_t req, struct fs *fs, uint64_t ino, const struct stat *in, int valid,
@@ -407,12 +419,21 @@ static int do_setattr(fuse_req_t req, struct fs *fs, uint64_t ino, const struct 
         struct wl_txn t = {};
         struct tree_attr a;
         bool sgid_ok = true;
+        mode_t kill = 0;
         int r;
 
         if (!p)
                 return -ESTALE;
         if (broken(fs))
                 return -EIO;
+        /* chown clears suid and sgid on non-directories (under KILLPRIV_V2
+         * the kernel leaves it to us, and leaves it for ever when
+         * KILLPRIV_V2 is off). A truncate does when the kernel marks the
+         * request (kernel-io.c). */
+        if ((valid & (FUSE_SET_ATTR_UID | FUSE_SET_ATTR_GID)) && !(valid & FUSE_SET_ATTR_MODE))
+                kill = kill_mask(req, fs, p, true);
+        if (valid & FUSE_SET_ATTR_SIZE)
+                kill |= kill_mask(req, fs, p, kill_suidgid(fs));
         if (valid & FUSE_SET_ATTR_MODE)
                 sgid_ok = ctx->uid == 0 || in_group(req, (valid & FUSE_SET_ATTR_GID) ? in->st_gid : p->attr.gid);
         if (valid & FUSE_SET_ATTR_SIZE) {
@@ -437,15 +458,8 @@ static int do_setattr(fuse_req_t req, struct fs *fs, uint64_t ino, const struct 
                 a.uid = in->st_uid;
         if (valid & FUSE_SET_ATTR_GID)
                 a.gid = in->st_gid;
-        /* chown clears suid, and sgid with group exec, on non-directories (as
-         * the kernel would; under KILLPRIV_V2 it leaves this to us). */
-        if ((valid & (FUSE_SET_ATTR_UID | FUSE_SET_ATTR_GID)) && !(valid & FUSE_SET_ATTR_MODE) &&
-            !S_ISDIR(a.mode))
-                a.mode = without_suidgid(a.mode);
-        /* Under KILLPRIV_V2 the kernel leaves a truncate's suid/sgid
-         * clearing to us and marks the request (kernel-io.c). */
-        if ((valid & FUSE_SET_ATTR_SIZE) && !S_ISDIR(a.mode) && kill_suidgid(fs))
-                a.mode = without_suidgid(a.mode);
+        if (!S_ISDIR(a.mode))
+                a.mode &= ~kill;
         if (valid & FUSE_SET_ATTR_ATIME_NOW)
                 a.atime = now;
         else if (valid & FUSE_SET_ATTR_ATIME)
@@ -1501,12 +1515,12 @@ static int cow_end(struct fs *fs, struct fs_inode *p, struct cow *c, bool ok)
         return r;
 }
 
-/* touch_data(): after a data change: size, times, and (kill) suid/sgid
+/* touch_data(): after a data change: size, times, and the kill bits
  * off, as file_remove_privs() would. Mode changes are journaled;
  * times are journaled at the next flush, fsync or release. Under writeback
  * cache the kernel owns a WRITE's mtime and ctime (it sends them in a
  * SETATTR when it flushes), so a WRITE leaves them alone. */
-static int touch_data(struct fs *fs, struct fs_inode *p, uint64_t end, bool grow, bool kill,
+static int touch_data(struct fs *fs, struct fs_inode *p, uint64_t end, bool grow, mode_t kill,
                       bool times)
 {
         struct timespec now = now_real();
@@ -1521,9 +1535,9 @@ static int touch_data(struct fs *fs, struct fs_inode *p, uint64_t end, bool grow
                 p->times_dirty = true;
         }
         m = p->attr.mode;
-        if (kill && ((m & S_ISUID) || (m & (S_ISGID | S_IXGRP)) == (S_ISGID | S_IXGRP))) {
+        if (m & kill & (S_ISUID | S_ISGID)) {
                 struct tree_attr a = p->attr;
-                a.mode &= ~(mode_t)(S_ISUID | S_ISGID);
+                a.mode &= ~(kill & (S_ISUID | S_ISGID));
                 p->times_dirty = false;
                 wl_txn_attr(&t, &a, p->parent);
                 return wl_txn_commit(fs, &t);
@@ -1533,7 +1547,7 @@ static int touch_data(struct fs *fs, struct fs_inode *p, uint64_t end, bool grow
 }
 
 static ssize_t do_write(struct fs *fs, struct fs_file *f, const void *buf, size_t size, off_t off,
-                        uid_t writer)
+                        mode_t kill)
 {
         struct fs_inode *p = f->inode;
         struct cow c;
@@ -1557,9 +1571,7 @@ static ssize_t do_write(struct fs *fs, struct fs_file *f, const void *buf, size_
                 r = pwrite_full(fd, buf, size, (uint64_t)off);
         }
         if (r >= 0)
-                r = touch_data(fs, p, (uint64_t)off + size, true,
-                               atomic_load(&fs->killpriv_v2) ? fs_req_kill() : writer != 0,
-                               !fs->writeback);
+                r = touch_data(fs, p, (uint64_t)off + size, true, kill, !fs->writeback);
         r = MIN(r, cow_end(fs, p, &c, r >= 0));
         if (r < 0)
                 return r;
@@ -1576,12 +1588,16 @@ static ssize_t do_write(struct fs *fs, struct fs_file *f, const void *buf, size_
 static void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t size, off_t off,
                      struct fuse_file_info *fi)
 {
+        struct fs *fs = req_fs(req);
+        /* Under KILLPRIV_V2 the kernel marks a WRITE that must clear the
+         * bits; without it, clear them for any writer but root. */
+        bool kill = atomic_load(&fs->killpriv_v2) ? fs_req_kill() : fuse_req_ctx(req)->uid != 0;
         ssize_t n;
 
         (void)ino;
-        n = barrier_enter(req_fs(req));
+        n = barrier_enter(fs);
         if (n == 0) {
-                n = do_write(req_fs(req), file_of(fi), buf, size, off, fuse_req_ctx(req)->uid);
+                n = do_write(fs, file_of(fi), buf, size, off, kill_mask(req, fs, file_of(fi)->inode, kill));
                 barrier_leave(req_fs(req));
         }
         if (n < 0)
@@ -1590,7 +1606,7 @@ static void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t siz
                 fuse_reply_write(req, (size_t)n);
 }
 
-static int do_fallocate(struct fs *fs, struct fs_file *f, int mode, off_t off, off_t len, bool kill)
+static int do_fallocate(struct fs *fs, struct fs_file *f, int mode, off_t off, off_t len, mode_t kill)
 {
         struct fs_inode *p = f->inode;
         bool zero = mode & (FALLOC_FL_PUNCH_HOLE | FALLOC_FL_ZERO_RANGE);
@@ -1642,7 +1658,8 @@ static void op_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t offset,
         (void)ino;
         r = barrier_enter(req_fs(req));
         if (r == 0) {
-                r = do_fallocate(req_fs(req), file_of(fi), mode, offset, length, kill);
+                r = do_fallocate(req_fs(req), file_of(fi), mode, offset, length,
+                                 kill_mask(req, req_fs(req), file_of(fi)->inode, kill));
                 barrier_leave(req_fs(req));
         }
         fuse_reply_err(req, -r);

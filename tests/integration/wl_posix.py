@@ -371,6 +371,16 @@ check("suid/sgid kept on ftruncate by root", (os.truncate(P("own/suid"), 3), mod
 os.chmod(P("own/suid"), 0o2745)
 as_user(U1, G1, lambda: write(P("own/suid"), b"x", os.O_WRONLY | os.O_APPEND))
 check("sgid without group exec kept on write", mode(P("own/suid")))
+# ... but cleared when the writer is not in the file's group (and not root),
+# as setattr_should_drop_sgid() says; suid goes, sgid stays, for a member
+os.chmod(P("own/suid"), 0o2646)
+as_user(U2, U2, lambda: write(P("own/suid"), b"y", os.O_WRONLY | os.O_APPEND))
+check("sgid without group exec cleared on write by a non-member", mode(P("own/suid")))
+os.chmod(P("own/suid"), 0o2646)
+check("sgid without group exec cleared on truncate by a non-member", as_user(U2, U2, lambda: (os.truncate(P("own/suid"), 2), mode(P("own/suid")))[1]))
+os.chmod(P("own/suid"), 0o6745)
+as_user(U1, G1, lambda: write(P("own/suid"), b"z", os.O_WRONLY | os.O_APPEND))
+check("suid cleared and sgid without group exec kept on write by a member", mode(P("own/suid")))
 os.chmod(P("own/suid"), 0o4755)
 check("suid cleared on a second write by owner", as_user(U1, G1, lambda: (write(P("own/suid"), b"a", os.O_WRONLY), os.chmod(P("own/suid"), 0o4755), write(P("own/suid"), b"b", os.O_WRONLY | os.O_APPEND), mode(P("own/suid")))[3]))
 
