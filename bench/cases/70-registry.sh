@@ -52,13 +52,14 @@ image_prepare() {
 registry_prepare() {
         image_prepare
         local p=$WORK/data/registry-$MODE t=$WORK/data/sweep-$MODE
-        echo "the whole sweep tree" >"$p.src"
         REGIMG=$IMG
         ((HAVE_STASIS)) || return 0
-        [[ -f $p/commit.json ]] && return 0
+        # a kept store of another tree (--keep across a change of dataset) is remade
+        [[ -f $p/commit.json && $(cat "$p.src" 2>/dev/null) == "the whole sweep tree" ]] && return 0
         rm -rf "$p"
         mkdir -p "$p"
         "$STASIS" commit --store "$p/store" --tag r --json "$t" >"$p/commit.json" || die "registry: commit failed"
+        echo "the whole sweep tree" >"$p.src"
 }
 
 registry_row() { # RUN TOOL READY FIRST FULL PULL UNPACK READ FETCHED RC
@@ -122,7 +123,7 @@ registry_run() {
         registry_start "$o/registry"
         local d=$RES/registry-dataset.tsv
         tsv_init "$d" key value
-        tsv_row "$d" source "$(cat "$p.src")"
+        tsv_row "$d" source "the whole sweep tree"
         tsv_row "$d" files "$files"
         tsv_row "$d" bytes "$REG_BYTES"
         tsv_row "$d" first_file "$REG_FILE ($(file_bytes "$data/$REG_FILE") bytes)"
