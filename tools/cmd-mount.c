@@ -20,6 +20,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/mount.h>
+#include <sys/sysmacros.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/time.h>
@@ -40,6 +41,7 @@ enum {
         OPT_NO_PREFETCH,
         OPT_EMPTY,
         OPT_LAZY,
+        OPT_FORCE,
 };
 
 static const char *run_dir(void)
@@ -55,16 +57,16 @@ static void fclosep_(FILE **f)
                 fclose(*f);
 }
 
-/* abs_path(): path made absolute and resolved without touching its last
- * component, which may be a dead mount (stat fails with ENOTCONN). */
-static int abs_path(const char *path, char ret[static PATH_MAX])
+/* parent_path(): path made absolute and resolved without touching its last
+ * component, which may be a dead mount (stat fails with ENOTCONN) or a
+ * wedged one (stat would wait for ever). abs_path(): resolved whole if it
+ * can be (a symlink to a mount point), else as parent_path(). */
+static int parent_path(const char *path, char ret[static PATH_MAX])
 {
         char a[PATH_MAX], b[PATH_MAX], dir[PATH_MAX];
         const char *base;
         size_t len;
 
-        if (realpath(path, ret))
-                return 0;
         len = strlen(path);
         if (len == 0 || len >= PATH_MAX)
                 return -EINVAL;
@@ -80,6 +82,13 @@ static int abs_path(const char *path, char ret[static PATH_MAX])
         if ((size_t)snprintf(ret, PATH_MAX, "%s/%s", strcmp(dir, "/") ? dir : "", base) >= PATH_MAX)
                 return -ENAMETOOLONG;
         return 0;
+}
+
+static int abs_path(const char *path, char ret[static PATH_MAX])
+{
+        if (realpath(path, ret))
+                return 0;
+        return parent_path(path, ret);
 }
 
 /* registry_find(): the registry entry of mountpoint mp; *ret_path gets its
@@ -175,22 +184,29 @@ static int detach(const char *mp, bool lazy)
         return WIFEXITED(status) && WEXITSTATUS(status) == 0 ? 0 : -EBUSY;
 }
 
-/* is_stasis_mount(): mp is the mount point of a stasis FUSE mount, per
- * /proc/self/mountinfo (fields: ... mountpoint ... - fstype source ...). */
-static bool is_stasis_mount(const char *mp)
+/* mount_dev(): the device number of the stasis FUSE mount at mp, from
+ * /proc/self/mountinfo (field 3, MAJOR:MINOR): the name of its connection
+ * under /sys/fs/fuse/connections. Never touches the mount itself, which may
+ * hang. -ENOENT if no stasis mount is there. */
+static int mount_dev(const char *mp, dev_t *ret)
 {
         _cleanup_(fclosep_) FILE *f = fopen("/proc/self/mountinfo", "re");
         char *line = NULL;
         size_t cap = 0;
-        bool found = false;
+        int r = -ENOENT;
 
         if (!f)
-                return false;
-        while (!found && getline(&line, &cap, f) > 0) {
-                char point[PATH_MAX], *p = line, *sep, *w;
+                return -errno;
+        while (r == -ENOENT && getline(&line, &cap, f) > 0) {
+                unsigned maj, min;
+                char point[PATH_MAX], *p = line, *w, *sep;
                 size_t n = 0;
-                /* skip 4 fields: id, parent, dev, root */
-                for (int i = 0; i < 4 && p; i++)
+                /* id parent MAJ:MIN root mountpoint ... - fstype ... */
+                for (int i = 0; i < 2 && p; i++)
+                        p = strchr(p, ' ') ? strchr(p, ' ') + 1 : NULL;
+                if (!p || sscanf(p, "%u:%u", &maj, &min) != 2)
+                        continue;
+                for (int i = 0; i < 2 && p; i++)
                         p = strchr(p, ' ') ? strchr(p, ' ') + 1 : NULL;
                 if (!p)
                         continue;
@@ -203,11 +219,51 @@ static bool is_stasis_mount(const char *mp)
                 }
                 point[n] = 0;
                 sep = strstr(w, " - ");
-                if (sep && strcmp(point, mp) == 0 && strncmp(sep + 3, "fuse.stasis ", 12) == 0)
-                        found = true;
+                if (sep && strcmp(point, mp) == 0 && strncmp(sep + 3, "fuse.stasis ", 12) == 0) {
+                        *ret = makedev(maj, min);
+                        r = 0;
+                }
         }
         free(line);
-        return found;
+        return r;
+}
+
+/* abort_connection(): end the FUSE connection of the mount at mp, as
+ * `echo 1 > /sys/fs/fuse/connections/N/abort` does: every request waiting
+ * for stasisd, and every later one, fails at once (ENOTCONN), and a thread
+ * stuck waiting for its own mount's answer is let go. Through fusectl (the
+ * mount's owner may write there; as root it is mounted if it is not), else
+ * as root with umount2(MNT_FORCE), which aborts the connection first. */
+static int abort_connection(const char *mp)
+{
+        char p[128];
+        dev_t dev;
+        int fd, r;
+
+        r = mount_dev(mp, &dev);
+        if (r < 0)
+                return r;
+        /* the kernel names a connection by its dev_t, as it encodes it */
+        snprintf(p, sizeof p, "/sys/fs/fuse/connections/%u/abort", (major(dev) << 20) | minor(dev));
+        fd = open(p, O_WRONLY | O_CLOEXEC);
+        if (fd < 0 && errno == ENOENT && geteuid() == 0 &&
+            mount("fusectl", "/sys/fs/fuse/connections", "fusectl", 0, NULL) == 0)
+                fd = open(p, O_WRONLY | O_CLOEXEC);
+        if (fd >= 0) {
+                r = write(fd, "1", 1) == 1 ? 0 : -errno;
+                close(fd);
+                if (r == 0)
+                        return 0;
+        }
+        if (geteuid() == 0 && umount2(mp, MNT_FORCE) < 0 && errno != EBUSY)
+                return -errno;
+        return geteuid() == 0 ? 0 : -EPERM;
+}
+
+static bool is_stasis_mount(const char *mp)
+{
+        dev_t dev;
+        return mount_dev(mp, &dev) == 0;
 }
 
 static bool is_dead_mount(const char *mp)
@@ -400,18 +456,24 @@ int cmd_umount(const struct cli_command *cmd, int argc, char **argv)
         static const struct option options[] = {
                 CLI_COMMON_OPTIONS,
                 { "lazy", no_argument, NULL, OPT_LAZY },
+                { "force", no_argument, NULL, OPT_FORCE },
                 {},
         };
         _cleanup_(json_decrefp_) json_t *e = NULL;
         char mp[PATH_MAX], ep[PATH_MAX], ctx[512];
-        bool lazy = false, have, detached = false;
+        bool lazy = false, force = false, have, detached = false;
+        uint64_t grace;
         pid_t pid = 0;
         int c, r;
 
         opterr = 0;
-        while ((c = getopt_long(argc, argv, CLI_SHORTOPTS "l", options, NULL)) >= 0) {
+        while ((c = getopt_long(argc, argv, CLI_SHORTOPTS "lf", options, NULL)) >= 0) {
                 if (c == OPT_LAZY || c == 'l') {
                         lazy = true;
+                        continue;
+                }
+                if (c == OPT_FORCE || c == 'f') {
+                        force = true;
                         continue;
                 }
                 r = cli_common_option(cmd, c, argv);
@@ -422,13 +484,32 @@ int cmd_umount(const struct cli_command *cmd, int argc, char **argv)
         if (r)
                 return r;
         cli_set_context(ctx, "umount");
-        r = abs_path(argv[optind], mp);
+        /* The mount point itself is not looked at (a wedged mount would hang
+         * the lookup) unless the name is no mount: then it may be a symlink
+         * to one. */
+        r = parent_path(argv[optind], mp);
         if (r < 0)
                 return log_error_errno(r, "%s: %m", argv[optind]), EXIT_FAIL;
         have = registry_find(mp, &e, ep) == 0;
+        if (!have && !is_stasis_mount(mp) && !force) {
+                r = abs_path(argv[optind], mp);
+                if (r < 0)
+                        return log_error_errno(r, "%s: %m", argv[optind]), EXIT_FAIL;
+                have = registry_find(mp, &e, ep) == 0;
+        }
         if (have)
                 pid = (pid_t)json_integer_value(json_object_get(e, "pid"));
 
+        /* --force: end the connection first. Requests waiting for stasisd
+         * fail, so does a thread of its own that waits for its own mount,
+         * and a live daemon sees its connection end and exits. */
+        if (force) {
+                r = abort_connection(mp);
+                if (r < 0 && r != -ENOENT)
+                        return log_error_errno(r, "%s: abort the FUSE connection: %m", mp), EXIT_FAIL;
+                lazy = true;
+        }
+        grace = force ? 2 * NSEC_PER_SEC : UMOUNT_WAIT_NS;
         if (have && pid_alive(pid)) {
                 r = detach(mp, lazy);
                 if (r == -EBUSY)
@@ -436,10 +517,10 @@ int cmd_umount(const struct cli_command *cmd, int argc, char **argv)
                 if (r < 0 && r != -EINVAL)
                         return log_error_errno(r, "%s: unmount: %m", mp), EXIT_FAIL;
                 detached = r >= 0;
-                if (!wait_exit(pid, UMOUNT_WAIT_NS)) {
+                if (!wait_exit(pid, grace)) {
                         /* Unmounted but the daemon lingers: ask, then insist. */
                         (void)kill(pid, SIGTERM);
-                        if (!wait_exit(pid, UMOUNT_WAIT_NS)) {
+                        if (!wait_exit(pid, grace)) {
                                 (void)kill(pid, SIGKILL);
                                 (void)wait_exit(pid, UMOUNT_WAIT_NS);
                         }

@@ -237,11 +237,16 @@ const struct cli_command cli_commands[] = {
         {
                 .name = "umount",
                 .run = cmd_umount,
-                .usage = "[--lazy] MOUNTPOINT",
+                .usage = "[--lazy] [--force] MOUNTPOINT",
                 .summary = "unmount and stop its stasisd (also after a crash)",
                 .help = "Unmount MOUNTPOINT, wait for its stasisd to exit, and clean up after a\n"
                         "daemon that died (ENOTCONN mount, registry entry, socket).\n\n"
-                        "  --lazy            detach even if files are open\n" COMMON_HELP,
+                        "  --lazy            detach even if files are open\n"
+                        "  --force           for a daemon that does not answer: abort the FUSE\n"
+                        "                    connection first (requests in flight fail with\n"
+                        "                    ENOTCONN; writes the kernel had not yet passed to\n"
+                        "                    stasisd are lost, as with kill -9 of stasisd), then\n"
+                        "                    detach lazily and stop the daemon\n" COMMON_HELP,
         },
         {
                 .name = "import",
