@@ -422,7 +422,7 @@ static int span_plan(struct fs *fs, uint32_t idx, uint32_t *ret_pos, uint32_t *r
  * alone and reports it). */
 static int span_fetch(struct fs *fs, struct fs_tls *t, uint32_t idx, const struct tree_chunk *c, void *dst)
 {
-        uint32_t pos, bytes, p, n = 0;
+        uint32_t pos = 0, bytes = 0, p, n = 0;
         uint64_t end = c->offset + c->clen;
         uint8_t *span;
         ssize_t got;
@@ -435,7 +435,7 @@ static int span_fetch(struct fs *fs, struct fs_tls *t, uint32_t idx, const struc
                 return fetch(fs, t, idx, c, dst);
         for (p = pos + 1; p < fs->n_chunks && n < SPAN_CHUNKS; p++) {
                 uint32_t j = fs->by_pack[p];
-                struct tree_chunk d;
+                struct tree_chunk d = {};
                 if (tree_chunk(fs->tree, j, &d) < 0 || d.pack != c->pack || d.offset < end ||
                     d.offset + d.clen - c->offset > bytes)
                         break;

@@ -198,13 +198,19 @@ static int mount_dev(const char *mp, dev_t *ret)
         if (!f)
                 return -errno;
         while (r == -ENOENT && getline(&line, &cap, f) > 0) {
-                unsigned maj, min;
-                char point[PATH_MAX], *p = line, *w, *sep;
+                unsigned long maj, min;
+                char point[PATH_MAX], *p = line, *w, *sep, *end;
                 size_t n = 0;
                 /* id parent MAJ:MIN root mountpoint ... - fstype ... */
                 for (int i = 0; i < 2 && p; i++)
                         p = strchr(p, ' ') ? strchr(p, ' ') + 1 : NULL;
-                if (!p || sscanf(p, "%u:%u", &maj, &min) != 2)
+                if (!p)
+                        continue;
+                maj = strtoul(p, &end, 10);
+                if (*end != ':')
+                        continue;
+                min = strtoul(end + 1, &end, 10);
+                if (*end != ' ')
                         continue;
                 for (int i = 0; i < 2 && p; i++)
                         p = strchr(p, ' ') ? strchr(p, ' ') + 1 : NULL;
@@ -220,7 +226,7 @@ static int mount_dev(const char *mp, dev_t *ret)
                 point[n] = 0;
                 sep = strstr(w, " - ");
                 if (sep && strcmp(point, mp) == 0 && strncmp(sep + 3, "fuse.stasis ", 12) == 0) {
-                        *ret = makedev(maj, min);
+                        *ret = makedev((unsigned)maj, (unsigned)min);
                         r = 0;
                 }
         }
@@ -237,7 +243,7 @@ static int mount_dev(const char *mp, dev_t *ret)
 static int abort_connection(const char *mp)
 {
         char p[128];
-        dev_t dev;
+        dev_t dev = 0;
         int fd, r;
 
         r = mount_dev(mp, &dev);
@@ -262,7 +268,7 @@ static int abort_connection(const char *mp)
 
 static bool is_stasis_mount(const char *mp)
 {
-        dev_t dev;
+        dev_t dev = 0;
         return mount_dev(mp, &dev) == 0;
 }
 
