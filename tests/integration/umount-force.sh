@@ -16,10 +16,18 @@ st commit --store "$S" --tag base "$src"
 mp=$T/mnt
 state=$T/state
 
-# A stopped daemon must not outlive a failed test: its mount would hang the
-# cleanup.
+# A stopped daemon, or a holder of its connection, must not outlive a failed
+# test: its mount would hang the cleanup. _mount_on_exit reads the status
+# from $? (as in mount-lib.bash, not through a failing command under set -e).
 WEDGED=
-trap 'rc=$?; [[ -n $WEDGED ]] && kill -9 "$WEDGED" 2>/dev/null; (exit $rc); _mount_on_exit' EXIT
+holder=
+cleanup() {
+        local rc=$?
+        [[ -z $WEDGED ]] || kill -9 "$WEDGED" 2>/dev/null || true
+        [[ -z $holder ]] || kill -9 "$holder" 2>/dev/null || true
+        if (exit $rc); then _mount_on_exit; else _mount_on_exit; fi
+}
+trap cleanup EXIT
 
 gone() { # gone PID: exited (a zombie counts)
         [[ ! -e /proc/$1 ]] || grep -q '^State:[[:space:]]*[ZX]' "/proc/$1/status" 2>/dev/null
@@ -108,7 +116,6 @@ PY
 holder=$!
 for _ in $(seq 100); do [[ -s $T/holder.ready ]] && break; sleep 0.05; done
 [[ -s $T/holder.ready ]] || fail "the holder did not take stasisd's /dev/fuse descriptors"
-trap 'rc=$?; kill -9 "$holder" 2>/dev/null; (exit $rc); _mount_on_exit' EXIT
 kill -9 "$pid"
 for _ in $(seq 50); do gone "$pid" && break; sleep 0.1; done
 rm -f "$T/reader.out"
