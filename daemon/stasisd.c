@@ -1461,6 +1461,9 @@ int main(int argc, char **argv)
                         goto fail;
                 }
                 t_tree = now_ns() - t_tree;
+                /* the tree came in coalesced pieces; chunk reads are
+                 * coalesced by fs/read.c, which knows the pack's layout */
+                backend_oci_exact_reads(store, true);
                 if (warming) {
                         pthread_join(warm_thread, NULL);
                         warming = false;

@@ -8,6 +8,7 @@
 #include <inttypes.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/mman.h>
 
 #include "fs-internal.h"
 #include "trace.h"
@@ -52,16 +53,33 @@ struct fs_tls *fs_tls_get(struct fs *fs)
 #define RA_BATCH 16u
 #define RA_BATCH_REMOTE 64u
 
-/* fs_tls_span(): the thread's buffer for coalesced reads, at least cap
- * bytes (made on first use; NULL if out of memory). */
-static uint8_t *fs_tls_span(struct fs_tls *t, size_t cap)
+/* span_get(): a buffer of len bytes for one coalesced read; NULL if out of
+ * memory. Locally, the thread's own (made on first use, kept): reads are
+ * at most RA_SPAN. A remote mount's reads take up to 4 MiB, on any of a
+ * dozen threads, so their buffers are mapped for the read and unmapped
+ * after (span_put()): a buffer kept per thread, or a freed one that glibc
+ * keeps in the thread's arena, held ~100 MiB after a registry mount read
+ * its tree. */
+static uint8_t *span_get(struct fs *fs, struct fs_tls *t, size_t len)
 {
-        if (t->span_cap < cap) {
+        void *p;
+
+        if (fs->remote) {
+                p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+                return p == MAP_FAILED ? NULL : p;
+        }
+        if (t->span_cap < len) {
                 free(t->span);
-                t->span = malloc(cap);
-                t->span_cap = t->span ? cap : 0;
+                t->span = malloc(MAX(len, (size_t)RA_SPAN));
+                t->span_cap = t->span ? MAX(len, (size_t)RA_SPAN) : 0;
         }
         return t->span;
+}
+
+static void span_put(struct fs *fs, uint8_t *p, size_t len)
+{
+        if (fs->remote && p)
+                munmap(p, len);
 }
 
 /* pack_present(): whether pack i of our tree is in our own store, asked of
@@ -262,38 +280,42 @@ static bool ra_claim(struct fs *fs, uint32_t idx, const struct tree_chunk *c)
 /* ra_run(): chunks run[0..n), claimed, back to back in one pack from off:
  * one read, then each decoded, verified and put in the cache. A chunk that
  * fails is left out (a READ of it fetches it alone and reports it). */
-static void ra_run(struct fs *fs, struct fs_tls *t, uint8_t *span, const uint32_t *run, size_t n,
-                   const struct tree_chunk *first, uint64_t len)
+static void ra_run(struct fs *fs, struct fs_tls *t, const uint32_t *run, size_t n, const struct tree_chunk *first,
+                   uint64_t len)
 {
         uint64_t pos = 0;
+        uint8_t *span;
         ssize_t got;
 
-        if (!pack_present(fs, first->pack))
+        if (!pack_present(fs, first->pack) || !(span = span_get(fs, t, (size_t)len)))
                 return;
         got = backend_read(fs->store, tree_pack(fs->tree, first->pack), first->offset, span, (size_t)len);
         atomic_fetch_add(&fs->pack_reads, 1);
-        if (got < 0)
+        if (got < 0) {
+                span_put(fs, span, (size_t)len);
                 return;
+        }
         atomic_fetch_add(&fs->bytes_fetched, (uint64_t)got);
         for (size_t i = 0; i < n; i++) {
                 struct tree_chunk c;
                 if (tree_chunk(fs->tree, run[i], &c) < 0 || c.offset < first->offset)
-                        return;
+                        break;
                 pos = c.offset - first->offset;
                 if (pos + c.clen > (uint64_t)got)
-                        return;
+                        break;
                 if (chunk_decode(t->codec, span + pos, c.clen, c.ulen, fs->chunk_size, &c.addr, t->chunk) >= 0 &&
                     cache_put(fs->cache, &c.addr, t->chunk, c.ulen) >= 0) {
                         atomic_fetch_add(&fs->chunks_fetched, 1);
                         atomic_fetch_add(&fs->readahead_chunks, 1);
                 }
         }
+        span_put(fs, span, (size_t)len);
 }
 
 /* ra_batch(): chunks batch[0..nb) into the cache, runs of them that follow
  * each other in a pack read at once; a chunk already cached or in flight
  * ends a run. */
-static void ra_batch(struct fs *fs, struct fs_tls *t, uint8_t *span, const uint32_t *batch, size_t nb)
+static void ra_batch(struct fs *fs, struct fs_tls *t, const uint32_t *batch, size_t nb)
 {
         uint32_t run[RA_BATCH_REMOTE];
         size_t nr = 0;
@@ -313,7 +335,7 @@ static void ra_batch(struct fs *fs, struct fs_tls *t, uint8_t *span, const uint3
                              c.offset + c.clen - first.offset <= fs->ra_span && nr < fs->ra_batch;
 
                 if (nr > 0 && !joins) {
-                        ra_run(fs, t, span, run, nr, &first, len);
+                        ra_run(fs, t, run, nr, &first, len);
                         ra_release(fs, run, nr);
                         nr = 0;
                         len = 0;
@@ -430,7 +452,7 @@ static int span_fetch(struct fs *fs, struct fs_tls *t, uint32_t idx, const struc
 
         if (!pack_present(fs, c->pack))
                 return fail_chunk(fs, idx, c, -ENOENT, "pack missing from the store");
-        if (span_plan(fs, idx, &pos, &bytes) < 0 || !(span = fs_tls_span(t, SPAN_MAX)) ||
+        if (span_plan(fs, idx, &pos, &bytes) < 0 ||
             (!t->claimed && !(t->claimed = malloc(SPAN_CHUNKS * sizeof *t->claimed))))
                 return fetch(fs, t, idx, c, dst);
         for (p = pos + 1; p < fs->n_chunks && n < SPAN_CHUNKS; p++) {
@@ -448,8 +470,11 @@ static int span_fetch(struct fs *fs, struct fs_tls *t, uint32_t idx, const struc
         if (fs->span_from == pos)
                 fs->span_next = p;
         pthread_mutex_unlock(&fs->span_lock);
-        if (n == 0)
+        span = n ? span_get(fs, t, (size_t)(end - c->offset)) : NULL;
+        if (!span) {
+                ra_release(fs, t->claimed, n);
                 return fetch(fs, t, idx, c, dst);
+        }
 
         got = backend_read(fs->store, tree_pack(fs->tree, c->pack), c->offset, span, (size_t)(end - c->offset));
         atomic_fetch_add(&fs->pack_reads, 1);
@@ -482,6 +507,7 @@ static int span_fetch(struct fs *fs, struct fs_tls *t, uint32_t idx, const struc
                 }
         }
 out:
+        span_put(fs, span, (size_t)(end - c->offset));
         ra_release(fs, t->claimed, n);
         return r;
 }
@@ -490,7 +516,6 @@ static void *readahead_worker(void *p)
 {
         struct fs *fs = p;
         struct fs_tls *t = fs_tls_get(fs);
-        uint8_t *span = t ? fs_tls_span(t, fs->ra_span) : NULL;
 
         for (;;) {
                 uint32_t batch[RA_BATCH_REMOTE];
@@ -509,10 +534,10 @@ static void *readahead_worker(void *p)
                         fs->ra_len--;
                 }
                 pthread_mutex_unlock(&fs->ra_lock);
-                if (!t || !span || !fs->cache)
+                if (!t || !fs->cache)
                         continue;
 
-                ra_batch(fs, t, span, batch, nb);
+                ra_batch(fs, t, batch, nb);
         }
         return NULL;
 }
@@ -557,19 +582,18 @@ static void read_window(struct fs *fs, struct fs_tls *t, const struct tree_inode
                         uint32_t last)
 {
         uint32_t batch[RA_BATCH_REMOTE], nch = tree_file_nchunks(fs->tree, inode), idx;
-        uint8_t *span = fs_tls_span(t, fs->ra_span);
         struct tree_chunk c;
         size_t n = 0;
 
         idx = first < nch ? tree_file_chunk(fs->tree, inode, first) : TREE_HOLE;
-        if (!span || idx == TREE_HOLE || tree_chunk(fs->tree, idx, &c) < 0 || cache_has(fs->cache, &c.addr) > 0)
+        if (idx == TREE_HOLE || tree_chunk(fs->tree, idx, &c) < 0 || cache_has(fs->cache, &c.addr) > 0)
                 return;
         for (uint32_t i = first; i < nch && i <= last + fs->ra_chunks && n < fs->ra_batch; i++) {
                 idx = tree_file_chunk(fs->tree, inode, i);
                 if (idx != TREE_HOLE)
                         batch[n++] = idx;
         }
-        ra_batch(fs, t, span, batch, n);
+        ra_batch(fs, t, batch, n);
 }
 
 int fs_read_data(struct fs *fs, const struct tree_inode *inode, struct fs_file *f, uint64_t off,

@@ -7,7 +7,9 @@
  *              are coalesced: a read that starts where the last range of
  *              that blob ended fetches twice that range's window (at most
  *              OCI_COALESCE_MAX) and keeps it for the reads that follow.
- *              A random read fetches exactly what it asks for.
+ *              A random read fetches exactly what it asks for, and so
+ *              does every read after backend_oci_exact_reads() (a mount,
+ *              which coalesces its own once its tree is loaded).
  *   write      an OCI image manifest is held in memory until an index
  *              update names it (then PUT by tag, blobs being in by then);
  *              any other blob: HEAD, then a cross-repository mount if a
@@ -75,6 +77,7 @@ struct oci_backend {
         char repo[OCI_REPO_MAX];
         char scope[OCI_REPO_MAX + 32];
         char *mount_from;
+        atomic_bool exact_reads; /* backend_oci_exact_reads() */
         pthread_mutex_t index_lock;
         pthread_mutex_t lock;
         struct segment seg[N_SEGMENTS];            /* lock */
@@ -93,6 +96,12 @@ static struct oci_backend *to_oci(struct backend *b)
 }
 
 bool backend_is_oci(const struct backend *b) { return b && b->ops == &oci_ops; }
+
+void backend_oci_exact_reads(struct backend *b, bool on)
+{
+        if (backend_is_oci(b))
+                atomic_store(&to_oci(b)->exact_reads, on);
+}
 
 /* note_error(): keep the first failure's sentence for
  * backend_oci_take_error(); registry messages never hold a secret. */
@@ -551,6 +560,10 @@ static ssize_t oci_read(struct backend *b, const struct digest *d, uint64_t off,
         if (is_manifest)
                 return read_manifest(ob, d, off, buf, len);
 
+        if (atomic_load(&ob->exact_reads)) {
+                n = fetch_range(ob, d, off, buf, len);
+                return n == -ENOENT && off == 0 ? read_manifest(ob, d, off, buf, len) : n;
+        }
         if (window <= len || len >= OCI_COALESCE_MAX) {
                 n = fetch_range(ob, d, off, buf, len);
                 if (n == -ENOENT && off == 0)

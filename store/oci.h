@@ -87,6 +87,12 @@ int backend_oci_open(const char *host, const char *repo, const struct registry_o
 int backend_oci_connect(const char *host, const char *repo, const struct registry_opts *o,
                         struct backend **ret, char *ret_err);
 bool backend_is_oci(const struct backend *b);
+/* backend_oci_exact_reads(): from now on every read fetches exactly the
+ * range asked for and keeps nothing (on), or sequential reads of a blob are
+ * coalesced here again (off, the default). For a caller that coalesces its
+ * own reads: a mount, once its tree is loaded (fs/read.c). No-op for a
+ * backend that is not a registry. */
+void backend_oci_exact_reads(struct backend *b, bool on);
 
 /* backend_oci_take_error(): the sentence of the first request that failed
  * on b since the last call (naming the registry, never a secret), into ret
