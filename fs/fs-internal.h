@@ -136,6 +136,7 @@ struct fs {
         const struct tree *tree;
         struct cache *cache;
         struct uring *uring; /* FUSE over io_uring, if prepared (kernel-io.c) */
+        _Atomic uint64_t init_unique; /* the kernel's INIT request, for its reply (kernel-io.c) */
         uint32_t chunk_size, n_chunks, n_packs;
         unsigned ra_chunks; /* 0: readahead off */
         pthread_key_t tls;
@@ -152,6 +153,7 @@ struct fs {
         /* Writers shared, a checkpoint exclusive (writer-preferring). */
         pthread_rwlock_t barrier;
         atomic_bool readonly; /* paused: changes get EROFS; set under the barrier */
+        atomic_bool init_offers_v2, init_offers_uring; /* what INIT offers (kernel-io.c) */
 
         /* The model. */
         pthread_mutex_t lock;

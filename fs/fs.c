@@ -2021,6 +2021,7 @@ int fs_new(const struct fs_opts *o, struct fs **ret)
         if (!fs)
                 return -ENOMEM;
         fs->state_fd = fs->layer_fd = fs->data_fd = fs->journal_fd = -1;
+        atomic_init(&fs->init_unique, UINT64_MAX);
         fs->store = o->store;
         fs->snap = o->snap;
         fs->tree = o->snap->tree;

@@ -36,10 +36,6 @@
 
 #include "fs-internal.h"
 
-/* The INIT exchange: one request, read before any other. */
-static _Atomic uint64_t init_unique = UINT64_MAX;
-static atomic_bool init_offers_v2, init_offers_uring;
-
 /* Per thread: the kernel asked to kill suid/sgid for the request this thread
  * read last. */
 static _Thread_local bool req_kill;
@@ -54,18 +50,6 @@ void kio_note_request(const void *buf, size_t n)
 
         req_kill = false;
         switch (h->opcode) {
-        case FUSE_INIT:
-                if (argn >= offsetof(struct fuse_init_in, flags) + sizeof(uint32_t)) {
-                        struct fuse_init_in in;
-                        memcpy(&in, arg, MIN(argn, sizeof in));
-                        atomic_store(&init_offers_v2, (in.flags & FUSE_HANDLE_KILLPRIV_V2) != 0);
-                        atomic_store(&init_offers_uring,
-                                     argn >= offsetof(struct fuse_init_in, flags2) + sizeof in.flags2 &&
-                                             (in.flags & FUSE_INIT_EXT) &&
-                                             (in.flags2 & (uint32_t)(FUSE_OVER_IO_URING >> 32)));
-                        atomic_store(&init_unique, h->unique);
-                }
-                break;
         case FUSE_WRITE:
                 if (argn >= sizeof(struct fuse_write_in)) {
                         struct fuse_write_in in;
@@ -85,15 +69,34 @@ void kio_note_request(const void *buf, size_t n)
         }
 }
 
+/* note_init(): what the kernel offers in its INIT request (the first one
+ * read, before any other, and only ever from /dev/fuse), for the reply. */
+static void note_init(struct fs *fs, const void *buf, size_t n)
+{
+        const struct fuse_in_header *h = buf;
+        size_t argn = n - sizeof *h;
+        struct fuse_init_in in = {};
+
+        if (h->opcode != FUSE_INIT || argn < offsetof(struct fuse_init_in, flags) + sizeof(uint32_t))
+                return;
+        memcpy(&in, (const char *)buf + sizeof *h, MIN(argn, sizeof in));
+        atomic_store(&fs->init_offers_v2, (in.flags & FUSE_HANDLE_KILLPRIV_V2) != 0);
+        atomic_store(&fs->init_offers_uring, argn >= offsetof(struct fuse_init_in, flags2) + sizeof in.flags2 &&
+                                                     (in.flags & FUSE_INIT_EXT) &&
+                                                     (in.flags2 & (uint32_t)(FUSE_OVER_IO_URING >> 32)));
+        atomic_store(&fs->init_unique, h->unique);
+}
+
 /* io_read() and io_writev() answer as read() and writev() do (-1 and errno
  * on failure): libfuse looks at errno. */
 static ssize_t io_read(int fd, void *buf, size_t len, void *userdata)
 {
         ssize_t n = read(fd, buf, len);
 
-        (void)userdata;
-        if (n >= (ssize_t)sizeof(struct fuse_in_header))
+        if (n >= (ssize_t)sizeof(struct fuse_in_header)) {
+                note_init(userdata, buf, (size_t)n);
                 kio_note_request(buf, (size_t)n);
+        }
         return n;
 }
 
@@ -123,14 +126,14 @@ static ssize_t io_writev(int fd, struct iovec *iov, int count, void *userdata)
             iov[1].iov_len >= offsetof(struct fuse_init_out, flags) + sizeof(uint32_t) &&
             iov[1].iov_len <= sizeof out) {
                 const struct fuse_out_header *h = iov[0].iov_base;
-                if (h->unique == atomic_load(&init_unique) && h->error == 0) {
+                if (h->unique == atomic_load(&fs->init_unique) && h->error == 0) {
                         memset(&out, 0, sizeof out);
                         memcpy(&out, iov[1].iov_base, iov[1].iov_len);
-                        if (atomic_load(&init_offers_v2)) {
+                        if (atomic_load(&fs->init_offers_v2)) {
                                 out.flags |= FUSE_HANDLE_KILLPRIV_V2;
                                 atomic_store(&fs->killpriv_v2, true);
                         }
-                        uring = fs->uring && atomic_load(&init_offers_uring) &&
+                        uring = fs->uring && atomic_load(&fs->init_offers_uring) &&
                                 iov[1].iov_len >= offsetof(struct fuse_init_out, flags2) + sizeof out.flags2;
                         if (uring) {
                                 out.flags |= FUSE_INIT_EXT;
