@@ -279,13 +279,33 @@ static bool ra_claim(struct fs *fs, uint32_t idx, const struct tree_chunk *c)
         return mine;
 }
 
+/* cache_span(): chunks idx[0..n) of one pack, read into span from pack
+ * offset base (got bytes): each decoded, verified and put in the cache, up
+ * to the first one the read does not hold. A chunk that fails is left out
+ * (a READ of it fetches it alone and reports it). */
+static void cache_span(struct fs *fs, struct fs_tls *t, const uint8_t *span, uint64_t base, size_t got,
+                       const uint32_t *idx, size_t n)
+{
+        for (size_t i = 0; i < n; i++) {
+                struct tree_chunk c;
+                if (tree_chunk(fs->tree, idx[i], &c) < 0 || c.offset < base || c.offset - base + c.clen > got)
+                        break;
+                /* into t->frame: a caller's dst may be t->chunk */
+                if (chunk_decode(t->codec, span + (c.offset - base), c.clen, c.ulen, fs->chunk_size, &c.addr,
+                                 t->frame) >= 0 &&
+                    cache_put(fs->cache, &c.addr, t->frame, c.ulen) >= 0) {
+                        atomic_fetch_add(&fs->chunks_fetched, 1);
+                        atomic_fetch_add(&fs->readahead_chunks, 1);
+                }
+        }
+}
+
 /* ra_run(): chunks run[0..n), claimed, back to back in one pack from off:
  * one read, then each decoded, verified and put in the cache. A chunk that
  * fails is left out (a READ of it fetches it alone and reports it). */
 static void ra_run(struct fs *fs, struct fs_tls *t, const uint32_t *run, size_t n, const struct tree_chunk *first,
                    uint64_t len)
 {
-        uint64_t pos = 0;
         uint8_t *span;
         ssize_t got;
 
@@ -298,19 +318,7 @@ static void ra_run(struct fs *fs, struct fs_tls *t, const uint32_t *run, size_t 
                 return;
         }
         atomic_fetch_add(&fs->bytes_fetched, (uint64_t)got);
-        for (size_t i = 0; i < n; i++) {
-                struct tree_chunk c;
-                if (tree_chunk(fs->tree, run[i], &c) < 0 || c.offset < first->offset)
-                        break;
-                pos = c.offset - first->offset;
-                if (pos + c.clen > (uint64_t)got)
-                        break;
-                if (chunk_decode(t->codec, span + pos, c.clen, c.ulen, fs->chunk_size, &c.addr, t->chunk) >= 0 &&
-                    cache_put(fs->cache, &c.addr, t->chunk, c.ulen) >= 0) {
-                        atomic_fetch_add(&fs->chunks_fetched, 1);
-                        atomic_fetch_add(&fs->readahead_chunks, 1);
-                }
-        }
+        cache_span(fs, t, span, first->offset, (size_t)got, run, n);
         span_put(fs, span, (size_t)len);
 }
 
@@ -493,21 +501,7 @@ static int span_fetch(struct fs *fs, struct fs_tls *t, uint32_t idx, const struc
         r = chunk_decode(t->codec, span, c->clen, c->ulen, fs->chunk_size, &c->addr, dst);
         if (r < 0 && r != -ENOMEM)
                 r = fail_chunk(fs, idx, c, r, "corrupt (bad frame or SHA-256 mismatch)");
-        for (uint32_t i = 0; i < n; i++) {
-                struct tree_chunk d;
-                uint64_t at;
-                if (tree_chunk(fs->tree, t->claimed[i], &d) < 0)
-                        break;
-                at = d.offset - c->offset;
-                if (at + d.clen > (uint64_t)got)
-                        break;
-                /* into t->frame: dst may be t->chunk */
-                if (chunk_decode(t->codec, span + at, d.clen, d.ulen, fs->chunk_size, &d.addr, t->frame) >= 0 &&
-                    cache_put(fs->cache, &d.addr, t->frame, d.ulen) >= 0) {
-                        atomic_fetch_add(&fs->chunks_fetched, 1);
-                        atomic_fetch_add(&fs->readahead_chunks, 1);
-                }
-        }
+        cache_span(fs, t, span, c->offset, (size_t)got, t->claimed, n);
 out:
         span_put(fs, span, (size_t)(end - c->offset));
         ra_release(fs, t->claimed, n);

@@ -33,19 +33,31 @@ gone() { # gone PID: exited (a zombie counts)
         [[ ! -e /proc/$1 ]] || grep -q '^State:[[:space:]]*[ZX]' "/proc/$1/status" 2>/dev/null
 }
 
+# waiting_reader NAME: in the background, a lookup of NAME on the mount,
+# which needs stasisd; "rc N" into $T/reader.out when it returns. Sets reader.
+waiting_reader() {
+        rm -f "$T/reader.out"
+        (
+                rc=0
+                stat "$mp/$1" >/dev/null 2>&1 || rc=$?
+                echo "rc $rc" >"$T/reader.out"
+        ) &
+        reader=$!
+}
+
+# reader_failed: the waiting reader came back with an error within 5 s.
+reader_failed() {
+        for _ in $(seq 50); do [[ -s $T/reader.out ]] && break; sleep 0.1; done
+        [[ $(cat "$T/reader.out" 2>/dev/null) == "rc 1" ]]
+}
+
 mount_snap "$mp" --store "$S" --cache "$T/cache" --state "$state" base
 printf 'durable\n' | dd of="$mp/kept" conv=fsync status=none
 pid=$(daemon_pid "$mp")
 exec 9<>"$mp/f" # the mount is busy
 kill -STOP "$pid"
 WEDGED=$pid
-# a lookup of a new name needs stasisd: it waits
-(
-        rc=0
-        stat "$mp/not-there" >/dev/null 2>&1 || rc=$?
-        echo "rc $rc" >"$T/reader.out"
-) &
-reader=$!
+waiting_reader not-there
 sleep 0.5
 kill -0 "$reader" 2>/dev/null || fail "the reader did not wait for the stopped daemon"
 
@@ -58,8 +70,7 @@ step "umount --force: done in seconds, the waiting reader fails, the daemon is g
 t0=$(date +%s)
 expect_exit 0 timeout 30 "$STASIS" umount --force "$mp"
 echo "   took $(($(date +%s) - t0)) s"
-for _ in $(seq 50); do [[ -s $T/reader.out ]] && break; sleep 0.1; done
-[[ $(cat "$T/reader.out" 2>/dev/null) == "rc 1" ]] || fail "the waiting reader did not fail: $(cat "$T/reader.out" 2>/dev/null)"
+reader_failed || fail "the waiting reader did not fail: $(cat "$T/reader.out" 2>/dev/null)"
 wait "$reader" || true
 ! is_mounted "$mp" || fail "still mounted after umount --force"
 for _ in $(seq 50); do gone "$pid" && break; sleep 0.1; done
@@ -118,18 +129,11 @@ for _ in $(seq 100); do [[ -s $T/holder.ready ]] && break; sleep 0.05; done
 [[ -s $T/holder.ready ]] || fail "the holder did not take stasisd's /dev/fuse descriptors"
 kill -9 "$pid"
 for _ in $(seq 50); do gone "$pid" && break; sleep 0.1; done
-rm -f "$T/reader.out"
-(
-        rc=0
-        stat "$mp/not-there-either" >/dev/null 2>&1 || rc=$?
-        echo "rc $rc" >"$T/reader.out"
-) &
-reader=$!
+waiting_reader not-there-either
 sleep 1
 kill -0 "$reader" 2>/dev/null || fail "the reader did not wait on the orphaned connection"
 expect_exit 0 timeout 30 "$STASIS" umount --force "$mp"
-for _ in $(seq 50); do [[ -s $T/reader.out ]] && break; sleep 0.1; done
-[[ $(cat "$T/reader.out" 2>/dev/null) == "rc 1" ]] || fail "the reader still waits after umount --force"
+reader_failed || fail "the reader still waits after umount --force"
 wait "$reader" || true
 ! is_mounted "$mp" || fail "still mounted after umount --force"
 kill -9 "$holder" 2>/dev/null || true
