@@ -79,6 +79,16 @@ registry_cleanup() {
         done
 }
 
+# need_registry_mount: what a test that mounts oci:// needs (skips without
+# it); its mounts register under $T/run.
+need_registry_mount() {
+        need docker-registry jq curl python3
+        [[ -e /dev/fuse ]] || skip "needs /dev/fuse"
+        STASISD=${STASISD:-$BUILD_DIR/stasisd}
+        [[ -x $STASISD ]] || fail "no stasisd at $STASISD"
+        export STASIS_RUN_DIR=$T/run
+}
+
 registry_blobs() {
         local d=$REG_DIR/data/docker/registry/v2/blobs/sha256
         [[ -d $d ]] || return 0

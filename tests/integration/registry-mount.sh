@@ -6,11 +6,7 @@
 # bit-exact through the mount.
 source "$(dirname "$0")/lib.sh"
 source "$(dirname "$0")/libregistry.sh"
-need docker-registry jq curl python3
-[[ -e /dev/fuse ]] || skip "needs /dev/fuse"
-STASISD=${STASISD:-$BUILD_DIR/stasisd}
-[[ -x $STASISD ]] || fail "no stasisd at $STASISD"
-export STASIS_RUN_DIR=$T/run
+need_registry_mount
 
 src=$T/src
 mkdir -p "$src/d"

@@ -9,11 +9,7 @@
 # line naming the chunk, and every other file still reads correctly.
 source "$(dirname "$0")/lib.sh"
 source "$(dirname "$0")/libregistry.sh"
-need docker-registry jq curl python3
-[[ -e /dev/fuse ]] || skip "needs /dev/fuse"
-STASISD=${STASISD:-$BUILD_DIR/stasisd}
-[[ -x $STASISD ]] || fail "no stasisd at $STASISD"
-export STASIS_RUN_DIR=$T/run
+need_registry_mount
 
 # 2,000 small files of text (compressible: a few hundred bytes per chunk in
 # the pack), 40 directories; one file of random bytes, whose chunk the pack
