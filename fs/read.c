@@ -4,7 +4,8 @@
  * cache. Bounded readahead runs on a small worker pool and only fills the
  * cache; a READ never waits for readahead except for a chunk that readahead
  * is fetching at that moment (single flight per chunk). The access-trace
- * prefetcher (trace.c) fills the cache through the same chunk_get(). */
+ * prefetcher (trace.c) fills the cache through readahead's coalesced reads
+ * (fs_prefetch_chunks()). */
 #include <inttypes.h>
 #include <stdio.h>
 #include <string.h>
@@ -155,9 +156,8 @@ static int cache_hit(struct fs *fs, const struct tree_chunk *c, void *dst)
 
 static int span_fetch(struct fs *fs, struct fs_tls *t, uint32_t idx, const struct tree_chunk *c, void *dst);
 
-/* How chunk_get() is called: by a READ, or only to fill the cache (by the
- * access-trace prefetcher, trace.c; readahead has its own coalesced path,
- * ra_batch()). */
+/* Whose chunk it is: a READ's (and readahead's), or the access-trace
+ * prefetcher's (trace.c), which only fills the cache and counts apart. */
 enum get_mode { GET_READ, GET_PREFETCH };
 
 /* chunk_get(): chunk idx into dst (chunk_size bytes of room). GET_PREFETCH
@@ -217,17 +217,6 @@ static int chunk_get(struct fs *fs, struct fs_tls *t, uint32_t idx, void *dst, e
         return r;
 }
 
-int fs_prefetch_chunk(struct fs *fs, uint32_t idx)
-{
-        struct fs_tls *t = fs_tls_get(fs);
-
-        if (!t)
-                return -ENOMEM;
-        if (!fs->cache || idx >= fs->n_chunks)
-                return -EINVAL;
-        return chunk_get(fs, t, idx, t->chunk, GET_PREFETCH);
-}
-
 static void readahead_queue(struct fs *fs, const struct tree_inode *inode, uint32_t first,
                             uint32_t end)
 {
@@ -282,9 +271,11 @@ static bool ra_claim(struct fs *fs, uint32_t idx, const struct tree_chunk *c)
 /* cache_span(): chunks idx[0..n) of one pack, read into span from pack
  * offset base (got bytes): each decoded, verified and put in the cache, up
  * to the first one the read does not hold. A chunk that fails is left out
- * (a READ of it fetches it alone and reports it). */
+ * (a READ of it fetches it alone and reports it). They count as the
+ * prefetcher's (GET_PREFETCH: before the caller releases them, as
+ * chunk_get() does) or else as readahead's. */
 static void cache_span(struct fs *fs, struct fs_tls *t, const uint8_t *span, uint64_t base, size_t got,
-                       const uint32_t *idx, size_t n)
+                       const uint32_t *idx, size_t n, enum get_mode mode)
 {
         for (size_t i = 0; i < n; i++) {
                 struct tree_chunk c;
@@ -295,7 +286,10 @@ static void cache_span(struct fs *fs, struct fs_tls *t, const uint8_t *span, uin
                                  t->frame) >= 0 &&
                     cache_put(fs->cache, &c.addr, t->frame, c.ulen) >= 0) {
                         atomic_fetch_add(&fs->chunks_fetched, 1);
-                        atomic_fetch_add(&fs->readahead_chunks, 1);
+                        if (mode == GET_PREFETCH)
+                                fs_trace_fetched(fs, idx[i]);
+                        else
+                                atomic_fetch_add(&fs->readahead_chunks, 1);
                 }
         }
 }
@@ -304,7 +298,7 @@ static void cache_span(struct fs *fs, struct fs_tls *t, const uint8_t *span, uin
  * one read, then each decoded, verified and put in the cache. A chunk that
  * fails is left out (a READ of it fetches it alone and reports it). */
 static void ra_run(struct fs *fs, struct fs_tls *t, const uint32_t *run, size_t n, const struct tree_chunk *first,
-                   uint64_t len)
+                   uint64_t len, enum get_mode mode)
 {
         uint8_t *span;
         ssize_t got;
@@ -318,14 +312,19 @@ static void ra_run(struct fs *fs, struct fs_tls *t, const uint32_t *run, size_t 
                 return;
         }
         atomic_fetch_add(&fs->bytes_fetched, (uint64_t)got);
-        cache_span(fs, t, span, first->offset, (size_t)got, run, n);
+        cache_span(fs, t, span, first->offset, (size_t)got, run, n, mode);
         span_put(fs, span, (size_t)len);
 }
 
+/* The prefetcher's runs from a registry skip at most this many bytes
+ * between two chunks: its chunks, unlike one file's, may lie far apart. */
+#define PREFETCH_GAP (256u << 10)
+
 /* ra_batch(): chunks batch[0..nb) into the cache, runs of them that follow
  * each other in a pack read at once; a chunk already cached or in flight
- * ends a run. */
-static void ra_batch(struct fs *fs, struct fs_tls *t, const uint32_t *batch, size_t nb)
+ * ends a run. mode: whose chunks they are (readahead's, GET_READ, or the
+ * prefetcher's, GET_PREFETCH). */
+static void ra_batch(struct fs *fs, struct fs_tls *t, const uint32_t *batch, size_t nb, enum get_mode mode)
 {
         uint32_t run[RA_BATCH_REMOTE];
         size_t nr = 0;
@@ -341,14 +340,20 @@ static void ra_batch(struct fs *fs, struct fs_tls *t, const uint32_t *batch, siz
                  * interleave) are read and skipped; a round trip costs
                  * more than they do. Locally only back to back. */
                 bool joins = next && nr > 0 && c.pack == last.pack &&
-                             (fs->remote ? c.offset >= last.offset + last.clen : c.offset == last.offset + last.clen) &&
+                             (fs->remote ? c.offset >= last.offset + last.clen &&
+                                                   (mode != GET_PREFETCH ||
+                                                    c.offset - (last.offset + last.clen) <= PREFETCH_GAP)
+                                         : c.offset == last.offset + last.clen) &&
                              c.offset + c.clen - first.offset <= fs->ra_span && nr < fs->ra_batch;
 
                 if (nr > 0 && !joins) {
-                        ra_run(fs, t, run, nr, &first, len);
+                        ra_run(fs, t, run, nr, &first, len, mode);
                         ra_release(fs, run, nr);
                         nr = 0;
                         len = 0;
+                        /* an unmount waits for one read, not a window */
+                        if (mode == GET_PREFETCH && fs_trace_stopping(fs))
+                                return;
                 }
                 if (!next || c.clen > fs->ra_span || !ra_claim(fs, batch[i], &c))
                         continue;
@@ -501,11 +506,38 @@ static int span_fetch(struct fs *fs, struct fs_tls *t, uint32_t idx, const struc
         r = chunk_decode(t->codec, span, c->clen, c->ulen, fs->chunk_size, &c->addr, dst);
         if (r < 0 && r != -ENOMEM)
                 r = fail_chunk(fs, idx, c, r, "corrupt (bad frame or SHA-256 mismatch)");
-        cache_span(fs, t, span, c->offset, (size_t)got, t->claimed, n);
+        cache_span(fs, t, span, c->offset, (size_t)got, t->claimed, n, GET_READ);
 out:
         span_put(fs, span, (size_t)(end - c->offset));
         ra_release(fs, t->claimed, n);
         return r;
+}
+
+int fs_prefetch_chunks(struct fs *fs, const uint32_t *idx, size_t n)
+{
+        struct fs_tls *t = fs_tls_get(fs);
+        struct pack_key k[FS_PREFETCH_WINDOW];
+        uint32_t batch[FS_PREFETCH_WINDOW];
+        size_t nk = 0;
+
+        if (!t)
+                return -ENOMEM;
+        if (!fs->cache || n > FS_PREFETCH_WINDOW)
+                return -EINVAL;
+        for (size_t i = 0; i < n; i++) {
+                struct tree_chunk c;
+                if (idx[i] >= fs->n_chunks || tree_chunk(fs->tree, idx[i], &c) < 0)
+                        continue;
+                if (c.clen > fs->ra_span) /* more than one coalesced read takes */
+                        (void)chunk_get(fs, t, idx[i], t->chunk, GET_PREFETCH);
+                else
+                        k[nk++] = (struct pack_key){ .pack = c.pack, .idx = idx[i], .offset = c.offset };
+        }
+        qsort(k, nk, sizeof *k, pack_key_cmp);
+        for (size_t i = 0; i < nk; i++)
+                batch[i] = k[i].idx;
+        ra_batch(fs, t, batch, nk, GET_PREFETCH);
+        return 0;
 }
 
 static void *readahead_worker(void *p)
@@ -533,7 +565,7 @@ static void *readahead_worker(void *p)
                 if (!t || !fs->cache)
                         continue;
 
-                ra_batch(fs, t, batch, nb);
+                ra_batch(fs, t, batch, nb, GET_READ);
         }
         return NULL;
 }
@@ -589,7 +621,7 @@ static void read_window(struct fs *fs, struct fs_tls *t, const struct tree_inode
                 if (idx != TREE_HOLE)
                         batch[n++] = idx;
         }
-        ra_batch(fs, t, batch, n);
+        ra_batch(fs, t, batch, n, GET_READ);
 }
 
 int fs_read_data(struct fs *fs, const struct tree_inode *inode, struct fs_file *f, uint64_t off,

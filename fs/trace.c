@@ -167,6 +167,11 @@ void fs_trace_hit(struct fs *fs, uint32_t idx)
                 atomic_fetch_add_explicit(&t->hits, 1, memory_order_relaxed);
 }
 
+bool fs_trace_stopping(const struct fs *fs)
+{
+        return fs->trace && atomic_load_explicit(&fs->trace->stop, memory_order_relaxed);
+}
+
 /* plan(): the mounted snapshot's trace as chunk indices of our tree, in
  * trace order, each once, within the bounds. Entries are in units of the
  * trace's chunk size: one may cover several of ours, or part of one. */
@@ -250,12 +255,12 @@ static void *prefetch_thread(void *p)
         }
 
         while (!atomic_load(&t->stop)) {
-                size_t i = atomic_fetch_add(&t->next, 1);
+                size_t i = atomic_fetch_add(&t->next, FS_PREFETCH_WINDOW);
                 if (i >= t->n_todo)
                         break;
                 /* A failure is the READ path's to report (logged once per
                  * chunk there); the prefetcher moves on. */
-                (void)fs_prefetch_chunk(t->fs, t->todo[i]);
+                (void)fs_prefetch_chunks(t->fs, t->todo + i, MIN((size_t)FS_PREFETCH_WINDOW, t->n_todo - i));
         }
 
         if (atomic_fetch_sub(&t->running, 1) == 1 && t->n_entries)

@@ -15,13 +15,15 @@
  * Prefetch: unless o->no_prefetch or the mount has no node cache,
  * FS_PREFETCH_THREADS low-priority threads load the mounted snapshot's
  * trace, map it onto the tree (entries whose inode or chunk no longer exists
- * are skipped) and fetch those chunks into the cache in trace order through
- * read.c's single-flight fetch, at most FS_PREFETCH_CHUNKS chunks and
+ * are skipped) and fetch those chunks into the cache, a window of
+ * FS_PREFETCH_WINDOW of them at a time in trace order, each window in pack
+ * order with coalesced reads (fs_prefetch_chunks()), at most FS_PREFETCH_CHUNKS chunks and
  * FS_PREFETCH_BYTES bytes (and half the cache's bound); they stop at
  * fs_trace_free(). */
 #ifndef STASIS_FS_TRACE_H
 #define STASIS_FS_TRACE_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 #include "fs.h"
@@ -33,6 +35,9 @@
 #define FS_PREFETCH_THREADS 2u
 #define FS_PREFETCH_CHUNKS 16384u
 #define FS_PREFETCH_BYTES (1ull << 30)
+/* The chunks of the trace a prefetch thread takes at once, in trace order,
+ * and reads in pack order. */
+#define FS_PREFETCH_WINDOW 256u
 
 struct fs_trace;
 
@@ -56,10 +61,16 @@ void fs_trace_counters(const struct fs *fs, struct fs_counters *ret);
  * prefetch hit the first time for a chunk the prefetcher brought in). */
 void fs_trace_fetched(struct fs *fs, uint32_t idx);
 void fs_trace_hit(struct fs *fs, uint32_t idx);
+/* fs_trace_stopping(): the prefetch threads are asked to stop (unmount). */
+bool fs_trace_stopping(const struct fs *fs);
 
-/* read.c: fs_prefetch_chunk(): make sure chunk idx (of fs->tree) is in the
- * node cache, fetching it through the READ path's single flight. 1 if this
- * call fetched it, 0 if it was there, -EIO, -ENOMEM, -EINVAL (no cache). */
-int fs_prefetch_chunk(struct fs *fs, uint32_t idx);
+/* read.c: fs_prefetch_chunks(): make sure chunks idx[0..n) (of fs->tree;
+ * n <= FS_PREFETCH_WINDOW) are in the node cache. They are taken in pack
+ * order and read as readahead reads (one read for a run of them in a pack:
+ * locally back to back, from a registry at most PREFETCH_GAP apart), under
+ * the READ path's single flight; a chunk already cached or in flight is
+ * skipped, one that fails is left for a READ to report. 0, -ENOMEM, -EINVAL
+ * (no cache, or n too large). */
+int fs_prefetch_chunks(struct fs *fs, const uint32_t *idx, size_t n);
 
 #endif

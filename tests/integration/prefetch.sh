@@ -118,6 +118,12 @@ if command -v docker-registry >/dev/null && command -v curl >/dev/null; then
         done
         got=$(counter "$mp4" prefetch_chunks)
         ((got == expect)) || fail "the oci:// mount prefetched $got chunks, expected $expect"
+        # in pack order, runs of them in one Range GET each (one GET per
+        # chunk before): the 77 chunks lie in two packs, 4.4 MiB in all,
+        # and a GET takes at most 64 chunks or 4 MiB
+        gets=$(counter "$mp4" pack_reads)
+        echo "prefetch from the registry: $got chunks in $gets GETs"
+        ((gets <= 8)) || fail "the oci:// mount prefetched $got chunks with $gets GETs (at most 8)"
         cmp "$mp4/app/lib/big3" "$T/src/app/lib/big3" || fail "big3 reads wrong from the registry"
         (($(counter "$mp4" prefetch_hits) == $(chunk_count "$T/src/app/lib/big3" "$cs"))) ||
                 fail "reading big3 from the oci:// mount was not all prefetch hits"
