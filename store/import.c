@@ -52,6 +52,93 @@
 #include "tree.h"
 #include "util.h"
 
+/* libarchive is loaded on the first import, not linked: its dependency
+ * chain (libxml2 and ICU, nettle, lzma, lz4, bz2, libstdc++) cost every
+ * exec of `stasis`, a mount included, ~2 ms (docs/dependencies.md). The
+ * functions this file calls, typed from archive.h's own prototypes, written
+ * once by la_load_once() under la_once and only read after that. */
+#define LA_SONAME "libarchive.so.13"
+
+struct la_fns {
+        typeof(archive_entry_atime) *entry_atime;
+        typeof(archive_entry_atime_is_set) *entry_atime_is_set;
+        typeof(archive_entry_atime_nsec) *entry_atime_nsec;
+        typeof(archive_entry_ctime) *entry_ctime;
+        typeof(archive_entry_ctime_is_set) *entry_ctime_is_set;
+        typeof(archive_entry_ctime_nsec) *entry_ctime_nsec;
+        typeof(archive_entry_filetype) *entry_filetype;
+        typeof(archive_entry_gid) *entry_gid;
+        typeof(archive_entry_hardlink) *entry_hardlink;
+        typeof(archive_entry_mtime) *entry_mtime;
+        typeof(archive_entry_mtime_nsec) *entry_mtime_nsec;
+        typeof(archive_entry_pathname) *entry_pathname;
+        typeof(archive_entry_pathname_utf8) *entry_pathname_utf8;
+        typeof(archive_entry_perm) *entry_perm;
+        typeof(archive_entry_rdev) *entry_rdev;
+        typeof(archive_entry_size) *entry_size;
+        typeof(archive_entry_symlink) *entry_symlink;
+        typeof(archive_entry_symlink_utf8) *entry_symlink_utf8;
+        typeof(archive_entry_uid) *entry_uid;
+        typeof(archive_entry_xattr_next) *entry_xattr_next;
+        typeof(archive_entry_xattr_reset) *entry_xattr_reset;
+        typeof(archive_errno) *errno_; /* errno is a macro */
+        typeof(archive_error_string) *error_string;
+        typeof(archive_read_append_filter) *read_append_filter;
+        typeof(archive_read_data) *read_data;
+        typeof(archive_read_data_block) *read_data_block;
+        typeof(archive_read_free) *read_free;
+        typeof(archive_read_new) *read_new;
+        typeof(archive_read_next_header) *read_next_header;
+        typeof(archive_read_open) *read_open;
+        typeof(archive_read_open_memory) *read_open_memory;
+        typeof(archive_read_support_filter_none) *read_support_filter_none;
+        typeof(archive_read_support_format_raw) *read_support_format_raw;
+        typeof(archive_read_support_format_tar) *read_support_format_tar;
+        typeof(archive_set_error) *set_error;
+};
+
+static struct la_fns la;          /* la_once */
+static int la_load_r;             /* la_once: 0, or -errno */
+static char la_load_err[512];     /* la_once: why it failed */
+static pthread_once_t la_once = PTHREAD_ONCE_INIT;
+
+static void la_load_once(void)
+{
+        struct la_fns fns = { 0 };
+#define LA_SYM(f) { "archive_" #f, &fns.f }
+        const struct dl_sym syms[] = {
+                LA_SYM(entry_atime), LA_SYM(entry_atime_is_set), LA_SYM(entry_atime_nsec),
+                LA_SYM(entry_ctime), LA_SYM(entry_ctime_is_set), LA_SYM(entry_ctime_nsec),
+                LA_SYM(entry_filetype), LA_SYM(entry_gid), LA_SYM(entry_hardlink), LA_SYM(entry_mtime),
+                LA_SYM(entry_mtime_nsec), LA_SYM(entry_pathname), LA_SYM(entry_pathname_utf8),
+                LA_SYM(entry_perm), LA_SYM(entry_rdev), LA_SYM(entry_size), LA_SYM(entry_symlink),
+                LA_SYM(entry_symlink_utf8), LA_SYM(entry_uid), LA_SYM(entry_xattr_next),
+                LA_SYM(entry_xattr_reset), { "archive_errno", &fns.errno_ }, LA_SYM(error_string),
+                LA_SYM(read_append_filter), LA_SYM(read_data), LA_SYM(read_data_block), LA_SYM(read_free),
+                LA_SYM(read_new), LA_SYM(read_next_header), LA_SYM(read_open), LA_SYM(read_open_memory),
+                LA_SYM(read_support_filter_none), LA_SYM(read_support_format_raw),
+                LA_SYM(read_support_format_tar), LA_SYM(set_error),
+        };
+#undef LA_SYM
+
+        la_load_r = dl_load(LA_SONAME, "libarchive13", syms, ELEMENTSOF(syms), la_load_err, sizeof la_load_err);
+        if (la_load_r == 0)
+                la = fns;
+}
+
+/* la_load(): make `la` usable; once per process, before the first archive.
+ * 0, or -ELIBACC (no libarchive) / -ELIBBAD (not the one we need), logged. */
+static int la_load(void)
+{
+        int r = pthread_once(&la_once, la_load_once);
+
+        if (r != 0)
+                return -r;
+        if (la_load_r < 0)
+                return log_error_errno(la_load_r, "%s", la_load_err);
+        return 0;
+}
+
 #define BLOB_BUF (1u << 20)
 #define TAR_BUF (256u << 10)
 /* Nested image indexes followed at most this deep. */
@@ -753,12 +840,12 @@ static int file_data(struct import_ns *ns, struct archive *a, struct inode *in, 
                 size_t n;
                 la_int64_t off;
 
-                r = archive_read_data_block(a, &p, &n, &off);
+                r = la.read_data_block(a, &p, &n, &off);
                 if (r == ARCHIVE_EOF)
                         break;
                 if (r < ARCHIVE_WARN) {
-                        *ret_why = archive_error_string(a) ? archive_error_string(a) : "cannot read the entry's data";
-                        return archive_errno(a) > 0 ? -archive_errno(a) : -EBADMSG;
+                        *ret_why = la.error_string(a) ? la.error_string(a) : "cannot read the entry's data";
+                        return la.errno_(a) > 0 ? -la.errno_(a) : -EBADMSG;
                 }
                 if (n == 0)
                         continue;
@@ -801,8 +888,8 @@ static int entry_xattrs(struct archive_entry *e, struct inode *in, const char **
         size_t len;
 
         xattrs_clear(in);
-        archive_entry_xattr_reset(e);
-        while (archive_entry_xattr_next(e, &name, &value, &len) == ARCHIVE_OK) {
+        la.entry_xattr_reset(e);
+        while (la.entry_xattr_next(e, &name, &value, &len) == ARCHIVE_OK) {
                 struct xattr *x = NULL;
                 size_t nl = name ? strlen(name) : 0;
 
@@ -843,15 +930,15 @@ static void entry_attrs(struct archive_entry *e, struct inode *in)
         /* The type from the entry's type flag, the permissions from the
          * mode's low 12 bits: what a header's mode field holds above them
          * is noise (tar ignores it; our tree rejects it). */
-        in->mode = (uint32_t)(archive_entry_filetype(e) | (archive_entry_perm(e) & 07777));
-        in->uid = (uint32_t)archive_entry_uid(e);
-        in->gid = (uint32_t)archive_entry_gid(e);
-        in->mtime = (struct timespec){ .tv_sec = archive_entry_mtime(e), .tv_nsec = archive_entry_mtime_nsec(e) };
-        in->atime = archive_entry_atime_is_set(e)
-                            ? (struct timespec){ .tv_sec = archive_entry_atime(e), .tv_nsec = archive_entry_atime_nsec(e) }
+        in->mode = (uint32_t)(la.entry_filetype(e) | (la.entry_perm(e) & 07777));
+        in->uid = (uint32_t)la.entry_uid(e);
+        in->gid = (uint32_t)la.entry_gid(e);
+        in->mtime = (struct timespec){ .tv_sec = la.entry_mtime(e), .tv_nsec = la.entry_mtime_nsec(e) };
+        in->atime = la.entry_atime_is_set(e)
+                            ? (struct timespec){ .tv_sec = la.entry_atime(e), .tv_nsec = la.entry_atime_nsec(e) }
                             : in->mtime;
-        in->ctime = archive_entry_ctime_is_set(e)
-                            ? (struct timespec){ .tv_sec = archive_entry_ctime(e), .tv_nsec = archive_entry_ctime_nsec(e) }
+        in->ctime = la.entry_ctime_is_set(e)
+                            ? (struct timespec){ .tv_sec = la.entry_ctime(e), .tv_nsec = la.entry_ctime_nsec(e) }
                             : in->mtime;
 }
 
@@ -889,9 +976,9 @@ static int apply_entry(struct import_ns *ns, struct archive *a, struct archive_e
         struct path p;
         struct node *dir, *old, *k = NULL;
         struct inode *in = NULL;
-        const char *link = archive_entry_hardlink(e), *last;
-        mode_t type = archive_entry_filetype(e);
-        la_int64_t size = archive_entry_size(e);
+        const char *link = la.entry_hardlink(e), *last;
+        mode_t type = la.entry_filetype(e);
+        la_int64_t size = la.entry_size(e);
         size_t last_len;
         int r;
 
@@ -994,9 +1081,9 @@ static int apply_entry(struct import_ns *ns, struct archive *a, struct archive_e
                 return r;
         switch (type) {
         case AE_IFLNK: {
-                const char *t = archive_entry_symlink(e);
+                const char *t = la.entry_symlink(e);
                 if (!t)
-                        t = archive_entry_symlink_utf8(e);
+                        t = la.entry_symlink_utf8(e);
                 if (!t || !t[0] || strlen(t) > TREE_SYMLINK_MAX) {
                         *ret_why = "symlink target empty or longer than 4095 bytes";
                         return -EBADMSG;
@@ -1009,7 +1096,7 @@ static int apply_entry(struct import_ns *ns, struct archive *a, struct archive_e
         }
         case AE_IFCHR:
         case AE_IFBLK:
-                in->rdev = (uint64_t)archive_entry_rdev(e);
+                in->rdev = (uint64_t)la.entry_rdev(e);
                 break;
         default:
                 break;
@@ -1036,7 +1123,7 @@ static int apply(struct import_ns *ns, struct archive *a, const char *layer, int
         for (;;) {
                 const char *why = NULL, *name;
 
-                r = archive_read_next_header(a, &e);
+                r = la.read_next_header(a, &e);
                 if (r == ARCHIVE_EOF)
                         return 0;
                 if (r < ARCHIVE_WARN) {
@@ -1044,11 +1131,11 @@ static int apply(struct import_ns *ns, struct archive *a, const char *layer, int
                         if (err < 0)
                                 return err; /* the stream's own error, logged there */
                         return log_error_errno(EBADMSG, "%s: bad tar data after %" PRIu64 " entries: %s", layer,
-                                               ns->entries, archive_error_string(a) ? archive_error_string(a) : "?");
+                                               ns->entries, la.error_string(a) ? la.error_string(a) : "?");
                 }
-                name = archive_entry_pathname(e);
+                name = la.entry_pathname(e);
                 if (!name)
-                        name = archive_entry_pathname_utf8(e);
+                        name = la.entry_pathname_utf8(e);
                 if (!name)
                         return log_error_errno(EBADMSG, "%s: entry %" PRIu64 " has no path", layer, ns->entries);
                 ns->entries++;
@@ -1158,13 +1245,13 @@ struct import_ns *import_ns_free(struct import_ns *ns)
 
 static struct archive *tar_reader_new(void)
 {
-        struct archive *a = archive_read_new();
+        struct archive *a = la.read_new();
 
         if (!a)
                 return NULL;
-        if (archive_read_support_format_tar(a) != ARCHIVE_OK ||
-            archive_read_support_filter_none(a) != ARCHIVE_OK) {
-                archive_read_free(a);
+        if (la.read_support_format_tar(a) != ARCHIVE_OK ||
+            la.read_support_filter_none(a) != ARCHIVE_OK) {
+                la.read_free(a);
                 return NULL;
         }
         return a;
@@ -1177,14 +1264,17 @@ int import_ns_apply_tar(struct import_ns *ns, const void *tar, size_t len, const
 
         if (!ns || (!tar && len) || !layer || ns->spent)
                 return -EINVAL;
+        r = la_load();
+        if (r < 0)
+                return r;
         a = tar_reader_new();
         if (!a)
                 return -ENOMEM;
-        if (archive_read_open_memory(a, tar, len) != ARCHIVE_OK)
-                r = log_error_errno(EBADMSG, "layer %s: %s", layer, archive_error_string(a) ? archive_error_string(a) : "not a tar");
+        if (la.read_open_memory(a, tar, len) != ARCHIVE_OK)
+                r = log_error_errno(EBADMSG, "layer %s: %s", layer, la.error_string(a) ? la.error_string(a) : "not a tar");
         else
                 r = apply(ns, a, layer, NULL, NULL);
-        archive_read_free(a);
+        la.read_free(a);
         return r;
 }
 
@@ -1508,7 +1598,7 @@ static la_ssize_t outer_read_cb(struct archive *a, void *ctx, const void **ret)
         ssize_t n = blob_next(s, ret);
 
         if (n < 0) {
-                archive_set_error(a, (int)-n, "read blob");
+                la.set_error(a, (int)-n, "read blob");
                 return -1;
         }
         return n;
@@ -1525,16 +1615,16 @@ static la_ssize_t tar_read_cb(struct archive *a, void *ctx, const void **ret)
         if (!l->outer) {
                 n = blob_next(l->blob, ret);
         } else {
-                n = archive_read_data(l->outer, l->buf, TAR_BUF);
+                n = la.read_data(l->outer, l->buf, TAR_BUF);
                 if (n < 0 && !l->blob->err)
                         l->err = log_error_errno(EBADMSG, "%s: cannot decompress: %s", l->what,
-                                                 archive_error_string(l->outer) ? archive_error_string(l->outer) : "?");
+                                                 la.error_string(l->outer) ? la.error_string(l->outer) : "?");
                 *ret = l->buf;
         }
         if (n < 0) {
                 if (!l->err)
                         l->err = l->blob->err ? l->blob->err : -EBADMSG;
-                archive_set_error(a, EIO, "read layer");
+                la.set_error(a, EIO, "read layer");
                 return -1;
         }
         if (n > 0 && sha256_update(l->h, *ret, (size_t)n) < 0) {
@@ -1551,10 +1641,10 @@ static int layer_stream_error(void *ctx)
         return l->err ? l->err : l->blob->err;
 }
 
-static void archive_freep(struct archive **a)
+static void la_freep(struct archive **a)
 {
         if (*a)
-                archive_read_free(*a);
+                la.read_free(*a);
 }
 
 struct layer_desc {
@@ -1567,7 +1657,7 @@ struct layer_desc {
 static int import_layer(struct import_ns *ns, struct image_source *src, const struct layer_desc *ld,
                         const struct import_opts *o, uint64_t *done, uint64_t total, struct import_stats *st)
 {
-        _cleanup_(archive_freep) struct archive *outer = NULL, *tar = NULL;
+        _cleanup_(la_freep) struct archive *outer = NULL, *tar = NULL;
         _cleanup_(freep) uint8_t *bbuf = NULL, *tbuf = NULL;
         struct blob_stream bs = {
                 .src = src, .what = ld->what, .d = ld->digest, .size = ld->size,
@@ -1580,6 +1670,9 @@ static int import_layer(struct import_ns *ns, struct image_source *src, const st
         char ds[DIGEST_STR_LEN + 1];
         int r;
 
+        r = la_load();
+        if (r < 0)
+                return r;
         bbuf = malloc(BLOB_BUF);
         tbuf = malloc(TAR_BUF);
         bs.h = sha256_new();
@@ -1591,19 +1684,19 @@ static int import_layer(struct import_ns *ns, struct image_source *src, const st
                 goto fail;
 
         if (ld->comp != COMP_NONE) {
-                outer = archive_read_new();
+                outer = la.read_new();
                 if (!outer)
                         goto fail;
-                if (archive_read_append_filter(outer, ld->comp == COMP_GZIP ? ARCHIVE_FILTER_GZIP : ARCHIVE_FILTER_ZSTD) != ARCHIVE_OK ||
-                    archive_read_support_format_raw(outer) != ARCHIVE_OK) {
+                if (la.read_append_filter(outer, ld->comp == COMP_GZIP ? ARCHIVE_FILTER_GZIP : ARCHIVE_FILTER_ZSTD) != ARCHIVE_OK ||
+                    la.read_support_format_raw(outer) != ARCHIVE_OK) {
                         r = log_error_errno(EPROTONOSUPPORT, "%s: libarchive cannot decompress it: %s", ld->what,
-                                            archive_error_string(outer) ? archive_error_string(outer) : "?");
+                                            la.error_string(outer) ? la.error_string(outer) : "?");
                         goto fail;
                 }
-                if (archive_read_open(outer, &bs, NULL, outer_read_cb, NULL) != ARCHIVE_OK ||
-                    archive_read_next_header(outer, &e) != ARCHIVE_OK) {
+                if (la.read_open(outer, &bs, NULL, outer_read_cb, NULL) != ARCHIVE_OK ||
+                    la.read_next_header(outer, &e) != ARCHIVE_OK) {
                         r = bs.err ? bs.err : log_error_errno(EBADMSG, "%s: cannot decompress: %s", ld->what,
-                                                              archive_error_string(outer) ? archive_error_string(outer) : "?");
+                                                              la.error_string(outer) ? la.error_string(outer) : "?");
                         goto fail;
                 }
                 ls.outer = outer;
@@ -1611,11 +1704,11 @@ static int import_layer(struct import_ns *ns, struct image_source *src, const st
         tar = tar_reader_new();
         if (!tar)
                 goto fail;
-        if (archive_read_open(tar, &ls, NULL, tar_read_cb, NULL) != ARCHIVE_OK) {
+        if (la.read_open(tar, &ls, NULL, tar_read_cb, NULL) != ARCHIVE_OK) {
                 r = layer_stream_error(&ls);
                 if (r == 0)
                         r = log_error_errno(EBADMSG, "%s: not a tar archive: %s", ld->what,
-                                            archive_error_string(tar) ? archive_error_string(tar) : "?");
+                                            la.error_string(tar) ? la.error_string(tar) : "?");
                 goto fail;
         }
         r = apply(ns, tar, ld->what, layer_stream_error, &ls);
