@@ -17,9 +17,9 @@
  * trace, map it onto the tree (entries whose inode or chunk no longer exists
  * are skipped) and fetch those chunks into the cache, a window of
  * FS_PREFETCH_WINDOW of them at a time in trace order, each window in pack
- * order with coalesced reads (fs_prefetch_chunks()), at most FS_PREFETCH_CHUNKS chunks and
- * FS_PREFETCH_BYTES bytes (and half the cache's bound); they stop at
- * fs_trace_free(). */
+ * order with coalesced reads (fs_prefetch_chunks()), at most
+ * FS_PREFETCH_CHUNKS chunks and FS_PREFETCH_BYTES bytes (and half the
+ * cache's bound); they stop at fs_trace_free(). */
 #ifndef STASIS_FS_TRACE_H
 #define STASIS_FS_TRACE_H
 
