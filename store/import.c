@@ -56,7 +56,7 @@
  * chain (libxml2 and ICU, nettle, lzma, lz4, bz2, libstdc++) cost every
  * exec of `stasis`, a mount included, ~2 ms (docs/dependencies.md). The
  * functions this file calls, typed from archive.h's own prototypes, written
- * once by la_load_once() under la_once and only read after that. */
+ * once by the first la_load() (dl_lib_load()) and only read after that. */
 #define LA_SONAME "libarchive.so.13"
 
 struct la_fns {
@@ -97,46 +97,33 @@ struct la_fns {
         typeof(archive_set_error) *set_error;
 };
 
-static struct la_fns la;          /* la_once */
-static int la_load_r;             /* la_once: 0, or -errno */
-static char la_load_err[512];     /* la_once: why it failed */
-static pthread_once_t la_once = PTHREAD_ONCE_INIT;
-
-static void la_load_once(void)
-{
-        struct la_fns fns = { 0 };
-#define LA_SYM(f) { "archive_" #f, &fns.f }
-        const struct dl_sym syms[] = {
-                LA_SYM(entry_atime), LA_SYM(entry_atime_is_set), LA_SYM(entry_atime_nsec),
-                LA_SYM(entry_ctime), LA_SYM(entry_ctime_is_set), LA_SYM(entry_ctime_nsec),
-                LA_SYM(entry_filetype), LA_SYM(entry_gid), LA_SYM(entry_hardlink), LA_SYM(entry_mtime),
-                LA_SYM(entry_mtime_nsec), LA_SYM(entry_pathname), LA_SYM(entry_pathname_utf8),
-                LA_SYM(entry_perm), LA_SYM(entry_rdev), LA_SYM(entry_size), LA_SYM(entry_symlink),
-                LA_SYM(entry_symlink_utf8), LA_SYM(entry_uid), LA_SYM(entry_xattr_next),
-                LA_SYM(entry_xattr_reset), { "archive_errno", &fns.errno_ }, LA_SYM(error_string),
-                LA_SYM(read_append_filter), LA_SYM(read_data), LA_SYM(read_data_block), LA_SYM(read_free),
-                LA_SYM(read_new), LA_SYM(read_next_header), LA_SYM(read_open), LA_SYM(read_open_memory),
-                LA_SYM(read_support_filter_none), LA_SYM(read_support_format_raw),
-                LA_SYM(read_support_format_tar), LA_SYM(set_error),
-        };
+static struct la_fns la; /* filled by la_load() */
+static struct dl_lib la_lib = DL_LIB(LA_SONAME, "libarchive13");
+#define LA_SYM(f) { "archive_" #f, &la.f }
+static const struct dl_sym la_syms[] = {
+        LA_SYM(entry_atime), LA_SYM(entry_atime_is_set), LA_SYM(entry_atime_nsec),
+        LA_SYM(entry_ctime), LA_SYM(entry_ctime_is_set), LA_SYM(entry_ctime_nsec),
+        LA_SYM(entry_filetype), LA_SYM(entry_gid), LA_SYM(entry_hardlink), LA_SYM(entry_mtime),
+        LA_SYM(entry_mtime_nsec), LA_SYM(entry_pathname), LA_SYM(entry_pathname_utf8),
+        LA_SYM(entry_perm), LA_SYM(entry_rdev), LA_SYM(entry_size), LA_SYM(entry_symlink),
+        LA_SYM(entry_symlink_utf8), LA_SYM(entry_uid), LA_SYM(entry_xattr_next),
+        LA_SYM(entry_xattr_reset), { "archive_errno", &la.errno_ }, LA_SYM(error_string),
+        LA_SYM(read_append_filter), LA_SYM(read_data), LA_SYM(read_data_block), LA_SYM(read_free),
+        LA_SYM(read_new), LA_SYM(read_next_header), LA_SYM(read_open), LA_SYM(read_open_memory),
+        LA_SYM(read_support_filter_none), LA_SYM(read_support_format_raw),
+        LA_SYM(read_support_format_tar), LA_SYM(set_error),
+};
 #undef LA_SYM
 
-        la_load_r = dl_load(LA_SONAME, "libarchive13", syms, ELEMENTSOF(syms), la_load_err, sizeof la_load_err);
-        if (la_load_r == 0)
-                la = fns;
-}
-
-/* la_load(): make `la` usable; once per process, before the first archive.
- * 0, or -ELIBACC (no libarchive) / -ELIBBAD (not the one we need), logged. */
+/* la_load(): make `la` usable, before the first archive. 0, or -ELIBACC (no
+ * libarchive) / -ELIBBAD (not the one we need), logged. */
 static int la_load(void)
 {
-        int r = pthread_once(&la_once, la_load_once);
+        int r = dl_lib_load(&la_lib, la_syms, ELEMENTSOF(la_syms));
 
-        if (r != 0)
-                return -r;
-        if (la_load_r < 0)
-                return log_error_errno(la_load_r, "%s", la_load_err);
-        return 0;
+        if (r < 0)
+                log_error_errno(r, "%s", la_lib.err);
+        return r;
 }
 
 #define BLOB_BUF (1u << 20)

@@ -128,9 +128,9 @@ static void wipe_free(char *s)
  * typeof(curl_easy_setopt) names the function, since curl.h's type-checking
  * macros of the same names are function-like and expand only before a "(".
  * Calls through the table skip those checks (the arguments are the ones that
- * passed them when libcurl was linked). Written once, by curl_load_once()
- * under curl_once, and only read after that: process-wide by nature, like
- * the library itself. */
+ * passed them when libcurl was linked). Written once, by the first
+ * curl_load() (dl_lib_load()), and only read after that: process-wide by
+ * nature, like the library itself. */
 struct curl_fns {
         typeof(curl_global_init) *global_init;
         typeof(curl_global_cleanup) *global_cleanup;
@@ -145,42 +145,27 @@ struct curl_fns {
         typeof(curl_slist_free_all) *slist_free_all;
 };
 
-static struct curl_fns curl;       /* curl_once */
-static int curl_load_r;            /* curl_once: 0, or -errno */
-static char curl_load_err[512];    /* curl_once: why it failed */
-static pthread_once_t curl_once = PTHREAD_ONCE_INIT;
-
-static void curl_load_once(void)
-{
-        struct curl_fns fns = { 0 };
-#define CURL_SYM(f) { "curl_" #f, &fns.f }
-        const struct dl_sym syms[] = {
-                CURL_SYM(global_init),  CURL_SYM(global_cleanup), CURL_SYM(easy_init),
-                CURL_SYM(easy_cleanup), CURL_SYM(easy_reset),     CURL_SYM(easy_setopt),
-                CURL_SYM(easy_perform), CURL_SYM(easy_getinfo),   CURL_SYM(easy_escape),
-                CURL_SYM(slist_append), CURL_SYM(slist_free_all),
-        };
+static struct curl_fns curl; /* filled by curl_load() */
+static struct dl_lib curl_lib = DL_LIB(CURL_SONAME, "libcurl4");
+#define CURL_SYM(f) { "curl_" #f, &curl.f }
+static const struct dl_sym curl_syms[] = {
+        CURL_SYM(global_init),  CURL_SYM(global_cleanup), CURL_SYM(easy_init),
+        CURL_SYM(easy_cleanup), CURL_SYM(easy_reset),     CURL_SYM(easy_setopt),
+        CURL_SYM(easy_perform), CURL_SYM(easy_getinfo),   CURL_SYM(easy_escape),
+        CURL_SYM(slist_append), CURL_SYM(slist_free_all),
+};
 #undef CURL_SYM
-
-        curl_load_r = dl_load(CURL_SONAME, "libcurl4", syms, ELEMENTSOF(syms), curl_load_err, sizeof curl_load_err);
-        if (curl_load_r == 0)
-                curl = fns;
-}
 
 /* curl_load(): make `curl` usable; once per process, the first time a
  * registry is made. 0, or -ELIBACC (no libcurl) / -ELIBBAD (not the libcurl
  * we need), with the reason in ret_err (REG_ERR_MAX bytes). */
 static int curl_load(const char *host, char *ret_err)
 {
-        int r = pthread_once(&curl_once, curl_load_once);
+        int r = dl_lib_load(&curl_lib, curl_syms, ELEMENTSOF(curl_syms));
 
-        if (r != 0)
-                return -r;
-        if (curl_load_r < 0) {
-                errf(ret_err, REG_ERR_MAX, "registry %s: %s", host, curl_load_err);
-                return curl_load_r;
-        }
-        return 0;
+        if (r < 0)
+                errf(ret_err, REG_ERR_MAX, "registry %s: %s", host, curl_lib.err);
+        return r;
 }
 
 /* ---- one transfer ---- */

@@ -223,8 +223,8 @@ int fsync_dir_at(int dirfd, const char *dir)
 
 _Static_assert(sizeof(void *) == sizeof(void (*)(void)), "dlsym(): function pointers are void *");
 
-int dl_load(const char *soname, const char *package, const struct dl_sym *syms, size_t n, char *err,
-            size_t err_len)
+static int dl_load(const char *soname, const char *package, const struct dl_sym *syms, size_t n, char *err,
+                   size_t err_len)
 {
         void *lib = dlopen(soname, RTLD_NOW | RTLD_LOCAL);
         const char *why;
@@ -250,4 +250,18 @@ int dl_load(const char *soname, const char *package, const struct dl_sym *syms, 
                 memcpy(syms[i].slot, &p, sizeof p);
         }
         return 0;
+}
+
+int dl_lib_load(struct dl_lib *lib, const struct dl_sym *syms, size_t n)
+{
+        int r;
+
+        pthread_mutex_lock(&lib->lock);
+        if (!lib->tried) {
+                lib->r = dl_load(lib->soname, lib->package, syms, n, lib->err, sizeof lib->err);
+                lib->tried = true;
+        }
+        r = lib->r;
+        pthread_mutex_unlock(&lib->lock);
+        return r;
 }

@@ -6,6 +6,7 @@
 #define STASIS_UTIL_H
 
 #include <errno.h>
+#include <pthread.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -95,18 +96,31 @@ int log_internal(int level, int err, const char *fmt, ...) _printf_(3, 4);
  * *p and *alloc are untouched on failure. */
 int array_grow(void **p, size_t *alloc, size_t need, size_t size);
 
-/* dl_load(): dlopen soname (Debian package package) and fill each
- * syms[i].slot, the storage of a function pointer, with the symbol named
- * syms[i].name. 0; or -ELIBACC (not loadable) / -ELIBBAD (a symbol missing),
- * the library closed again and err (err_len bytes) saying why. The library
- * stays loaded for the life of the process. For libraries a program needs
- * only sometimes (docs/dependencies.md). */
+/* A library a program needs only sometimes, loaded on first use instead of
+ * linked (docs/dependencies.md): libcurl, libmicrohttpd, libarchive. Its
+ * functions are called through a table of pointers; struct dl_sym names
+ * one slot of it (the storage of a function pointer) and its symbol.
+ *
+ * dl_lib_load(): the first call dlopens lib->soname and fills every
+ * syms[i].slot; it and every later call return that result: 0, or
+ * -ELIBACC (not loadable) / -ELIBBAD (a symbol missing: the library closed
+ * again), with lib->err saying why (naming the Debian package). The slots
+ * are written only by that first call, under lib->lock, so a caller that got
+ * 0 reads them without a lock. The library stays loaded for the life of
+ * the process. */
 struct dl_sym {
         const char *name;
         void *slot;
 };
-int dl_load(const char *soname, const char *package, const struct dl_sym *syms, size_t n, char *err,
-            size_t err_len);
+struct dl_lib {
+        const char *soname, *package;
+        pthread_mutex_t lock;
+        bool tried; /* lock */
+        int r;      /* set with tried */
+        char err[512];
+};
+#define DL_LIB(so, pkg) { .soname = (so), .package = (pkg), .lock = PTHREAD_MUTEX_INITIALIZER }
+int dl_lib_load(struct dl_lib *lib, const struct dl_sym *syms, size_t n);
 
 /* Time. */
 #define NSEC_PER_SEC 1000000000ULL
