@@ -9,8 +9,11 @@
 # reading the set then fetches nothing (every chunk a prefetch hit) and
 # gives the right bytes. With --no-prefetch nothing is prefetched, and a
 # checkpoint before any read stores g1's trace again. /metrics
-# shows the counters. With a registry at hand: push carries the trace blob,
-# pull brings it back (verify clean), and a lazy oci:// mount prefetches.
+# shows the counters. A corrupt chunk in the set is left out by the
+# prefetcher (never cached); reading it is EIO with one log line, the rest
+# reads right. With a registry at hand: push carries the trace blob, pull
+# brings it back (verify clean), and a lazy oci:// mount prefetches, in a
+# few coalesced Range GETs.
 source "$(dirname "$0")/lib.sh"
 source "$(dirname "$0")/mount-lib.bash"
 
@@ -100,6 +103,37 @@ cat "$mp3/app/lib/big1" "$mp3/app/small1" >/dev/null
 (($(counter "$mp3" cache_misses) > 0)) || fail "nothing was fetched on demand"
 (($(counter "$mp3" prefetch_hits) == 0)) || fail "prefetch hits with --no-prefetch"
 st umount "$mp3"
+
+step "a corrupt chunk in the start-up set: prefetch leaves it out, its READ gets EIO and one log line"
+cp -a "$S" "$T/bad"
+big=""
+for d in $(pack_digests "$T/bad"); do
+        [[ -z $big ]] || (($(blob_size "$T/bad" "$d") > $(blob_size "$T/bad" "$big"))) && big=$d
+done
+# base's pack holds the tree in walk order, app/lib/big1 first (700,000
+# incompressible bytes): offset 300,000 is inside one of its chunks
+flip_byte "$(blob_path "$T/bad" "$big")" 300000
+mp5=$T/mnt5
+mount_snap "$mp5" --store "$T/bad" --cache "$T/cache5" --state "$T/state5" g1
+for _ in $(seq 200); do
+        grep -q "prefetch: .* chunks fetched" "$T/state5/stasisd.log" 2>/dev/null && break
+        sleep 0.1
+done
+grep -q "prefetch: .* chunks fetched" "$T/state5/stasisd.log" || fail "the prefetcher did not finish"
+got=$(counter "$mp5" prefetch_chunks)
+((got == expect - 1)) || fail "prefetched $got chunks with one corrupt, expected $((expect - 1))"
+if cat "$mp5/app/lib/big1" >/dev/null 2>"$T/cat.err"; then fail "big1 read despite a corrupt chunk"; fi
+grep -q "Input/output error" "$T/cat.err" || { cat "$T/cat.err" >&2; fail "big1: not EIO"; }
+for f in "${SET[@]}"; do
+        case $f in app/small12 | app/lib/big1) continue ;; app/lib/big2) want=$T/big2.expected ;; *) want=$T/src/$f ;; esac
+        cmp "$mp5/$f" "$want" || fail "$f reads wrong beside the corrupt chunk"
+done
+n=$(grep -c 'chunk sha256:[0-9a-f]\{64\}.*corrupt' "$T/state5/stasisd.log" || true)
+((n == 1)) || { cat "$T/state5/stasisd.log" >&2; fail "expected one log line naming the corrupt chunk, got $n"; }
+for e in "$T"/cache5/v1/*/*; do
+        [[ $(tail -c +65 "$e" | sha256sum | cut -d' ' -f1) == $(basename "$e") ]] || fail "cache entry $e is not what its name says"
+done
+st umount "$mp5"
 
 if command -v docker-registry >/dev/null && command -v curl >/dev/null; then
         source "$(dirname "$0")/libregistry.sh"
