@@ -1177,6 +1177,23 @@ static void *crypto_warm(void *arg)
         return NULL;
 }
 
+/* resolve_remote(): ref (a tag or sha256: digest) in a registry: one GET
+ * of the manifest, which the backend keeps for snapshot_open() (verified
+ * there against the digest). store_resolve() would list the repository's
+ * tags and HEAD each (a round trip per tag), then snapshot_open() would
+ * look for the manifest among the blobs first: seven round trips before the
+ * tree on a repository of one tag, one per tag more. */
+static int resolve_remote(struct backend *store, const char *ref, struct digest *ret)
+{
+        _cleanup_(freep) void *m = NULL;
+        struct digest d;
+        size_t len;
+
+        if (strncmp(ref, "sha256:", 7) == 0 ? digest_parse(ref, &d) < 0 : !tag_valid(ref))
+                return log_error_errno(-EINVAL, "\"%.80s\" is neither a tag nor a sha256: digest", ref);
+        return oci_manifest_get(store, ref, &m, &len, ret);
+}
+
 /* check_mountpoint(): a directory we can mount on. A dead FUSE mount
  * (ENOTCONN) is refused with a hint: `stasis mount` cleans it up first. */
 static int check_mountpoint(const char *path, char resolved[static PATH_MAX])
@@ -1447,7 +1464,8 @@ int main(int argc, char **argv)
                                 goto fail;
                         }
                 }
-                r = store_resolve(store, o.ref, &dg);
+                r = strncmp(d.store, "oci://", 6) == 0 ? resolve_remote(store, o.ref, &dg)
+                                                        : store_resolve(store, o.ref, &dg);
                 if (r < 0) {
                         log_error_errno(r, "%s: no such snapshot in %s: %m", o.ref, d.store);
                         goto fail;

@@ -136,6 +136,38 @@ int backend_read_all(struct backend *b, const struct digest *d, size_t max, void
         return 0;
 }
 
+int blob_read_sized(struct backend *b, const struct digest *d, uint64_t size, size_t max, void **ret,
+                    size_t *ret_len)
+{
+        _cleanup_(freep) uint8_t *buf = NULL;
+        char name[DIGEST_STR_LEN + 1];
+        struct digest got;
+        ssize_t n;
+
+        if (!b || !d || !ret || !ret_len)
+                return -EINVAL;
+        if (size > max || size >= SSIZE_MAX)
+                return log_error_errno(EFBIG, "blob %s: %llu bytes is more than the %zu allowed",
+                                       digest_str(d, name), (unsigned long long)size, max);
+        /* one byte more than the size: a longer blob is caught in one read */
+        buf = malloc((size_t)size + 1);
+        if (!buf)
+                return -ENOMEM;
+        n = backend_read(b, d, 0, buf, (size_t)size + 1);
+        if (n < 0)
+                return (int)n;
+        if ((uint64_t)n != size)
+                return log_error_errno(EBADMSG, "blob %s: %s than the %llu bytes its descriptor gives",
+                                       digest_str(d, name), (uint64_t)n < size ? "shorter" : "longer",
+                                       (unsigned long long)size);
+        digest_sha256(buf, (size_t)size, &got);
+        if (!digest_eq(&got, d))
+                return log_error_errno(EBADMSG, "blob %s is corrupt (hash mismatch)", digest_str(d, name));
+        *ret = TAKE_PTR(buf);
+        *ret_len = (size_t)size;
+        return 0;
+}
+
 int blob_read_verified(struct backend *b, const struct digest *d, size_t max, void **ret,
                        size_t *ret_len)
 {

@@ -89,7 +89,12 @@ struct backend *backend_free(struct backend *b);
 int backend_read_all(struct backend *b, const struct digest *d, size_t max, void **ret,
                      size_t *ret_len);
 /* blob_read_verified(): backend_read_all() plus a SHA-256 check; -EBADMSG on
- * mismatch (logged, naming the blob). */
+ * mismatch (logged, naming the blob). blob_read_sized(): the same for a
+ * blob whose size a descriptor gives: no size lookup first (from a registry
+ * that is a HEAD, a round trip); -EBADMSG (logged) if the blob has another
+ * size. */
+int blob_read_sized(struct backend *b, const struct digest *d, uint64_t size, size_t max, void **ret,
+                    size_t *ret_len);
 int blob_read_verified(struct backend *b, const struct digest *d, size_t max, void **ret,
                        size_t *ret_len);
 /* blob_write_data(): hash data and write it; *ret_digest (may be NULL) gets its address. */

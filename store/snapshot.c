@@ -338,16 +338,14 @@ int snapshot_open(struct backend *b, const struct digest *manifest, struct snaps
                 return log_error_errno(r, "snapshot %s: manifest rejected", ms);
 
         digest_str(&s->config_digest, cs);
-        r = blob_read_verified(b, &s->config_digest, CONFIG_MAX, &cbuf, &clen);
+        /* the size is the manifest's: no lookup first (a HEAD from a registry) */
+        r = blob_read_sized(b, &s->config_digest, config_size, CONFIG_MAX, &cbuf, &clen);
         if (r == -ENOENT)
                 return log_error_errno(r, "snapshot %s: config %s not in the store", ms, cs);
-        if (r == -EBADMSG)
+        if (r == -EBADMSG || r == -EFBIG) /* blob_read_sized() named the blob */
                 return r;
         if (r < 0)
                 return log_error_errno(r, "snapshot %s: read config %s: %m", ms, cs);
-        if (clen != config_size)
-                return log_error_errno(-EBADMSG, "snapshot %s: config %s is %zu bytes, manifest says %" PRIu64,
-                                       ms, cs, clen, config_size);
         r = snapshot_config_parse(cbuf, clen, &s->config);
         if (r == -EBADMSG) /* the parser named the problem */
                 return r;
@@ -383,21 +381,18 @@ int snapshot_load_tree(struct backend *b, struct snapshot *s)
         digest_str(&s->digest, ms);
         digest_str(&s->tree_digest, ts);
 
-        r = backend_size(b, &s->tree_digest, &size);
-        if (r == -ENOENT)
-                return log_error_errno(r, "snapshot %s: tree %s not in the store", ms, ts);
-        if (r < 0)
-                return log_error_errno(r, "snapshot %s: read tree %s: %m", ms, ts);
-        if (size != s->tree_size)
+        if (s->tree_size > TREE_BLOB_MAX)
+                return log_error_errno(-EFBIG, "snapshot %s: tree %s: %" PRIu64 " bytes is more than the %u allowed",
+                                       ms, ts, s->tree_size, TREE_BLOB_MAX);
+        /* Read, hashed and inflated at once: a resume waits for the slowest
+         * of the three, not for their sum. The size is the manifest's, not
+         * looked up first (from a registry, a HEAD: a round trip); a blob of
+         * another size fails below, and is then named. */
+        r = tree_load_from(tree_src_read, &(struct tree_src){ .b = b, .d = &s->tree_digest },
+                           (size_t)s->tree_size, &s->tree_digest, &t);
+        if (r < 0 && r != -ENOMEM && backend_size(b, &s->tree_digest, &size) == 0 && size != s->tree_size)
                 return log_error_errno(-EBADMSG, "snapshot %s: tree %s is %" PRIu64 " bytes, manifest says %" PRIu64,
                                        ms, ts, size, s->tree_size);
-        if (size > TREE_BLOB_MAX)
-                return log_error_errno(-EFBIG, "snapshot %s: tree %s: %" PRIu64 " bytes is more than the %u allowed",
-                                       ms, ts, size, TREE_BLOB_MAX);
-        /* Read, hashed and inflated at once: a resume waits for the slowest
-         * of the three, not for their sum. */
-        r = tree_load_from(tree_src_read, &(struct tree_src){ .b = b, .d = &s->tree_digest }, (size_t)size,
-                           &s->tree_digest, &t);
         if (r == -EBADMSG) /* tree_load() named the problem */
                 return r;
         if (r == -ENOENT)
