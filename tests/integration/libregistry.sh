@@ -36,7 +36,7 @@ version: 0.1
 log:
   level: error
   accesslog:
-    disabled: true
+    disabled: $([[ ${REG_ACCESSLOG:-0} == 1 ]] && echo false || echo true)
 storage:
   filesystem:
     rootdirectory: $REG_DIR/data
