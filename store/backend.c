@@ -103,13 +103,52 @@ struct backend *backend_free(struct backend *b)
         return NULL;
 }
 
-int backend_read_all(struct backend *b, const struct digest *d, size_t max, void **ret,
-                     size_t *ret_len)
+/* read_sized(): blob d, which should be size bytes, into a malloc'd buffer.
+ * One byte more is asked for, so a blob of another size (grown or shrunk
+ * since its size was looked up, or not the size its descriptor gives:
+ * by_descriptor, which makes that -EBADMSG, not -EIO) is caught in one
+ * read. -EFBIG beyond max. Logged, but not -ENOENT. */
+static int read_sized(struct backend *b, const struct digest *d, uint64_t size, size_t max, bool by_descriptor,
+                      void **ret, size_t *ret_len)
 {
         _cleanup_(freep) void *buf = NULL;
         char name[DIGEST_STR_LEN + 1];
-        uint64_t size;
         ssize_t n;
+
+        if (size > max || size >= SSIZE_MAX)
+                return log_error_errno(EFBIG, "blob %s: %llu bytes is more than the %zu allowed",
+                                       digest_str(d, name), (unsigned long long)size, max);
+        buf = malloc((size_t)size + 1);
+        if (!buf)
+                return -ENOMEM;
+        n = backend_read(b, d, 0, buf, (size_t)size + 1);
+        if (n < 0)
+                return (int)n;
+        if ((uint64_t)n != size)
+                return log_error_errno(by_descriptor ? EBADMSG : EIO, "blob %s: read %zd bytes, expected %llu%s",
+                                       digest_str(d, name), n, (unsigned long long)size,
+                                       by_descriptor ? " (its descriptor's size)" : "");
+        *ret = TAKE_PTR(buf);
+        *ret_len = (size_t)size;
+        return 0;
+}
+
+/* verified(): 0, or -EBADMSG (logged) if buf does not hash to d. */
+static int verified(const struct digest *d, const void *buf, size_t len)
+{
+        char name[DIGEST_STR_LEN + 1];
+        struct digest got;
+
+        digest_sha256(buf, len, &got);
+        if (!digest_eq(&got, d))
+                return log_error_errno(EBADMSG, "blob %s is corrupt (hash mismatch)", digest_str(d, name));
+        return 0;
+}
+
+int backend_read_all(struct backend *b, const struct digest *d, size_t max, void **ret,
+                     size_t *ret_len)
+{
+        uint64_t size;
         int r;
 
         if (!b || !d || !ret || !ret_len)
@@ -117,54 +156,25 @@ int backend_read_all(struct backend *b, const struct digest *d, size_t max, void
         r = backend_size(b, d, &size);
         if (r < 0)
                 return r;
-        if (size > max || size >= SSIZE_MAX)
-                return log_error_errno(EFBIG, "blob %s: %llu bytes is more than the %zu allowed",
-                                       digest_str(d, name), (unsigned long long)size, max);
-        /* Ask for one byte more than the size said: a blob that grew or
-         * shrank in between (or a short read) is caught in a single call. */
-        buf = malloc((size_t)size + 1);
-        if (!buf)
-                return -ENOMEM;
-        n = backend_read(b, d, 0, buf, (size_t)size + 1);
-        if (n < 0)
-                return (int)n;
-        if ((uint64_t)n != size)
-                return log_error_errno(EIO, "blob %s: read %zd bytes, expected %llu",
-                                       digest_str(d, name), n, (unsigned long long)size);
-        *ret = TAKE_PTR(buf);
-        *ret_len = (size_t)size;
-        return 0;
+        return read_sized(b, d, size, max, false, ret, ret_len);
 }
 
 int blob_read_sized(struct backend *b, const struct digest *d, uint64_t size, size_t max, void **ret,
                     size_t *ret_len)
 {
-        _cleanup_(freep) uint8_t *buf = NULL;
-        char name[DIGEST_STR_LEN + 1];
-        struct digest got;
-        ssize_t n;
+        _cleanup_(freep) void *buf = NULL;
+        size_t len = 0;
+        int r;
 
         if (!b || !d || !ret || !ret_len)
                 return -EINVAL;
-        if (size > max || size >= SSIZE_MAX)
-                return log_error_errno(EFBIG, "blob %s: %llu bytes is more than the %zu allowed",
-                                       digest_str(d, name), (unsigned long long)size, max);
-        /* one byte more than the size: a longer blob is caught in one read */
-        buf = malloc((size_t)size + 1);
-        if (!buf)
-                return -ENOMEM;
-        n = backend_read(b, d, 0, buf, (size_t)size + 1);
-        if (n < 0)
-                return (int)n;
-        if ((uint64_t)n != size)
-                return log_error_errno(EBADMSG, "blob %s: %s than the %llu bytes its descriptor gives",
-                                       digest_str(d, name), (uint64_t)n < size ? "shorter" : "longer",
-                                       (unsigned long long)size);
-        digest_sha256(buf, (size_t)size, &got);
-        if (!digest_eq(&got, d))
-                return log_error_errno(EBADMSG, "blob %s is corrupt (hash mismatch)", digest_str(d, name));
+        r = read_sized(b, d, size, max, true, &buf, &len);
+        if (r >= 0)
+                r = verified(d, buf, len);
+        if (r < 0)
+                return r;
         *ret = TAKE_PTR(buf);
-        *ret_len = (size_t)size;
+        *ret_len = len;
         return 0;
 }
 
@@ -172,20 +182,16 @@ int blob_read_verified(struct backend *b, const struct digest *d, size_t max, vo
                        size_t *ret_len)
 {
         _cleanup_(freep) void *buf = NULL;
-        char name[DIGEST_STR_LEN + 1];
-        struct digest got;
         size_t len = 0; /* gcc -O3 cannot see backend_read_all() set it */
         int r;
 
         if (!b || !d || !ret || !ret_len)
                 return -EINVAL;
         r = backend_read_all(b, d, max, &buf, &len);
+        if (r >= 0)
+                r = verified(d, buf, len);
         if (r < 0)
                 return r;
-        digest_sha256(buf, len, &got);
-        if (!digest_eq(&got, d))
-                return log_error_errno(EBADMSG, "blob %s is corrupt (hash mismatch)",
-                                       digest_str(d, name));
         *ret = TAKE_PTR(buf);
         *ret_len = len;
         return 0;
