@@ -1349,7 +1349,7 @@ int main(int argc, char **argv)
         struct digest dg;
         uint64_t journal_max = 0, t_start = now_ns(), t_tree = 0;
         int ready_fd = -1, sock = -1, r, ret = 1;
-        bool mounted = false, registered = false;
+        bool mounted = false, registered = false, remote = false;
 
         log_set_prefix("stasisd: ");
         /* The checkpoint's flush helper (fs_flush_kernel()): nothing else. */
@@ -1434,6 +1434,7 @@ int main(int argc, char **argv)
                 }
         }
         warming = pthread_create(&warm_thread, NULL, crypto_warm, NULL) == 0;
+        remote = strncmp(d.store, "oci://", 6) == 0; /* a lazy store in a registry */
 
         /* The snapshot: manifest, config and tree; not one pack byte. */
         if (o.empty) {
@@ -1445,7 +1446,7 @@ int main(int argc, char **argv)
                 }
                 snprintf(d.snapshot, sizeof d.snapshot, "empty");
         } else {
-                if (strncmp(d.store, "oci://", 6) == 0) {
+                if (remote) {
                         /* a lazy remote store: registry options from the
                          * environment the CLI set (store/oci.h OCI_ENV_*) */
                         struct registry_opts ro = {};
@@ -1464,8 +1465,7 @@ int main(int argc, char **argv)
                                 goto fail;
                         }
                 }
-                r = strncmp(d.store, "oci://", 6) == 0 ? resolve_remote(store, o.ref, &dg)
-                                                        : store_resolve(store, o.ref, &dg);
+                r = remote ? resolve_remote(store, o.ref, &dg) : store_resolve(store, o.ref, &dg);
                 if (r < 0) {
                         log_error_errno(r, "%s: no such snapshot in %s: %m", o.ref, d.store);
                         goto fail;
@@ -1487,7 +1487,7 @@ int main(int argc, char **argv)
                         warming = false;
                 }
                 digest_str(&dg, d.snapshot);
-                if (strncmp(d.store, "oci://", 6) == 0) {
+                if (remote) {
                         /* checkpoints: a node store in the state dir in front of the registry */
                         char node_dir[PATH_MAX + 16];
                         struct oci_ref home;
@@ -1528,7 +1528,7 @@ int main(int argc, char **argv)
         r = fs_new(&(struct fs_opts){ .store = store, .snap = d.snap, .cache = d.cache,
                                       .state_dir = d.state, .base_name = d.snapshot,
                                       .journal_max = journal_max, .no_prefetch = o.no_prefetch,
-                                      .remote = strncmp(d.store, "oci://", 6) == 0 },
+                                      .remote = remote },
                    &d.fs);
         if (r < 0) {
                 log_error_errno(r, "filesystem: %m");
