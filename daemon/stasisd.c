@@ -1348,7 +1348,7 @@ int main(int argc, char **argv)
         _cleanup_(freep) char *mopts = NULL;
         struct digest dg;
         uint64_t journal_max = 0, t_start = now_ns(), t_tree = 0;
-        int ready_fd = -1, sock = -1, r, ret = 1;
+        int ready_fd = -1, log_fd = -1, sock = -1, r, ret = 1;
         bool mounted = false, registered = false, remote = false;
 
         log_set_prefix("stasisd: ");
@@ -1432,6 +1432,12 @@ int main(int argc, char **argv)
                         log_error_errno(r, "daemonize: %m");
                         goto fail;
                 }
+                /* Until it is ready, the daemon reports to the mount
+                 * command's stderr, and to its log: a line from a thread
+                 * that runs before then (a prefetch) belongs there too. */
+                log_fd = open(logfile, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+                if (log_fd >= 0)
+                        log_copy_to(log_fd);
         }
         warming = pthread_create(&warm_thread, NULL, crypto_warm, NULL) == 0;
         remote = strncmp(d.store, "oci://", 6) == 0; /* a lazy store in a registry */
@@ -1588,12 +1594,11 @@ int main(int argc, char **argv)
         log_info("mounted %s (%s) on %s in %.1f ms (manifest and tree %.1f ms)", o.ref, d.snapshot, d.mountpoint,
                  (double)(now_ns() - t_start) / 1e6, (double)t_tree / 1e6);
         if (ready_fd >= 0) {
-                int lfd = open(logfile, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
                 int nfd = open("/dev/null", O_RDWR | O_CLOEXEC);
-                if (lfd >= 0) {
-                        dup2(lfd, STDOUT_FILENO);
-                        dup2(lfd, STDERR_FILENO);
-                        close(lfd);
+                if (log_fd >= 0) {
+                        dup2(log_fd, STDOUT_FILENO);
+                        (void)log_move_to(log_fd);
+                        closep(&log_fd);
                 }
                 if (nfd >= 0) {
                         dup2(nfd, STDIN_FILENO);

@@ -15,6 +15,8 @@
 
 static int log_max_level = LOG_LVL_WARNING; /* set once at program start */
 static const char *log_prefix = "stasis: ";
+static pthread_mutex_t log_lock = PTHREAD_MUTEX_INITIALIZER;
+static int log_copy_fd = -1; /* under log_lock */
 
 void log_set_max_level(int level) { log_max_level = level; }
 int log_get_max_level(void) { return log_max_level; }
@@ -22,18 +24,45 @@ void log_set_prefix(const char *prefix) { log_prefix = prefix ? prefix : ""; }
 
 int log_internal(int level, int err, const char *fmt, ...)
 {
-        char line[2048];
+        char msg[2048], line[2200];
         va_list ap;
-        int e = abs(err);
+        int e = abs(err), n;
         (void)level;
 
         errno = e;
         va_start(ap, fmt);
-        vsnprintf(line, sizeof line, fmt, ap);
+        vsnprintf(msg, sizeof msg, fmt, ap);
         va_end(ap);
-        /* One write, so concurrent lines never interleave. */
-        dprintf(STDERR_FILENO, "%s%s\n", log_prefix, line);
+        n = snprintf(line, sizeof line, "%s%s\n", log_prefix, msg);
+        n = MIN(n, (int)sizeof line - 1);
+        /* One write per sink, so concurrent lines never interleave. */
+        pthread_mutex_lock(&log_lock);
+        (void)!write(STDERR_FILENO, line, (size_t)n);
+        if (log_copy_fd >= 0)
+                (void)!write(log_copy_fd, line, (size_t)n);
+        pthread_mutex_unlock(&log_lock);
+        errno = e;
         return -e;
+}
+
+void log_copy_to(int fd)
+{
+        pthread_mutex_lock(&log_lock);
+        log_copy_fd = fd;
+        pthread_mutex_unlock(&log_lock);
+}
+
+int log_move_to(int fd)
+{
+        int r = 0;
+
+        pthread_mutex_lock(&log_lock);
+        if (dup2(fd, STDERR_FILENO) < 0)
+                r = -errno;
+        else
+                log_copy_fd = -1;
+        pthread_mutex_unlock(&log_lock);
+        return r;
 }
 
 int array_grow(void **p, size_t *alloc, size_t need, size_t size)

@@ -66,6 +66,12 @@ int log_get_max_level(void);
 /* log_set_prefix(): text written before every line ("stasis: " by default). */
 void log_set_prefix(const char *prefix);
 int log_internal(int level, int err, const char *fmt, ...) _printf_(3, 4);
+/* log_copy_to(): every line also goes to fd, until log_move_to(): a daemon
+ * that still reports to its caller's stderr keeps its own log complete. */
+void log_copy_to(int fd);
+/* log_move_to(): stderr becomes fd and the copy stops, between two lines:
+ * no line is lost or written twice. -errno if dup2() fails (nothing moved). */
+int log_move_to(int fd);
 
 /* Tells clang's static analyzer that the *_errno() forms return < 0, so
  * `return log_error_errno(r, ...)` is never taken for success. No code. */

@@ -61,6 +61,13 @@ cd - >/dev/null
 step "commit"
 st commit --store "$S" --chunk-size "$CS" --tag base "$src"
 
+step "a mount that fails says why on stderr and in its log"
+mkdir "$T/mnt0"
+expect_exit 1 "$STASIS" mount --store "$S" --cache "$T/cache0" --state "$T/state0" nosuchtag "$T/mnt0"
+grep -q "nosuchtag" "$T/err" || { cat "$T/err" >&2; fail "stderr does not name the missing snapshot"; }
+grep -q "nosuchtag" "$T/state0/stasisd.log" || fail "stasisd.log lacks the failed mount's error"
+! is_mounted "$T/mnt0" || fail "a failed mount left a mount behind"
+
 step "mount: no pack bytes read, even by a metadata walk"
 mp1=$T/mnt1
 mount_snap "$mp1" --store "$S" --cache "$T/cache1" base

@@ -115,8 +115,7 @@ done
 flip_byte "$(blob_path "$T/bad" "$big")" 300000
 mp5=$T/mnt5
 mount_snap "$mp5" --store "$T/bad" --cache "$T/cache5" --state "$T/state5" g1
-# (not the log's "prefetch: N of M" line: a prefetch that ends before the
-# mount is ready logs to the mount command's stderr)
+# (by the counter, which is exact, rather than the log's "prefetch: N of M")
 for _ in $(seq 200); do
         (($(counter "$mp5" prefetch_chunks) >= expect - 1)) && break
         sleep 0.1
