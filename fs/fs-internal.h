@@ -175,6 +175,9 @@ struct fs {
                           * compaction), read for a write only by the holder */
         atomic_bool compacting;
         atomic_bool broken; /* a journal write failed: refuse changes */
+        /* A fresh state dir's skeleton is not durable yet (layer.c). */
+        pthread_mutex_t skel_lock;
+        atomic_bool skel_pending;
 
         /* Per pack: 0 not checked yet, 1 present in our store, -1 absent. */
         _Atomic int8_t *pack_state;

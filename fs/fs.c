@@ -2050,6 +2050,7 @@ int fs_new(const struct fs_opts *o, struct fs **ret)
         pthread_cond_init(&fs->cond, NULL);
         pthread_mutex_init(&fs->jlock, NULL);
         pthread_cond_init(&fs->jcond, NULL);
+        pthread_mutex_init(&fs->skel_lock, NULL);
         pthread_mutex_init(&fs->fetch_lock, NULL);
         pthread_cond_init(&fs->fetch_cond, NULL);
         pthread_mutex_init(&fs->ra_lock, NULL);
@@ -2121,6 +2122,7 @@ struct fs *fs_free(struct fs *fs)
         pthread_cond_destroy(&fs->cond);
         pthread_mutex_destroy(&fs->jlock);
         pthread_cond_destroy(&fs->jcond);
+        pthread_mutex_destroy(&fs->skel_lock);
         pthread_mutex_destroy(&fs->fetch_lock);
         pthread_cond_destroy(&fs->fetch_cond);
         pthread_mutex_destroy(&fs->ra_lock);

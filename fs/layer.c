@@ -15,7 +15,10 @@
  * pwrite()s, the map byte after the data) before its FUSE reply. fsync and
  * fsyncdir add fdatasync of the journal, data file, map and data dir, for
  * host crashes. A torn journal tail (only a host crash makes one) fails its
- * XXH3 and is dropped with the transactions after it.
+ * XXH3 and is dropped with the transactions after it. A fresh state dir is
+ * made without fsync (a mount waits for no disk write); its skeleton (HEAD,
+ * the directories, the journal) becomes durable at the first fsync or
+ * fsyncdir, before that one is acknowledged.
  *
  * One code path changes the model: a handler validates under fs->lock,
  * builds a transaction of operations, and wl_txn_commit() applies it with
@@ -33,6 +36,7 @@
 #include "fs-internal.h"
 
 #define JOURNAL_MAGIC "STSWJNL1"
+#define JOURNAL_HDR 16u
 #define MAP_MAGIC "STSWMAP1"
 #define MAP_HDR 64u
 #define TXN_MAGIC 0x58544c57u /* "WLTX" */
@@ -901,11 +905,47 @@ int wl_set_base_limit(struct fs *fs, struct fs_inode *p, uint64_t limit)
         return pwrite_full(fd, &limit, sizeof limit, 16);
 }
 
+/* skeleton_sync(): a fresh state dir's HEAD, directories and journal made
+ * durable, once (before that, a host crash may take the whole state dir:
+ * nothing in it was acknowledged as synced). Files first, then each
+ * directory that names one, up to the state dir. */
+static int skeleton_sync(struct fs *fs)
+{
+        static const char *const dirs[] = { "layers/" LAYER_ID "/data", "layers/" LAYER_ID, "layers", "." };
+        int r = 0;
+
+        if (!atomic_load(&fs->skel_pending))
+                return 0;
+        pthread_mutex_lock(&fs->skel_lock);
+        if (atomic_load(&fs->skel_pending)) {
+                _cleanup_(closep) int head = openat(fs->state_fd, "HEAD", O_RDONLY | O_CLOEXEC);
+                _cleanup_(closep) int jfd = openat(fs->layer_fd, "journal", O_RDONLY | O_CLOEXEC);
+
+                if (head < 0 || jfd < 0 || fsync(head) < 0 || fdatasync(jfd) < 0)
+                        r = -errno;
+                for (size_t i = 0; r >= 0 && i < ELEMENTSOF(dirs); i++) {
+                        _cleanup_(closep) int dfd = openat(fs->state_fd, dirs[i], O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+                        if (dfd < 0 || fsync(dfd) < 0)
+                                r = -errno;
+                }
+                if (r >= 0)
+                        atomic_store(&fs->skel_pending, false);
+                else
+                        log_error_errno(r, "state dir %s: sync: %m", fs->state_dir);
+        }
+        pthread_mutex_unlock(&fs->skel_lock);
+        return r;
+}
+
 int wl_sync(struct fs *fs, struct fs_inode *p, bool data_only)
 {
         bool map = false, dir = false, has = false;
         uint64_t jb;
-        int r = 0;
+        int r;
+
+        r = skeleton_sync(fs);
+        if (r < 0)
+                return r;
 
         if (p) {
                 pthread_mutex_lock(&fs->lock);
@@ -959,7 +999,9 @@ int wl_sync(struct fs *fs, struct fs_inode *p, bool data_only)
 
 /* ---- the state directory ---- */
 
-static int write_atomic_at(int dirfd, const char *name, const void *data, size_t len)
+/* write_replace_at(): name holds data whole or not at all, after kill -9;
+ * not synced (skeleton_sync() is). */
+static int write_replace_at(int dirfd, const char *name, const void *data, size_t len)
 {
         char tmp[128];
         _cleanup_(closep) int fd = -1;
@@ -970,15 +1012,34 @@ static int write_atomic_at(int dirfd, const char *name, const void *data, size_t
         if (fd < 0)
                 return -errno;
         r = write_full(fd, data, len);
-        if (r >= 0 && fsync(fd) < 0)
-                r = -errno;
         if (r >= 0 && renameat(dirfd, tmp, dirfd, name) < 0)
-                r = -errno;
-        if (r >= 0 && fsync(dirfd) < 0)
                 r = -errno;
         if (r < 0)
                 (void)unlinkat(dirfd, tmp, 0);
         return r;
+}
+
+/* layer_is_empty(): the state dir holds no layer, or one with nothing in
+ * it: a journal of at most its header, no data file. */
+static bool layer_is_empty(struct fs *fs)
+{
+        _cleanup_(closep) int dfd = openat(fs->state_fd, "layers/" LAYER_ID "/data", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        struct stat st;
+        DIR *d;
+        bool empty = true;
+
+        if (fstatat(fs->state_fd, "layers/" LAYER_ID "/journal", &st, 0) == 0 && st.st_size > JOURNAL_HDR)
+                return false;
+        if (dfd < 0)
+                return errno == ENOENT;
+        d = fdopendir(dfd);
+        if (!d)
+                return false;
+        dfd = -1; /* the DIR has it */
+        for (struct dirent *de; empty && (de = readdir(d));)
+                empty = strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0;
+        closedir(d);
+        return empty;
 }
 
 static int head_check(struct fs *fs, const char *base)
@@ -990,8 +1051,21 @@ static int head_check(struct fs *fs, const char *base)
         if (asprintf(&want, "stasis-state 1\nbase %s\nlayers " LAYER_ID "\n", base) < 0)
                 return -ENOMEM;
         r = read_file_at(fs->state_fd, "HEAD", 4096, &head, &len);
-        if (r == -ENOENT)
-                return write_atomic_at(fs->state_fd, "HEAD", want, strlen(want));
+        if (r == -ENOENT || (r >= 0 && len == 0)) {
+                /* A fresh state dir, or one whose HEAD a host crash took
+                 * before anything was synced (skeleton_sync() makes HEAD
+                 * durable first): then its layer was never acknowledged as
+                 * durable either, but it was made on a base we no longer
+                 * know, so it is refused rather than applied to this one. */
+                if (!layer_is_empty(fs))
+                        return log_error_errno(-EEXIST, "state dir %s has a writable layer but no HEAD (a host crash "
+                                               "before its first fsync?): remove it to start afresh: %m",
+                                               fs->state_dir);
+                r = write_replace_at(fs->state_fd, "HEAD", want, strlen(want));
+                if (r >= 0)
+                        atomic_store(&fs->skel_pending, true);
+                return r;
+        }
         if (r < 0)
                 return log_error_errno(r, "state dir %s: HEAD: %m", fs->state_dir);
         if (strcmp(head, want) != 0)
@@ -1004,10 +1078,16 @@ static int head_check(struct fs *fs, const char *base)
  * corrupt one ends it (only a host crash leaves one). */
 static int replay(struct fs *fs, const uint8_t *b, size_t len, uint64_t *ret_txns)
 {
-        size_t pos = 16;
+        size_t pos = JOURNAL_HDR;
         uint64_t n = 0;
 
-        if (len < 16 || memcmp(b, JOURNAL_MAGIC, 8) != 0)
+        /* Shorter than its header: a fresh layer's journal that a host crash
+         * caught before it was synced (its one write() is never torn
+         * otherwise); no transaction in it was ever acknowledged. */
+        *ret_txns = 0;
+        if (len < JOURNAL_HDR)
+                return 0;
+        if (memcmp(b, JOURNAL_MAGIC, 8) != 0)
                 return log_error_errno(-EBADMSG, "state dir %s: journal: bad magic: %m", fs->state_dir);
         while (len - pos >= TXN_HDR) {
                 uint32_t magic, tl;
@@ -1177,7 +1257,7 @@ static int image_build(struct fs *fs, struct wl_txn *t)
 static int image_write(struct fs *fs, const struct wl_txn *t)
 {
         _cleanup_(closep) int fd = -1;
-        uint8_t hdr[16] = { 0 };
+        uint8_t hdr[JOURNAL_HDR] = { 0 };
         int r;
 
         memcpy(hdr, JOURNAL_MAGIC, 8);
@@ -1214,6 +1294,22 @@ static int image_install(struct fs *fs, int *ret_fd)
                 *ret_fd = fd;
         }
         return 0;
+}
+
+/* journal_fresh(): a fresh layer's journal: its header alone (the image of
+ * an unchanged model, the next inode number, says nothing the base does
+ * not), in place and not synced: skeleton_sync() does that. */
+static int journal_fresh(struct fs *fs)
+{
+        _cleanup_(closep) int fd = openat(fs->layer_fd, "journal", O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+        uint8_t hdr[JOURNAL_HDR] = { 0 };
+
+        if (fd < 0)
+                return -errno;
+        memcpy(hdr, JOURNAL_MAGIC, 8);
+        fs->jseq = fs->jnext = 1;
+        atomic_store(&fs->journal_image, 0);
+        return write_full(fd, hdr, sizeof hdr);
 }
 
 /* compact(): at load (nothing else runs), write the model as a fresh journal. */
@@ -1343,7 +1439,7 @@ int wl_open(struct fs *fs, const char *state_dir, const char *base)
                                 orphans++;
                         }
                 }
-        r = compact(fs);
+        r = atomic_load(&fs->skel_pending) ? journal_fresh(fs) : compact(fs);
         pthread_mutex_unlock(&fs->lock);
         if (r < 0)
                 return log_error_errno(r, "state dir %s: journal compaction: %m", state_dir);
