@@ -291,6 +291,21 @@ bench_teardown() {
 # stasis_mount_timed MP CACHE STATE ARGS...: fresh empty CACHE and STATE, then
 # `stasis mount --cache CACHE --state STATE ARGS... MP`, timed by benchio
 # (it returns only when reads work). Sets MR_S (seconds) and MR_RC.
+# bench_retire PATH...: set what a timed step left (a node cache, a state
+# dir, an extracted tree) aside under $WORK/out/retired rather than delete
+# it between timed steps; run.sh deletes them when the case ends. Deleting
+# a gigabyte of small files on this disk (discard-mounted ext4 without a
+# journal) goes on in the host after rm returns and slowed the next step
+# 2-4x (bench/README.md).
+BENCH_RETIRED=0
+bench_retire() {
+        local r=$WORK/out/retired/$((++BENCH_RETIRED)) p
+        mkdir -p "$r"
+        for p in "$@"; do
+                if [[ -e $p ]]; then mv "$p" "$r/"; fi
+        done
+        return 0
+}
 stasis_mount_timed() {
         local mp=$1 cache=$2 state=$3 out
         shift 3

@@ -157,6 +157,7 @@ run_cases() {
                 "${c}_run"
                 tsv_row "$RES/cases.tsv" "$c" "$budget" $((SECONDS - CASE_T0)) "$CASE_CUT" $((CASE_T0 - t0))
                 log "case $c done in $((SECONDS - CASE_T0))s$( ((CASE_CUT)) && echo ' (budget cut it short)')"
+                rm -rf "$WORK/out/retired" # bench_retire()
         done
         ((${#ONLY[@]})) || tsv_row "$RES/meta.tsv" total_s $((SECONDS - t_all))
 }

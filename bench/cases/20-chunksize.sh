@@ -84,6 +84,7 @@ chunksize_run() {
 chunksize_lazy() {
         local run=$1 cs=$2 out=$3 digest=$4 mp=$3/mp first rd b ns fetched off
         ((HAVE_STASIS)) || return 0
+        bench_retire "$out/cache" "$out/state"
         drop_caches
         stasis_mount_timed "$mp" "$out/cache" "$out/state" --store "$out/store" "$digest"
         if ((MR_RC != 0)); then
@@ -103,7 +104,7 @@ chunksize_lazy() {
         rd=$(ns2s "$ns")
         fetched=$(jget bytes_fetched <<<"$("$STASIS" status --json "$mp" 2>/dev/null || true)")
         bench_umount "$mp"
-        rm -rf "$out/cache" "$out/state"
+        bench_retire "$out/cache" "$out/state"
         tsv_row "$RES/chunksize-lazy.tsv" "$run" "$cs" "$MR_S" "$first" "$rd" \
                 "$(awk -v b="$b" -v t="$rd" 'BEGIN { if (t == "NA" || t == 0) print "NA"; else printf "%.1f", b / t / 1e6 }')" \
                 "$b" "$fetched" 0 "$(cut -d' ' -f1 /proc/loadavg)"

@@ -127,6 +127,7 @@ warm_programs() {
 resume_stasis() {
         local run=$1 o=$WORK/out/resume p=$WORK/data/resume-$MODE mp ready first cold warm st hwm fetched errors seq
         mp=$o/mp
+        bench_retire "$o/cache" "$o/state"
         drop_caches
         warm_programs stasis stasisd
         stasis_mount_timed "$mp" "$o/cache" "$o/state" --store "$p/store" resume
@@ -149,14 +150,14 @@ resume_stasis() {
 
 resume_tarx() {
         local run=$1 o=$WORK/out/resume p=$WORK/data/resume-$MODE
-        rm -rf "$o/x"
+        bench_retire "$o/x"
         mkdir -p "$o/x"
         drop_caches
         warm_programs tar
         measure "$o" tar -C "$o/x" -xf "$p/tree.tar"
         local t=NA
         ((M_RC == 0)) && t=$M_DUR
-        rm -rf "$o/x"
+        bench_retire "$o/x"
         resume_row "$run" tarx "$t" NA NA NA NA NA NA "$M_RC"
 }
 

@@ -57,6 +57,7 @@ prefetch_one() {
         local extra=() src=(--store "$p/store" traced)
         [[ $variant == *notrace ]] && extra=(--no-prefetch)
         [[ $variant == r* ]] && src=(--insecure "oci://$PREFETCH_REG/bench/prefetch:traced")
+        bench_retire "$o/cache" "$o/state"
         drop_caches
         stasis_mount_timed "$o/mp" "$o/cache" "$o/state" "${extra[@]}" "${src[@]}"
         if ((MR_RC != 0)); then

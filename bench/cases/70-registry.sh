@@ -70,6 +70,7 @@ registry_row() { # RUN TOOL READY FIRST FULL PULL UNPACK READ FETCHED RC
 registry_stasis() {
         local run=$1 o=$WORK/out/registry mp ready first rd out b ns fetched
         mp=$o/mp
+        bench_retire "$o/cache" "$o/state"
         drop_caches
         stasis_mount_timed "$mp" "$o/cache" "$o/state" --insecure "oci://$REG_HOST/bench/stasis:r"
         ready=$MR_S
@@ -90,7 +91,7 @@ registry_stasis() {
 
 registry_image() {
         local run=$1 o=$WORK/out/registry pull unpack out b ns rd layer
-        rm -rf "$o/pulled" "$o/x"
+        bench_retire "$o/pulled" "$o/x"
         mkdir -p "$o/x"
         drop_caches
         measure "$o" skopeo copy --quiet --src-tls-verify=false "docker://$REG_HOST/bench/image:t" "oci:$o/pulled:t"
@@ -109,7 +110,7 @@ registry_image() {
         registry_row "$run" image "$ready" "$ready" \
                 "$(awk -v a="$ready" -v b="$rd" 'BEGIN { if (b == "NA") print "NA"; else printf "%.6f", a + b }')" \
                 "$pull" "$unpack" "$rd" NA 0 NA
-        rm -rf "$o/pulled" "$o/x"
+        bench_retire "$o/pulled" "$o/x"
 }
 
 registry_run() {
