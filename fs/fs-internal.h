@@ -167,6 +167,7 @@ struct fs {
         /* The journal. */
         pthread_mutex_t jlock;
         pthread_cond_t jcond;
+        pthread_mutex_t skel_lock; /* skeleton_sync() */
         uint64_t jnext;  /* sequence number whose turn it is to write; jlock */
         uint64_t journal_max; /* compact after appending this much; immutable */
         atomic_uint_fast64_t journal_image;    /* bytes of the last image */
@@ -175,9 +176,7 @@ struct fs {
                           * compaction), read for a write only by the holder */
         atomic_bool compacting;
         atomic_bool broken; /* a journal write failed: refuse changes */
-        /* A fresh state dir's skeleton is not durable yet (layer.c). */
-        pthread_mutex_t skel_lock;
-        atomic_bool skel_pending;
+        atomic_bool skel_pending; /* a fresh state dir's skeleton is not durable yet (layer.c) */
 
         /* Per pack: 0 not checked yet, 1 present in our store, -1 absent. */
         _Atomic int8_t *pack_state;

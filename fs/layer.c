@@ -911,7 +911,7 @@ int wl_set_base_limit(struct fs *fs, struct fs_inode *p, uint64_t limit)
  * directory that names one, up to the state dir. */
 static int skeleton_sync(struct fs *fs)
 {
-        static const char *const dirs[] = { "layers/" LAYER_ID "/data", "layers/" LAYER_ID, "layers", "." };
+        static const char *const dirs[] = { ("layers/" LAYER_ID "/data"), ("layers/" LAYER_ID), "layers", "." };
         int r = 0;
 
         if (!atomic_load(&fs->skel_pending))
