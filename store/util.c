@@ -34,7 +34,10 @@ int log_internal(int level, int err, const char *fmt, ...)
         vsnprintf(msg, sizeof msg, fmt, ap);
         va_end(ap);
         n = snprintf(line, sizeof line, "%s%s\n", log_prefix, msg);
-        n = MIN(n, (int)sizeof line - 1);
+        if (n >= (int)sizeof line) { /* cut short: still one whole line */
+                n = (int)sizeof line - 1;
+                line[n - 1] = '\n';
+        }
         /* One write per sink, so concurrent lines never interleave. */
         pthread_mutex_lock(&log_lock);
         (void)!write(STDERR_FILENO, line, (size_t)n);
