@@ -281,7 +281,7 @@ pause_stall() {
                 "$gap" "$base" "$n" "${errs:-NA}" "$rc" "$M_LOAD" "${cg:+cgroup2}" "$(jget froze <<<"$js")"
         log "pause run $run stall $label $flush: stall_ns $(jget stall_ns <<<"$js"), writer gap $gap ns (quiet: $base ns), checkpoint $(ns2s $((t1 - t0))) s"
         bench_umount "$mp"
-        rm -rf "$o/state" "$o/cache"
+        bench_retire "$o/state" "$o/cache"
         [[ -z $cg ]] || rmdir "$cg" 2>/dev/null || true
 }
 
@@ -322,7 +322,7 @@ pause_run() {
                 may_start "$est" || break
                 t0=$SECONDS
                 seed=$((1000 + run))
-                rm -rf "$o" "$p/native"
+                bench_retire "$o" "$p/native"
                 mkdir -p "$o"
                 cp -a "$p/base" "$p/native"
                 # --- pause through the mount vs the peers, same change
@@ -342,7 +342,7 @@ pause_run() {
                         tsv_row "$RES/pause-min.tsv" "$run" $(pause_minimum "$p/native" "$o" "$PAUSE_DIGEST" "$cs") "$ch" "$chb" "$wh"
                 fi
                 bench_umount "$o/mp"
-                rm -rf "$o/state" "$o/cache" "$o/layer.tar.gz"
+                bench_retire "$o/state" "$o/cache" "$o/layer.tar.gz"
                 # --- the stall an outside writer sees, little vs much dirty data
                 local sizes=("small $PAUSE_DIRTY_SMALL synced" "large $PAUSE_DIRTY_LARGE synced"
                         "small $PAUSE_DIRTY_SMALL unsynced" "large $PAUSE_DIRTY_LARGE unsynced") s
