@@ -448,6 +448,55 @@ static void thaw_cb(void *ctx)
                 d->thawed_ns = now_ns();
 }
 
+/* What a checkpoint's before_barrier/after_barrier callbacks share. */
+struct ck_hold {
+        struct daemon *d;
+        bool pause;      /* a pause: the sandbox stays frozen */
+        bool froze;      /* we froze the sandbox for this checkpoint or pause */
+        int freeze_err;  /* the freeze failed: FreezeFailed */
+        uint64_t f0, freeze_ns, flush_ns;
+};
+
+/* ck_before_barrier(): freeze the sandbox (unless the caller froze it
+ * through /freeze, or a pause did), then flush the kernel's dirty pages, no
+ * lock held (the WRITEs it causes are served by the FUSE workers meanwhile).
+ * Called by fs_checkpoint() once the packer's index of reusable
+ * chunks is built: the sandbox never waits on that. */
+static int ck_before_barrier(void *ctx)
+{
+        struct ck_hold *h = ctx;
+        struct daemon *d = h->d;
+        uint64_t t;
+        int r;
+
+        if (d->freezer && !d->user_frozen && !atomic_load(&d->paused)) {
+                h->f0 = now_ns();
+                r = freezer_freeze(d->freezer);
+                if (r < 0) {
+                        h->freeze_err = r;
+                        return log_error_errno(r, "checkpoint: freeze (%s): %m", freezer_method(d->freezer));
+                }
+                h->froze = true;
+                h->freeze_ns = now_ns() - h->f0;
+        }
+        t = now_ns();
+        r = fs_flush_kernel(d->fs, d->mountpoint); /* no lock of ours held */
+        h->flush_ns = now_ns() - t;
+        if (r < 0)
+                return log_error_errno(r, "checkpoint: flush %s: %m", d->mountpoint);
+        return 0;
+}
+
+/* ck_after_barrier(): thaw what ck_before_barrier() froze, unless a pause
+ * keeps it frozen. */
+static void ck_after_barrier(void *ctx)
+{
+        struct ck_hold *h = ctx;
+
+        if (h->froze && !h->pause)
+                thaw_cb(h->d);
+}
+
 static int registry_write(const struct daemon *d);
 
 /* The state dir's last checkpoint: STATE/last-checkpoint, "sha256:<hex>\n". */
@@ -501,14 +550,6 @@ static void last_ck_save(struct daemon *d, const struct digest *dg)
                 r = registry_write(d);
         if (r < 0)
                 log_warning_errno(r, "record the last checkpoint %s in %s and the registry: %m", d->last_ck, path);
-}
-
-/* flush_kernel(): the kernel's dirty pages of the mount, sent to us and
- * written (fs_flush_kernel()). No lock of ours is held: the WRITEs it
- * causes are served by the FUSE workers meanwhile. */
-static int flush_kernel(const struct daemon *d)
-{
-        return fs_flush_kernel(d->fs, d->mountpoint);
 }
 
 /* ---- what the last checkpoint to each target was ---- */
@@ -687,8 +728,9 @@ static enum MHD_Result api_checkpoint(struct daemon *d, struct MHD_Connection *c
         const struct snapshot *parent;
         char parent_s[DIGEST_STR_LEN + 1];
         enum MHD_Result reply_r;
-        uint64_t t0 = now_ns(), f0 = 0, f1 = 0, freeze_ns = 0, flush_ns, barrier_ns;
-        bool froze = false, pushing;
+        uint64_t t0 = now_ns(), f1 = 0, barrier_ns;
+        struct ck_hold hold = { .d = d, .pause = pause };
+        bool pushing;
         int r;
 
         if (body && *body) {
@@ -739,17 +781,6 @@ static enum MHD_Result api_checkpoint(struct daemon *d, struct MHD_Connection *c
         if (prev && backend_has(d->store_be, &prev->digest) <= 0)
                 prev = NULL;
 
-        /* 1. freeze, unless the caller froze it through /freeze (or a pause did) */
-        if (d->freezer && !d->user_frozen && !atomic_load(&d->paused)) {
-                f0 = now_ns();
-                r = freezer_freeze(d->freezer);
-                if (r < 0) {
-                        log_error_errno(r, "checkpoint: freeze (%s): %m", freezer_method(d->freezer));
-                        return reply_errno(conn, "FreezeFailed", "freeze failed", r);
-                }
-                froze = true;
-                freeze_ns = now_ns() - f0;
-        }
         /* The parent: this mount's last checkpoint, else its base. */
         parent = fs_last_checkpoint(d->fs);
         if (!parent)
@@ -757,26 +788,24 @@ static enum MHD_Result api_checkpoint(struct daemon *d, struct MHD_Connection *c
         if (!parent)
                 parent = d->snap;
         snprintf(parent_s, sizeof parent_s, "%s", parent ? digest_str(&parent->digest, dg) : d->snapshot);
-        /* 2. flush the kernel's dirty pages, no lock held */
-        flush_ns = now_ns();
-        r = flush_kernel(d);
-        flush_ns = now_ns() - flush_ns;
-        if (r < 0)
-                log_error_errno(r, "checkpoint: flush %s: %m", d->mountpoint);
-        /* 3.-8. barrier, copy, read and pack the dirty chunks, publish */
-        if (r >= 0)
-                r = fs_checkpoint(d->fs,
-                                  &(struct fs_checkpoint_opts){ .store = d->store_be, .parent = parent,
-                                                                .tag = tag, .labels = labels,
-                                                                .after_barrier = froze && !pause ? thaw_cb : NULL,
-                                                                .ctx = d, .readonly = pause,
-                                                                .prev_tree = prev ? &prev->tree : NULL,
-                                                                .prev_digest = prev ? &prev->digest : NULL },
-                                  &res);
-        if (froze && (!pause || r < 0)) {
+        /* 1.-8. the packer's index of reusable chunks; then freeze and
+         * flush (ck_before_barrier()), the barrier, thaw; then read and
+         * pack the dirty chunks and publish */
+        r = fs_checkpoint(d->fs,
+                          &(struct fs_checkpoint_opts){ .store = d->store_be, .parent = parent,
+                                                        .tag = tag, .labels = labels,
+                                                        .before_barrier = ck_before_barrier,
+                                                        .after_barrier = ck_after_barrier,
+                                                        .ctx = &hold, .readonly = pause,
+                                                        .prev_tree = prev ? &prev->tree : NULL,
+                                                        .prev_digest = prev ? &prev->digest : NULL },
+                          &res);
+        if (hold.froze && (!pause || r < 0)) {
                 thaw_cb(d); /* a no-op if after_barrier thawed it */
-                f1 = d->thawed_ns > f0 ? d->thawed_ns : now_ns(); /* frozen until then */
+                f1 = d->thawed_ns > hold.f0 ? d->thawed_ns : now_ns(); /* frozen until then */
         }
+        if (hold.freeze_err < 0)
+                return reply_errno(conn, "FreezeFailed", "freeze failed", hold.freeze_err);
         if (r < 0)
                 return reply_errno(conn, "CheckpointFailed", pause ? "pause failed" : "checkpoint failed", r);
         if (res.has_parent)
@@ -787,7 +816,7 @@ static enum MHD_Result api_checkpoint(struct daemon *d, struct MHD_Connection *c
         if (pushing && push_run(d, conn, reg, &push, &res.digest, &ps, &reply_r) < 0) {
                 if (pause) { /* a failed pause leaves the mount writable and thawed */
                         fs_set_readonly(d->fs, false);
-                        if (froze)
+                        if (hold.froze)
                                 thaw_cb(d);
                 }
                 return reply_r;
@@ -797,8 +826,8 @@ static enum MHD_Result api_checkpoint(struct daemon *d, struct MHD_Connection *c
         res.duration_ns = now_ns() - t0;
         /* The stall: the sandbox frozen by us, else the write barrier. */
         barrier_ns = res.barrier_ns;
-        if (froze)
-                res.barrier_ns = MAX(res.barrier_ns, f1 - f0);
+        if (hold.froze)
+                res.barrier_ns = MAX(res.barrier_ns, f1 - hold.f0);
         atomic_fetch_add(&d->checkpoints, 1);
         atomic_store(&d->ck_duration_ns, res.duration_ns);
         atomic_store(&d->ck_stall_ns, res.barrier_ns);
@@ -810,7 +839,7 @@ static enum MHD_Result api_checkpoint(struct daemon *d, struct MHD_Connection *c
         log_info("checkpoint %s%s%s%s: %" PRIu64 " bytes dirty, %" PRIu64 " new chunks, stall %.3f ms (freeze %.3f,"
                  " flush %.3f), %.3f ms",
                  dg, tag ? " tag " : "", tag ? tag : "", res.reused ? " (unchanged: the last one)" : "", res.bytes_dirty,
-                 res.chunks_new, (double)res.barrier_ns / 1e6, (double)freeze_ns / 1e6, (double)flush_ns / 1e6,
+                 res.chunks_new, (double)res.barrier_ns / 1e6, (double)hold.freeze_ns / 1e6, (double)hold.flush_ns / 1e6,
                  (double)res.duration_ns / 1e6);
         if (pushing)
                 push_reference(&push, &res.digest, ref);
@@ -832,11 +861,11 @@ static enum MHD_Result api_checkpoint(struct daemon *d, struct MHD_Connection *c
                                             "duration_ns", (json_int_t)res.duration_ns,
                                             "stall_ns", (json_int_t)res.barrier_ns,
                                             "barrier_bytes", (json_int_t)res.barrier_bytes, /* data read in it: 0 */
-                                            "freeze_ns", (json_int_t)freeze_ns, /* of the stall: freezing */
-                                            "flush_ns", (json_int_t)flush_ns,   /* the kernel's dirty pages */
+                                            "freeze_ns", (json_int_t)hold.freeze_ns, /* of the stall: freezing */
+                                            "flush_ns", (json_int_t)hold.flush_ns,   /* the kernel's dirty pages */
                                             "barrier_ns", (json_int_t)barrier_ns,
                                             "chunks_saved", (json_int_t)res.chunks_saved, /* copy-before-write */
-                                            "froze", froze, /* it froze the sandbox for the checkpoint */
+                                            "froze", hold.froze, /* it froze the sandbox for the checkpoint */
                                             "frozen", d->freezer && freezer_frozen(d->freezer), /* now */
                                             "reused", res.reused, /* unchanged since the last one to this target */
                                             "pushed", pushing,

@@ -1097,11 +1097,21 @@ int fs_checkpoint(struct fs *fs, const struct fs_checkpoint_opts *o, struct fs_c
                 goto fail;
         }
 
+        res.prepare_ns = now_ns() - t0;
+        if (o->before_barrier) {
+                r = o->before_barrier(o->ctx);
+                if (r < 0) {
+                        ck_frozen_free(k);
+                        if (o->after_barrier)
+                                o->after_barrier(o->ctx);
+                        goto fail;
+                }
+        }
+
         /* The barrier: copy the model and freeze the layer's chunks; memory
          * only. */
         pthread_rwlock_wrlock(&fs->barrier);
         b0 = now_ns();
-        res.prepare_ns = b0 - t0;
         saved0 = atomic_load(&fs->ck_saved);
         pthread_mutex_lock(&fs->lock);
         r = copy_model(&c);

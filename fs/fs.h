@@ -122,8 +122,16 @@ struct fs_checkpoint_opts {
         const struct snapshot *parent;   /* the base snapshot; NULL: none */
         const char *tag;                 /* may be NULL */
         json_t *labels;                  /* may be NULL */
+        /* Called once the packer knows the chunks it can reuse (the
+         * base's and recent snapshots': reading them is most of a
+         * checkpoint's fixed cost) and right before the barrier, if
+         * non-NULL: where the caller freezes the sandbox and flushes the
+         * kernel's dirty pages, so that neither waits on that work. A
+         * negative errno fails the checkpoint. */
+        int (*before_barrier)(void *ctx);
         /* Called right after the barrier is released (e.g. to thaw the
-         * sandbox), on success and failure alike, if non-NULL. */
+         * sandbox), on success and failure alike (before_barrier's too),
+         * if non-NULL. */
         void (*after_barrier)(void *ctx);
         void *ctx;
         bool readonly; /* pause: leave the fs read-only (fs_set_readonly()),
@@ -161,7 +169,8 @@ struct fs_checkpoint_result {
  * the writable layer holds (memory only); then reads, hashes and packs
  * them while changes go on (a change to a chunk not read yet saves it
  * first), and builds and publishes the tree. The caller flushes the
- * kernel's dirty pages first (syncfs), never under the barrier. The mount
+ * kernel's dirty pages in o->before_barrier (syncfs), never under the
+ * barrier. The mount
  * keeps its base and layer (no fold yet). One call at a time; concurrent
  * with every handler. 0, or -errno (logged). */
 int fs_checkpoint(struct fs *fs, const struct fs_checkpoint_opts *o, struct fs_checkpoint_result *ret);

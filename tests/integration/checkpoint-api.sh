@@ -118,6 +118,38 @@ if [[ -n $CG ]]; then
         [[ $(api "$sock" /api/v1/checkpoint '{}') == 200 ]] || fail "checkpoint failed: $(cat "$T/body")"
         grep -q '^frozen 1$' "$CG/cgroup.events" || fail "the checkpoint thawed a sandbox frozen through /freeze"
         [[ $(api "$sock" /api/v1/unfreeze '{}') == 200 ]] || fail "unfreeze failed"
+
+        # Before its barrier a checkpoint reads the store's index and recent
+        # snapshots (the chunks it may reuse): tens of ms on a real base,
+        # none of which the sandbox should spend frozen. index.json made a
+        # FIFO holds the checkpoint there: the cgroup must not be frozen.
+        step "the sandbox runs while the checkpoint reads the store; frozen only from the flush to the barrier's end"
+        echo during >"$mp/during"
+        mkdir "$T/hold"
+        mv "$S/index.json" "$T/index.json.real"
+        mkfifo "$S/index.json"
+        ln "$S/index.json" "$T/hold/fifo"
+        api "$sock" /api/v1/checkpoint '{}' >"$T/held.code" &
+        ck_pid=$!
+        held=
+        for _ in $(seq 200); do
+                for w in /proc/"$(daemon_pid "$mp")"/task/*/wchan; do
+                        [[ $(cat "$w" 2>/dev/null) == wait_for_partner ]] && held=1
+                done
+                [[ -n $held ]] && break
+                sleep 0.05
+        done
+        [[ -n $held ]] || fail "the checkpoint never opened the store's index"
+        frozen_now=$(grep '^frozen ' "$CG/cgroup.events")
+        mv "$T/index.json.real" "$S/index.json" # the FIFO stays linked at hold/fifo
+        timeout 10 sh -c ': >"$1"' sh "$T/hold/fifo" || fail "could not release the held checkpoint"
+        wait "$ck_pid"
+        [[ $frozen_now == "frozen 0" ]] || fail "the sandbox was frozen while the checkpoint read the store ($frozen_now)"
+        [[ $(cat "$T/held.code") == 200 ]] || fail "the held checkpoint answered $(cat "$T/held.code"): $(cat "$T/body")"
+        [[ $(field froze) == true ]] || fail "the held checkpoint did not freeze the sandbox at all"
+        grep -q '^frozen 0$' "$CG/cgroup.events" || fail "the held checkpoint left the cgroup frozen"
+        st restore --store "$S" "$(field digest)" "$T/r-held"
+        [[ $(cat "$T/r-held/during") == during ]] || fail "the held checkpoint lost the change made before it"
 fi
 
 step "bad requests: 400 BadRequest"
