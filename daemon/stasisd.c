@@ -455,13 +455,14 @@ struct ck_hold {
         bool froze;      /* we froze the sandbox for this checkpoint or pause */
         int freeze_err;  /* the freeze failed: FreezeFailed */
         uint64_t f0, freeze_ns, flush_ns;
+        struct fs_flush *flush; /* the flush helper, started ahead; NULL: none */
 };
 
 /* ck_before_barrier(): freeze the sandbox (unless the caller froze it
  * through /freeze, or a pause did), then flush the kernel's dirty pages, no
- * lock held (the WRITEs it causes are served by the FUSE workers meanwhile).
- * Called by fs_checkpoint() once the packer's index of reusable
- * chunks is built: the sandbox never waits on that. */
+ * lock held (the WRITEs it causes are served by the FUSE workers meanwhile),
+ * by the helper started ahead. Called by fs_checkpoint() once the packer's
+ * index of reusable chunks is built: the sandbox never waits on that. */
 static int ck_before_barrier(void *ctx)
 {
         struct ck_hold *h = ctx;
@@ -480,7 +481,10 @@ static int ck_before_barrier(void *ctx)
                 h->freeze_ns = now_ns() - h->f0;
         }
         t = now_ns();
-        r = fs_flush_kernel(d->fs, d->mountpoint); /* no lock of ours held */
+        if (h->flush) /* no lock of ours held */
+                r = fs_flush_finish(d->fs, TAKE_PTR(h->flush));
+        else
+                r = fs_flush_kernel(d->fs, d->mountpoint);
         h->flush_ns = now_ns() - t;
         if (r < 0)
                 return log_error_errno(r, "checkpoint: flush %s: %m", d->mountpoint);
@@ -791,6 +795,11 @@ static enum MHD_Result api_checkpoint(struct daemon *d, struct MHD_Connection *c
         /* 1.-8. the packer's index of reusable chunks; then freeze and
          * flush (ck_before_barrier()), the barrier, thaw; then read and
          * pack the dirty chunks and publish */
+        /* The flush helper's exec now, while the packer indexes the
+         * reusable chunks, not in the stall (a failure here is not one:
+         * ck_before_barrier() then starts it itself) */
+        if (fs_flush_start(d->mountpoint, &hold.flush) < 0)
+                hold.flush = NULL;
         r = fs_checkpoint(d->fs,
                           &(struct fs_checkpoint_opts){ .store = d->store_be, .parent = parent,
                                                         .tag = tag, .labels = labels,
@@ -800,6 +809,7 @@ static enum MHD_Result api_checkpoint(struct daemon *d, struct MHD_Connection *c
                                                         .prev_tree = prev ? &prev->tree : NULL,
                                                         .prev_digest = prev ? &prev->digest : NULL },
                           &res);
+        fs_flush_abort(TAKE_PTR(hold.flush)); /* failed before the flush */
         if (hold.froze && (!pause || r < 0)) {
                 thaw_cb(d); /* a no-op if after_barrier thawed it */
                 f1 = d->thawed_ns > hold.f0 ? d->thawed_ns : now_ns(); /* frozen until then */

@@ -20,6 +20,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <sys/wait.h>
@@ -2223,22 +2224,21 @@ ssize_t fs_read_file(struct fs *fs, uint64_t ino, uint64_t off, void *dst, size_
  * ring, the ring holds /dev/fuse, and the child, waiting on the mount,
  * holds the memory. An exec'd helper has its own memory and none of our
  * descriptors; if we die, our exit aborts the connection and the helper's
- * request fails instead of hanging. It costs an exec (~2 ms). */
+ * request fails instead of hanging. It costs an exec (~2 ms), which a
+ * checkpoint pays before it freezes the sandbox (fs_flush_start()). */
 
 /* Each file open for writing is opened by its FUSE file handle (struct
  * fuse_inode_handle as the kernel encodes it: type FILEID_INO64_GEN, the
  * node id's two halves, the generation, 0 here) and closed. */
-static int flush_mount(const char *mountpoint, const uint64_t *inos, size_t n)
+static int flush_mount(int mfd, const char *mountpoint, const uint64_t *inos, size_t n)
 {
-        _cleanup_(closep) int mfd = -1;
         struct {
                 struct file_handle fh;
                 uint32_t raw[3];
         } h = { .fh = { .handle_bytes = sizeof h.raw, .handle_type = 0x81 } };
         int r = 0;
 
-        mfd = open(mountpoint, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-        if (mfd < 0 || syncfs(mfd) < 0)
+        if (syncfs(mfd) < 0)
                 return log_error_errno(errno, "flush: syncfs %s: %m", mountpoint);
         /* syncfs() waits for the pages it wrote back, but not for a WRITE
          * the kernel queued behind an earlier one of the same page, which a
@@ -2264,40 +2264,145 @@ static int flush_mount(const char *mountpoint, const uint64_t *inos, size_t n)
         return r;
 }
 
+/* The helper's stdin: a count n (uint64_t), then n inode numbers. End of
+ * input before all of it (the daemon gave up on the flush, or died): no
+ * flush. */
+static int read_list(uint64_t **ret, size_t *ret_n)
+{
+        _cleanup_(freep) uint64_t *inos = NULL;
+        uint64_t n;
+        ssize_t got;
+
+        got = read_full(STDIN_FILENO, &n, sizeof n);
+        if (got != (ssize_t)sizeof n)
+                return got < 0 ? (int)got : -ECANCELED;
+        if (n > SIZE_MAX / sizeof *inos / 2)
+                return -EINVAL;
+        if (n) {
+                inos = malloc((size_t)n * sizeof *inos);
+                if (!inos)
+                        return -ENOMEM;
+                got = read_full(STDIN_FILENO, inos, (size_t)n * sizeof *inos);
+                if (got != (ssize_t)(n * sizeof *inos))
+                        return got < 0 ? (int)got : -ECANCELED;
+        }
+        *ret = TAKE_PTR(inos);
+        *ret_n = (size_t)n;
+        return 0;
+}
+
 int fs_flush_helper(const char *mountpoint)
 {
         _cleanup_(freep) uint64_t *inos = NULL;
-        struct stat st;
-        ssize_t got;
+        _cleanup_(closep) int mfd = -1;
+        size_t n = 0;
         int r;
 
         /* Nothing of the daemon's but stdin (the inode list) and stderr. */
         (void)close_range(3, ~0u, 0);
-        if (fstat(STDIN_FILENO, &st) < 0 || st.st_size < 0 || st.st_size % (off_t)sizeof *inos)
-                return log_error_errno(EINVAL, "flush helper: stdin is not a list of inode numbers"), EINVAL;
-        if (st.st_size) {
-                inos = malloc((size_t)st.st_size);
-                if (!inos)
-                        return ENOMEM;
-                got = pread_full(STDIN_FILENO, inos, (size_t)st.st_size, 0);
-                if (got != st.st_size)
-                        return log_error_errno(EIO, "flush helper: short inode list"), EIO;
+        /* Ready before the list comes: the open is not part of the flush. */
+        mfd = open(mountpoint, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (mfd < 0) {
+                r = log_error_errno(errno, "flush helper: open %s: %m", mountpoint);
+                return MIN(-r, 255);
         }
-        r = flush_mount(mountpoint, inos, (size_t)st.st_size / sizeof *inos);
+        r = read_list(&inos, &n);
+        if (r == -ECANCELED)
+                return ECANCELED; /* fs_flush_abort(), or the daemon is gone */
+        if (r < 0) {
+                log_error_errno(r, "flush helper: the inode list: %m");
+                return MIN(-r, 255);
+        }
+        r = flush_mount(mfd, mountpoint, inos, n);
         return r < 0 ? MIN(-r, 255) : 0;
 }
 
-int fs_flush_kernel(struct fs *fs, const char *mountpoint)
+struct fs_flush {
+        pid_t pid;
+        int fd; /* our end of the helper's stdin */
+};
+
+int fs_flush_start(const char *mountpoint, struct fs_flush **ret)
 {
-        _cleanup_(freep) uint64_t *inos = NULL;
-        _cleanup_(closep) int lfd = -1;
+        _cleanup_(freep) struct fs_flush *f = NULL;
         posix_spawn_file_actions_t fa;
         char *argv[] = { (char *)"stasisd", (char *)FS_FLUSH_HELPER_ARG, (char *)mountpoint, NULL };
-        size_t n = 0, cap = 0;
-        int r = 0, status;
-        pid_t pid;
+        int sv[2], r;
 
-        if (!fs || !mountpoint)
+        if (!mountpoint || !ret)
+                return -EINVAL;
+        f = calloc(1, sizeof *f);
+        if (!f)
+                return -ENOMEM;
+        /* A socket, not a pipe: a send to a helper that died fails with
+         * EPIPE instead of raising SIGPIPE (MSG_NOSIGNAL). */
+        if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0)
+                return log_error_errno(errno, "flush: socketpair: %m");
+        r = posix_spawn_file_actions_init(&fa);
+        if (!r)
+                r = posix_spawn_file_actions_adddup2(&fa, sv[1], STDIN_FILENO);
+        if (!r)
+                r = posix_spawn(&f->pid, "/proc/self/exe", &fa, NULL, argv, environ);
+        posix_spawn_file_actions_destroy(&fa);
+        close(sv[1]);
+        if (r) {
+                close(sv[0]);
+                return log_error_errno(r, "flush: start the helper: %m");
+        }
+        f->fd = sv[0];
+        *ret = TAKE_PTR(f);
+        return 0;
+}
+
+/* flush_wait(): reap the helper; its exit status as 0 or -errno. */
+static int flush_wait(struct fs_flush *f)
+{
+        int status;
+
+        close(f->fd);
+        while (waitpid(f->pid, &status, 0) < 0)
+                if (errno != EINTR)
+                        return log_error_errno(errno, "flush: wait for the helper: %m");
+        if (!WIFEXITED(status))
+                return log_error_errno(EIO, "flush: the helper ended by signal %d",
+                                       WIFSIGNALED(status) ? WTERMSIG(status) : 0);
+        return -WEXITSTATUS(status);
+}
+
+void fs_flush_abort(struct fs_flush *f)
+{
+        if (!f)
+                return;
+        (void)flush_wait(f); /* end of input before the count: it exits */
+        free(f);
+}
+
+/* send_all(): the whole buffer, MSG_NOSIGNAL. */
+static int send_all(int fd, const void *buf, size_t len)
+{
+        const uint8_t *p = buf;
+
+        while (len) {
+                ssize_t n = send(fd, p, len, MSG_NOSIGNAL);
+                if (n < 0) {
+                        if (errno == EINTR)
+                                continue;
+                        return -errno;
+                }
+                p += n;
+                len -= (size_t)n;
+        }
+        return 0;
+}
+
+int fs_flush_finish(struct fs *fs, struct fs_flush *f)
+{
+        _cleanup_(freep) uint64_t *inos = NULL;
+        uint64_t count;
+        size_t n = 0, cap = 0;
+        int r = 0, w;
+
+        if (!fs || !f)
                 return -EINVAL;
         /* The files open for writing now. */
         pthread_mutex_lock(&fs->lock);
@@ -2318,30 +2423,26 @@ int fs_flush_kernel(struct fs *fs, const char *mountpoint)
                         inos[n++] = p->ino;
                 }
         pthread_mutex_unlock(&fs->lock);
-        if (r < 0)
-                return r;
-        /* The list goes to the helper's stdin as a memfd (a pipe could
-         * fill before it reads). */
-        lfd = memfd_create("stasis-flush", MFD_CLOEXEC);
-        if (lfd < 0)
-                return log_error_errno(errno, "flush: memfd: %m");
-        r = n ? pwrite_full(lfd, inos, n * sizeof *inos, 0) : 0;
-        if (r < 0)
-                return log_error_errno(r, "flush: write the inode list: %m");
-        r = posix_spawn_file_actions_init(&fa);
-        if (r)
-                return -r;
-        r = posix_spawn_file_actions_adddup2(&fa, lfd, STDIN_FILENO);
-        if (!r)
-                r = posix_spawn(&pid, "/proc/self/exe", &fa, NULL, argv, environ);
-        posix_spawn_file_actions_destroy(&fa);
-        if (r)
-                return log_error_errno(r, "flush: start the helper: %m");
-        while (waitpid(pid, &status, 0) < 0)
-                if (errno != EINTR)
-                        return log_error_errno(errno, "flush: wait for the helper: %m");
-        if (!WIFEXITED(status))
-                return log_error_errno(EIO, "flush: the helper ended by signal %d",
-                                       WIFSIGNALED(status) ? WTERMSIG(status) : 0);
-        return -WEXITSTATUS(status);
+        if (r >= 0) {
+                count = n;
+                r = send_all(f->fd, &count, sizeof count);
+                if (r >= 0 && n)
+                        r = send_all(f->fd, inos, n * sizeof *inos);
+                if (r < 0)
+                        log_error_errno(r, "flush: send the inode list to the helper: %m");
+        }
+        w = flush_wait(f); /* without the whole list it exits, flushing nothing */
+        free(f);
+        return r < 0 ? r : w;
+}
+
+int fs_flush_kernel(struct fs *fs, const char *mountpoint)
+{
+        struct fs_flush *f;
+        int r;
+
+        if (!fs || !mountpoint)
+                return -EINVAL;
+        r = fs_flush_start(mountpoint, &f);
+        return r < 0 ? r : fs_flush_finish(fs, f);
 }

@@ -180,10 +180,20 @@ int fs_checkpoint(struct fs *fs, const struct fs_checkpoint_opts *o, struct fs_c
  * each file open for writing, which waits for its WRITEs). Call with no
  * lock held, not from a FUSE handler. 0 or -errno (logged). */
 int fs_flush_kernel(struct fs *fs, const char *mountpoint);
+/* The same in two steps, so that starting the helper (an exec, ~2 ms) is
+ * not part of a stall: fs_flush_start() starts it, ready and waiting;
+ * fs_flush_finish() lists the files open for writing, hands it the list
+ * and waits for the flush; fs_flush_abort() lets it go without a flush.
+ * Either frees f. */
+struct fs_flush;
+int fs_flush_start(const char *mountpoint, struct fs_flush **ret);
+int fs_flush_finish(struct fs *fs, struct fs_flush *f);
+void fs_flush_abort(struct fs_flush *f);
 /* fs_flush_kernel() runs the flush's requests on the mount in a helper, the
  * daemon's own executable run as `EXE FS_FLUSH_HELPER_ARG MOUNTPOINT` with
- * the inode list on stdin; its main() hands that to fs_flush_helper(),
- * whose return value is the exit status (0, or an errno). */
+ * the inode list on stdin (a count, then the inode numbers); its main()
+ * hands that to fs_flush_helper(), whose return value is the exit status
+ * (0, or an errno). */
 #define FS_FLUSH_HELPER_ARG "--flush-kernel-helper"
 int fs_flush_helper(const char *mountpoint);
 

@@ -167,6 +167,23 @@ ssize_t pread_full(int fd, void *buf, size_t len, uint64_t off)
         return (ssize_t)done;
 }
 
+ssize_t read_full(int fd, void *buf, size_t len)
+{
+        size_t done = 0;
+        while (done < len) {
+                ssize_t n = read(fd, (char *)buf + done, len - done);
+                if (n < 0) {
+                        if (errno == EINTR)
+                                continue;
+                        return -errno;
+                }
+                if (n == 0)
+                        break;
+                done += (size_t)n;
+        }
+        return (ssize_t)done;
+}
+
 int pwrite_full(int fd, const void *buf, size_t len, uint64_t off)
 {
         size_t done = 0;

@@ -143,6 +143,7 @@ int parse_size(const char *s, uint64_t *ret);
 /* Full-length I/O that retries on EINTR and short counts.
  * read_full() returns bytes read (less than len only at end of file) or -errno. */
 ssize_t pread_full(int fd, void *buf, size_t len, uint64_t off);
+ssize_t read_full(int fd, void *buf, size_t len);
 int pwrite_full(int fd, const void *buf, size_t len, uint64_t off);
 int write_full(int fd, const void *buf, size_t len);
 /* read_file_at(): a whole (small) file into a NUL-terminated malloc'd buffer,
