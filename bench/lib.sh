@@ -85,7 +85,12 @@ cmd_limit() { local l; l=$(budget_left); echo $((l > 60 ? l : 60)); }
 #   M_RC M_WALL (s, the command) M_SYNC (s, the sync after it) M_DUR (s, both)
 #   M_USER M_SYS M_CPU (s, the command and its children) M_RSS (KiB, peak)
 #   M_LOAD (1-minute load average just before: other work on the machine)
+# M_SYNC_ALSO, if set, is a second path whose filesystem is synced after
+# SYNC_PATH's: a FUSE mount's `sync -f` sends its dirty pages to the daemon
+# but makes nothing durable (the kernel sends FUSE_SYNCFS to virtiofs only),
+# so a stasis mount's is its state dir.
 M_TIMEFILE=
+M_SYNC_ALSO=
 measure() {
         local sync_path=$1 t0 t1 t2
         shift
@@ -97,6 +102,7 @@ measure() {
         timeout -k 10 "$(cmd_limit)" /usr/bin/time -f '%U %S %M' -o "$M_TIMEFILE" "$@" || M_RC=$?
         t1=$(date +%s%N)
         sync -f "$sync_path" 2>/dev/null || sync
+        [[ -z $M_SYNC_ALSO ]] || sync -f "$M_SYNC_ALSO" 2>/dev/null || sync
         t2=$(date +%s%N)
         read -r M_USER M_SYS M_RSS < <(tail -n 1 "$M_TIMEFILE" | awk 'NF == 3 { print; next } { print "NA NA NA" }')
         M_WALL=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f", (b - a) / 1e9 }')

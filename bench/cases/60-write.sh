@@ -93,6 +93,7 @@ WR_URING=/sys/module/fuse/parameters/enable_uring
 # write_target TOOL -> sets WT (a fresh empty directory on that target)
 write_target() {
         local tool=$1 o=$WORK/out/write was transport want
+        M_SYNC_ALSO=
         case $tool in
         stasis | stasis-uring)
                 want=/dev/fuse
@@ -106,6 +107,7 @@ write_target() {
                 ((MR_RC == 0)) || return 1
                 transport=$("$STASIS" status --json "$o/mp" | jq -r .fuse_transport)
                 [[ $transport == "$want" ]] || { log "$tool: the mount runs over $transport, not $want"; return 1; }
+                M_SYNC_ALSO=$o/state
                 WT=$o/mp/w ;;
         overlay)
                 rm -rf "$o/ov"
@@ -248,7 +250,8 @@ upper and work dirs beside it) and a plain directory, each new for each run
 and set aside (not deleted) until the case ends, after a 61 s wait for
 inodes freed by earlier cases (ext4 without a journal skips inodes freed in
 the last 60 s when it allocates); tools in rotated order. Tests: **untar** of 5,000 small files (a
-site-packages-like tree from \`benchgen pip\`) + \`sync -f\`;
+site-packages-like tree from \`benchgen pip\`) + \`sync -f\` (for stasis also of its
+state dir: a FUSE mount's \`sync -f\` makes nothing durable, docs/writable-layer.md);
 **sequential write**: \`dd bs=1M conv=fsync\` of a ${WR_SEQ_MB} MiB file from the page
 cache, the median of ${WR_SEQ_N} writes each run; **4 KiB random r/w**: fio randrw 50/50, psync, buffered (page cache
 in front of every target), ${WR_FIO_SIZE} file, ${WR_FIO_T} s time-based, read+write IOPS;
@@ -301,7 +304,7 @@ EOF
 
 Commands (T a fresh empty dir on the target):
 
-    tar -C T -xf small.tar; sync -f T
+    tar -C T -xf small.tar; sync -f T  # stasis: then sync -f STATE
     taskset -c 0 tar -C T/u1 -xf small.tar; sync -f T
     dd if=seq.bin of=T/seq.bin bs=1M conv=fsync
     fio --name=rr --filename=T/fio.dat --size=${WR_FIO_SIZE} --bs=4k --rw=randrw --rwmixread=50 \\
