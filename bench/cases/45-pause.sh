@@ -505,6 +505,10 @@ longest interval between two consecutive writes that overlaps the
 checkpoint; **quiet gap**: the longest one in the second before it (the
 scheduling noise of this shared 2-core machine); stall_ns is what the
 checkpoint reports (freeze to thaw). The order of the four alternates by run.
+The freeze holds the flush and the write barrier only: the checkpoint reads
+the store's recent trees (the chunks it may reuse; 60-200 ms on this base)
+and starts its flush helper before it freezes. So both sizes stall for a few
+ms, and their ratio compares small numbers near the quiet gap.
 
 | data | dirty | runs | writer gap ms | quiet gap ms | stall_ns ms | checkpoint duration s | bytes_dirty |
 |---|---|---|---|---|---|---|---|
