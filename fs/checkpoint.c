@@ -42,6 +42,9 @@ struct ck_inode {
         char *target;  /* a symlink's */
         struct wl_xattr *xattrs;
         size_t n_xattrs;
+        /* target, and the xattrs' names and values, point into the base
+         * tree (immutable while the fs lives): not copied, not freed. */
+        bool target_borrowed, xattrs_borrowed;
         /* Regular files. */
         bool has_data, in_base;
         struct tree_inode base;
@@ -62,6 +65,7 @@ struct ck_dirent {
         uint32_t dir;  /* index into inodes */
         uint32_t child;
         char *name;
+        bool borrowed; /* name points into the base tree: not freed */
 };
 
 struct ck {
@@ -71,6 +75,7 @@ struct ck {
         struct ck_dirent *dirents;
         size_t n_dirents, cap_dirents;
         uint32_t *index; /* ino -> 1 + index into inodes; 0: not seen */
+        size_t cap_index;
         uint64_t next_ino;
         struct packer *packer;
         struct snapshot **recent; /* the store's newest snapshots, known to the packer */
@@ -87,8 +92,9 @@ static void ck_release(struct ck *c)
 {
         for (size_t i = 0; i < c->n_inodes; i++) {
                 struct ck_inode *in = &c->inodes[i];
-                free(in->target);
-                for (size_t x = 0; x < in->n_xattrs; x++) {
+                if (!in->target_borrowed)
+                        free(in->target);
+                for (size_t x = 0; x < in->n_xattrs && !in->xattrs_borrowed; x++) {
                         free(in->xattrs[x].name);
                         free(in->xattrs[x].value);
                 }
@@ -100,7 +106,8 @@ static void ck_release(struct ck *c)
         }
         free(c->inodes);
         for (size_t i = 0; i < c->n_dirents; i++)
-                free(c->dirents[i].name);
+                if (!c->dirents[i].borrowed)
+                        free(c->dirents[i].name);
         free(c->dirents);
         free(c->index);
         free(c->jobs);
@@ -177,15 +184,15 @@ static int add_inode(struct ck *c, uint64_t ino, uint32_t *ret_idx)
                                 return -ENOMEM;
                 }
                 in->n_xattrs = n;
+                in->xattrs_borrowed = true;
                 for (uint32_t x = 0; x < n; x++) {
                         const char *name;
                         const void *value;
                         size_t len;
                         r = tree_xattr(fs->tree, &ti, x, &name, &value, &len);
-                        if (r >= 0)
-                                r = xattr_copy(&in->xattrs[x], name, value, len);
                         if (r < 0)
                                 return r;
+                        in->xattrs[x] = (struct wl_xattr){ .name = (char *)name, .value = (void *)value, .len = len };
                 }
         }
 
@@ -198,9 +205,14 @@ static int add_inode(struct ck *c, uint64_t ino, uint32_t *ret_idx)
                         t = NULL;
                 if (!t)
                         return -EIO;
-                in->target = strdup(t);
-                if (!in->target)
-                        return -ENOMEM;
+                if (p && p->symlink) {
+                        in->target = strdup(t);
+                        if (!in->target)
+                                return -ENOMEM;
+                } else {
+                        in->target = (char *)t;
+                        in->target_borrowed = true;
+                }
                 in->attr.size = strlen(t);
         } else if (S_ISDIR(in->attr.mode))
                 in->attr.size = 0;
@@ -220,7 +232,9 @@ static int add_inode(struct ck *c, uint64_t ino, uint32_t *ret_idx)
         return 0;
 }
 
-static int add_dirent(struct ck *c, uint32_t dir, uint32_t child, const char *name)
+/* add_dirent(): borrow says name points into the base tree (kept, not
+ * copied); the layer's names change after the barrier, so they are copied. */
+static int add_dirent(struct ck *c, uint32_t dir, uint32_t child, const char *name, bool borrow)
 {
         if (c->n_dirents == c->cap_dirents) {
                 size_t n = c->cap_dirents ? 2 * c->cap_dirents : 256;
@@ -230,14 +244,16 @@ static int add_dirent(struct ck *c, uint32_t dir, uint32_t child, const char *na
                 c->dirents = v;
                 c->cap_dirents = n;
         }
-        c->dirents[c->n_dirents] = (struct ck_dirent){ .dir = dir, .child = child, .name = strdup(name) };
+        c->dirents[c->n_dirents] = (struct ck_dirent){ .dir = dir, .child = child,
+                                                       .name = borrow ? (char *)name : strdup(name),
+                                                       .borrowed = borrow };
         if (!c->dirents[c->n_dirents].name)
                 return -ENOMEM;
         c->n_dirents++;
         return 0;
 }
 
-static int visit_child(struct ck *c, uint32_t dir, const char *name, uint64_t ino)
+static int visit_child(struct ck *c, uint32_t dir, const char *name, uint64_t ino, bool borrow)
 {
         uint32_t idx;
         int r;
@@ -252,12 +268,54 @@ static int visit_child(struct ck *c, uint32_t dir, const char *name, uint64_t in
                         return r;
         }
         c->inodes[idx].refs++;
-        return add_dirent(c, dir, idx, name);
+        return add_dirent(c, dir, idx, name, borrow);
 }
 
 /* copy_model(): every inode reachable from the root, breadth first
  * (fs->lock held). Unlinked inodes (open, or deleted base files) are not
  * reachable and so not in the snapshot. */
+/* alloc_touched(): n zeroed elements, every page written now. */
+static void *alloc_touched(size_t n, size_t size)
+{
+        void *p;
+
+        if (n > SIZE_MAX / size)
+                return NULL;
+        p = malloc(MAX(n * size, (size_t)1));
+        if (p)
+                memset(p, 0, n * size);
+        return p;
+}
+
+/* ck_reserve(): the model copy's arrays, allocated and touched before the
+ * barrier. On these VMs the first touch of a page costs a host fault too
+ * (~2 µs per 4 KiB): copying the bench's 21,000-inode model into memory
+ * that realloc() kept doubling took 4-23 ms under the barrier, most of it
+ * page faults (perf). Sized from the inode-number space (each inode is
+ * added once) and the base's directory entries, with slack; copy_model()
+ * grows them as before if the mount grew past that meanwhile. */
+static int ck_reserve(struct ck *c)
+{
+        struct fs *fs = c->fs;
+        size_t ni, nd;
+
+        pthread_mutex_lock(&fs->lock);
+        ni = MAX(fs->next_ino, tree_next_ino(fs->tree));
+        pthread_mutex_unlock(&fs->lock);
+        ni += ni / 8 + 256;
+        nd = MAX((size_t)tree_n_dirents(fs->tree), ni);
+        nd += nd / 8 + 1024;
+        c->inodes = alloc_touched(ni, sizeof *c->inodes);
+        c->dirents = alloc_touched(nd, sizeof *c->dirents);
+        c->index = alloc_touched(ni, sizeof *c->index);
+        if (!c->inodes || !c->dirents || !c->index)
+                return -ENOMEM;
+        c->cap_inodes = ni;
+        c->cap_dirents = nd;
+        c->cap_index = ni;
+        return 0;
+}
+
 static int copy_model(struct ck *c)
 {
         struct fs *fs = c->fs;
@@ -265,9 +323,13 @@ static int copy_model(struct ck *c)
         int r;
 
         c->next_ino = MAX(fs->next_ino, tree_next_ino(fs->tree));
-        c->index = calloc(c->next_ino, sizeof *c->index);
-        if (!c->index)
-                return -ENOMEM;
+        if (c->next_ino > c->cap_index) { /* grew past ck_reserve()'s */
+                free(c->index);
+                c->index = calloc(c->next_ino, sizeof *c->index);
+                if (!c->index)
+                        return -ENOMEM;
+                c->cap_index = c->next_ino;
+        }
         r = add_inode(c, TREE_ROOT_INO, &root);
         if (r < 0)
                 return r;
@@ -283,7 +345,7 @@ static int copy_model(struct ck *c)
                                 const struct wl_dirent *de = &p->dir->ents[e];
                                 if (!de->name)
                                         continue;
-                                r = visit_child(c, (uint32_t)i, de->name, de->ino);
+                                r = visit_child(c, (uint32_t)i, de->name, de->ino, false);
                                 if (r < 0)
                                         return r;
                         }
@@ -296,7 +358,7 @@ static int copy_model(struct ck *c)
                                 uint64_t child;
                                 r = tree_dirent(fs->tree, &ti, e, &name, &len, &child);
                                 if (r >= 0)
-                                        r = visit_child(c, (uint32_t)i, name, child);
+                                        r = visit_child(c, (uint32_t)i, name, child, true);
                                 if (r < 0)
                                         return r;
                         }
@@ -1092,6 +1154,8 @@ int fs_checkpoint(struct fs *fs, const struct fs_checkpoint_opts *o, struct fs_c
                          &c.n_recent) >= 0)
                 for (size_t i = 0; i < c.n_recent && r >= 0; i++)
                         r = packer_add_known(c.packer, c.recent[i]->tree);
+        if (r >= 0)
+                r = ck_reserve(&c);
         if (r < 0) {
                 ck_frozen_free(k);
                 goto fail;

@@ -1213,6 +1213,7 @@ uint64_t tree_next_ino(const struct tree *t) { return t ? t->l.next_ino : 0; }
 uint32_t tree_n_packs(const struct tree *t) { return t ? (uint32_t)t->l.n_packs : 0; }
 uint32_t tree_n_chunks(const struct tree *t) { return t ? (uint32_t)t->l.n_chunks : 0; }
 uint32_t tree_n_inodes(const struct tree *t) { return t ? (uint32_t)t->l.n_inodes : 0; }
+uint32_t tree_n_dirents(const struct tree *t) { return t ? (uint32_t)t->l.n_dirents : 0; }
 
 const struct digest *tree_pack(const struct tree *t, uint32_t idx)
 {

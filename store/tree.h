@@ -179,6 +179,7 @@ uint64_t tree_next_ino(const struct tree *t);
 uint32_t tree_n_packs(const struct tree *t);
 uint32_t tree_n_chunks(const struct tree *t);
 uint32_t tree_n_inodes(const struct tree *t);
+uint32_t tree_n_dirents(const struct tree *t);
 
 const struct digest *tree_pack(const struct tree *t, uint32_t idx);
 int tree_chunk(const struct tree *t, uint32_t idx, struct tree_chunk *ret);
