@@ -150,11 +150,14 @@ int parse_size(const char *s, uint64_t *ret)
         return 0;
 }
 
-ssize_t pread_full(int fd, void *buf, size_t len, uint64_t off)
+/* read_loop(): read() (off < 0) or pread() at off until len bytes or end
+ * of file; the count, or -errno. */
+static ssize_t read_loop(int fd, void *buf, size_t len, int64_t off)
 {
         size_t done = 0;
         while (done < len) {
-                ssize_t n = pread(fd, (char *)buf + done, len - done, (off_t)(off + done));
+                ssize_t n = off < 0 ? read(fd, (char *)buf + done, len - done)
+                                    : pread(fd, (char *)buf + done, len - done, (off_t)(off + (int64_t)done));
                 if (n < 0) {
                         if (errno == EINTR)
                                 continue;
@@ -167,21 +170,16 @@ ssize_t pread_full(int fd, void *buf, size_t len, uint64_t off)
         return (ssize_t)done;
 }
 
+ssize_t pread_full(int fd, void *buf, size_t len, uint64_t off)
+{
+        if (off > INT64_MAX)
+                return -EINVAL;
+        return read_loop(fd, buf, len, (int64_t)off);
+}
+
 ssize_t read_full(int fd, void *buf, size_t len)
 {
-        size_t done = 0;
-        while (done < len) {
-                ssize_t n = read(fd, (char *)buf + done, len - done);
-                if (n < 0) {
-                        if (errno == EINTR)
-                                continue;
-                        return -errno;
-                }
-                if (n == 0)
-                        break;
-                done += (size_t)n;
-        }
-        return (ssize_t)done;
+        return read_loop(fd, buf, len, -1);
 }
 
 int pwrite_full(int fd, const void *buf, size_t len, uint64_t off)
