@@ -1295,8 +1295,6 @@ static int daemonize(int *ret_fd)
         return 0;
 }
 
-/* empty_snapshot(): a snapshot of one empty root directory, owned by the
- * caller, in memory only. */
 /* The control API is started after readiness, on a thread of its own:
  * loading libmicrohttpd (and GnuTLS with it) is not on the way of the
  * mount's first read. If it fails, the socket is closed (clients are
@@ -1331,6 +1329,8 @@ static void *api_start_run(void *arg)
         return NULL;
 }
 
+/* empty_snapshot(): a snapshot of one empty root directory, owned by the
+ * caller, in memory only. */
 static int empty_snapshot(struct snapshot **ret)
 {
         struct tree_builder *tb = tree_builder_new(CHUNK_SIZE_DEFAULT);
