@@ -129,6 +129,11 @@ struct daemon {
         atomic_bool paused;      /* POST /pause succeeded, no /unpause yet; api writes */
         struct backend *store_be; /* where checkpoints publish; NULL: cannot checkpoint */
         const char *no_checkpoint; /* why not, if store_be is NULL */
+        bool empty;                /* --empty: the base is in memory, not in any store */
+        /* An --empty mount's store (d.store, local), where its checkpoints
+         * go: opened at mount if it exists, else made by the first
+         * checkpoint (store_ready()); owned. */
+        struct backend *empty_store;
         /* A mount made from oci://HOST/REPO: checkpoints publish into a node
          * store in the state dir (node_local, seen through node, which reads
          * the registry's blobs too), then push to home, with home_ro (the
@@ -712,6 +717,33 @@ static void json_wipe_decrefp_(json_t **j)
         json_decref(*j);
 }
 
+/* store_ready(): the store checkpoints publish to. An --empty mount's is
+ * opened, or made, at its first checkpoint if it did not exist at mount.
+ * 0; -ENOTSUP (d->no_checkpoint says why); or -errno (logged). */
+static int store_ready(struct daemon *d)
+{
+        int r;
+
+        if (d->store_be)
+                return 0;
+        if (!d->empty || d->no_checkpoint)
+                return -ENOTSUP;
+        r = backend_local_open(d->store, true, &d->empty_store);
+        if (r < 0)
+                return log_error_errno(r, "open or make the store %s: %m", d->store);
+        d->store_be = d->empty_store;
+        return 0;
+}
+
+/* reply_no_store(): the answer for store_ready()'s error r. */
+static enum MHD_Result reply_no_store(const struct daemon *d, struct MHD_Connection *conn, int r)
+{
+        if (r == -ENOTSUP)
+                return reply_error(conn, MHD_HTTP_BAD_REQUEST, "BadRequest",
+                                   d->no_checkpoint ? d->no_checkpoint : "the mount has no store");
+        return reply_errno(conn, "CheckpointFailed", "the mount's store cannot be opened or made", r);
+}
+
 /* POST /api/v1/checkpoint and /api/v1/pause (docs/control-api.md). A
  * pause is a checkpoint after which the sandbox stays frozen (if labelled)
  * and the mount read-only until /unpause or unmount. With a push target the
@@ -772,8 +804,9 @@ static enum MHD_Result api_checkpoint(struct daemon *d, struct MHD_Connection *c
                 push_target(&push);
                 pushing = true;
         }
-        if (!d->store_be)
-                return reply_error(conn, MHD_HTTP_BAD_REQUEST, "BadRequest", d->no_checkpoint);
+        r = store_ready(d);
+        if (r < 0)
+                return reply_no_store(d, conn, r);
         if (pause && atomic_load(&d->paused))
                 return reply_error(conn, MHD_HTTP_CONFLICT, "Busy", "the mount is paused already (unpause first)");
         /* 0. the registry first: wrong credentials or a registry that does
@@ -785,13 +818,14 @@ static enum MHD_Result api_checkpoint(struct daemon *d, struct MHD_Connection *c
         if (prev && backend_has(d->store_be, &prev->digest) <= 0)
                 prev = NULL;
 
-        /* The parent: this mount's last checkpoint, else its base. */
+        /* The parent: this mount's last checkpoint, else its base (none
+         * for an --empty mount: its base is in no store). */
         parent = fs_last_checkpoint(d->fs);
         if (!parent)
                 parent = d->last_parent;
-        if (!parent)
+        if (!parent && !d->empty)
                 parent = d->snap;
-        snprintf(parent_s, sizeof parent_s, "%s", parent ? digest_str(&parent->digest, dg) : d->snapshot);
+        snprintf(parent_s, sizeof parent_s, "%s", parent ? digest_str(&parent->digest, dg) : "");
         /* 1.-8. the packer's index of reusable chunks; then freeze and
          * flush (ck_before_barrier()), the barrier, thaw; then read and
          * pack the dirty chunks and publish */
@@ -859,10 +893,10 @@ static enum MHD_Result api_checkpoint(struct daemon *d, struct MHD_Connection *c
                 char tdg[DIGEST_STR_LEN + 1];
                 digest_str(&res.tree_digest, tdg);
                 return reply_json(conn, MHD_HTTP_OK,
-                                  json_pack("{s:s, s:s, s:s, s:I, s:s, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:b,"
+                                  json_pack("{s:s, s:s, s:s, s:I, s:o, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:b,"
                                             " s:b, s:b, s:b, s:I, s:I, s:I, s:I, s:I, s:I}",
                                             "digest", dg, "reference", ref, "tree", tdg,
-                                            "generation", (json_int_t)res.generation, "parent", parent_s,
+                                            "generation", (json_int_t)res.generation, "parent", *parent_s ? json_string(parent_s) : json_null(),
                                             "bytes_dirty", (json_int_t)res.bytes_dirty,
                                             "bytes_new", (json_int_t)res.bytes_new,
                                             "bytes_uploaded", (json_int_t)ps.bytes_copied,
@@ -923,8 +957,9 @@ static enum MHD_Result api_push(struct daemon *d, struct MHD_Connection *conn, c
         r = parse_push(req, tag, &push, err);
         if (r <= 0)
                 return reply_error(conn, MHD_HTTP_BAD_REQUEST, "BadRequest", r < 0 ? err : "push: a target is required");
-        if (!d->store_be)
-                return reply_error(conn, MHD_HTTP_BAD_REQUEST, "BadRequest", d->no_checkpoint);
+        r = store_ready(d);
+        if (r < 0)
+                return reply_no_store(d, conn, r);
         r = backend_has(d->store_be, &dg);
         if (r <= 0) {
                 snprintf(err, sizeof err, "%s is not in the mount's store", ds);
@@ -1442,7 +1477,18 @@ int main(int argc, char **argv)
                         r = log_error_errno(-errno, "store %s: %m", o.store);
                         goto fail;
                 }
-                snprintf(d.store, sizeof d.store, "%s", o.store); /* not read */
+                /* not there (yet): an --empty mount's first checkpoint
+                 * makes it; absolute, as realpath() would have made it */
+                char cwd[PATH_MAX];
+                int n;
+                if (o.store[0] != '/' && getcwd(cwd, sizeof cwd))
+                        n = snprintf(d.store, sizeof d.store, "%s/%s", cwd, o.store);
+                else
+                        n = snprintf(d.store, sizeof d.store, "%s", o.store);
+                if (n < 0 || (size_t)n >= sizeof d.store) {
+                        r = log_error_errno(-ENAMETOOLONG, "store %s: %m", o.store);
+                        goto fail;
+                }
         }
         snprintf(mounts, sizeof mounts, "%s/mounts", run_dir());
         snprintf(d.registry, sizeof d.registry, "%s/%s.json", mounts, key);
@@ -1555,8 +1601,17 @@ int main(int argc, char **argv)
                 } else
                         d.store_be = store;
         }
-        if (o.empty)
-                d.no_checkpoint = "checkpoint of an --empty mount is not supported yet";
+        if (o.empty) {
+                d.empty = true;
+                if (strncmp(d.store, "oci://", 6) == 0)
+                        d.no_checkpoint = "checkpoint of an --empty mount needs a local --store, not a registry";
+                else if (access(d.store, F_OK) == 0) {
+                        r = backend_local_open(d.store, false, &d.empty_store);
+                        if (r < 0) /* the first checkpoint tries again, and says why */
+                                log_warning_errno(r, "open store %s: %m", d.store);
+                        d.store_be = d.empty_store;
+                }
+        }
         last_ck_load(&d);
         r = cache_open(o.cache, o.cache_size, &d.cache);
         if (r < 0)
@@ -1701,6 +1756,7 @@ fail:
         fs_free(d.fs);
         backend_free(d.node);
         backend_free(d.node_local);
+        backend_free(d.empty_store);
         cache_free(d.cache);
         snapshot_free(d.snap);
         snapshot_free(d.last_parent);

@@ -159,7 +159,38 @@ for body in '{"tag": "bad tag"}' '{"tag": 5}' '[1]' '{"labels": {"a": 1}}' '{"pu
         code=$(api "$sock" /api/v1/checkpoint "$body")
         [[ $code == 400 && $(field reason) == BadRequest ]] || fail "$body answered $code: $(cat "$T/body")"
 done
-mount_snap "$T/mnt-empty" --empty --state "$T/state-empty" --cache "$T/cache"
-code=$(api "$(jq -r .socket "$(registry_entry "$T/mnt-empty")")" /api/v1/checkpoint '{}')
-[[ $code == 400 ]] || fail "an --empty mount answered $code: $(cat "$T/body")"
+step "an --empty mount checkpoints into its --store, made by the first checkpoint: no parent, generation 0"
+E=$T/store-empty
+me=$T/mnt-empty
+mount_snap "$me" --empty --store "$E" --state "$T/state-empty" --cache "$T/cache"
+[[ ! -e $E ]] || fail "the --empty mount made its store before any checkpoint"
+sock_e=$(jq -r .socket "$(registry_entry "$me")")
+mkdir -p "$me/a/b"
+echo one >"$me/a/b/f"
+ln "$me/a/b/f" "$me/a/h"
+ln -s b/f "$me/a/l"
+head -c 300000 /dev/urandom >"$me/big"
+code=$(api "$sock_e" /api/v1/checkpoint '{"tag": "e1"}')
+[[ $code == 200 ]] || fail "checkpoint of an --empty mount answered $code: $(cat "$T/body")"
+[[ $(field parent) == null && $(field generation) == 0 ]] || fail "e1: parent $(field parent), generation $(field generation)"
+e1=$(field digest)
+st restore --store "$E" e1 "$T/re1"
+diff <(listing "$T/re1") <(listing "$me") || fail "e1 differs from the --empty mount"
+
+step "the next one names it as parent, also after a remount with the same state"
+echo two >>"$me/a/b/f"
+code=$(api "$sock_e" /api/v1/checkpoint '{"tag": "e2"}')
+[[ $code == 200 && $(field parent) == "$e1" && $(field generation) == 1 ]] ||
+        fail "e2 answered $code: $(cat "$T/body")"
+e2=$(field digest)
+st umount "$me"
+mount_snap "$me" --empty --store "$E" --state "$T/state-empty" --cache "$T/cache"
+[[ $(cat "$me/a/h") == "one
+two" ]] || fail "the remounted --empty mount lost its layer"
+echo three >"$me/c"
+code=$(api "$(jq -r .socket "$(registry_entry "$me")")" /api/v1/checkpoint '{"tag": "e3"}')
+[[ $code == 200 && $(field parent) == "$e2" && $(field generation) == 2 ]] ||
+        fail "e3 after the remount answered $code: $(cat "$T/body")"
+st restore --store "$E" e3 "$T/re3"
+diff <(listing "$T/re3") <(listing "$me") || fail "e3 differs from the remounted --empty mount"
 exit 0
