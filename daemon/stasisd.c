@@ -125,11 +125,11 @@ struct daemon {
         json_t *labels;
         struct freezer *freezer; /* NULL: no io.stasis.freeze label; immutable pointer */
         bool user_frozen;        /* frozen through POST /freeze; api */
+        bool empty;              /* --empty: the base is in memory, in no store; immutable */
         uint64_t thawed_ns;      /* when thaw_cb() last thawed the sandbox; api */
         atomic_bool paused;      /* POST /pause succeeded, no /unpause yet; api writes */
         struct backend *store_be; /* where checkpoints publish; NULL: cannot checkpoint */
         const char *no_checkpoint; /* why not, if store_be is NULL */
-        bool empty;                /* --empty: the base is in memory, not in any store */
         /* An --empty mount's store (d.store, local), where its checkpoints
          * go: opened at mount if it exists, else made by the first
          * checkpoint (store_ready()); owned. */
