@@ -828,10 +828,9 @@ static enum MHD_Result api_checkpoint(struct daemon *d, struct MHD_Connection *c
         snprintf(parent_s, sizeof parent_s, "%s", parent ? digest_str(&parent->digest, dg) : "");
         /* 1.-8. the packer's index of reusable chunks; then freeze and
          * flush (ck_before_barrier()), the barrier, thaw; then read and
-         * pack the dirty chunks and publish */
-        /* The flush helper's exec now, while the packer indexes the
-         * reusable chunks, not in the stall (a failure here is not one:
-         * ck_before_barrier() then starts it itself) */
+         * pack the dirty chunks and publish. The flush helper is exec'd
+         * now, while the packer indexes, not in the stall (if that fails,
+         * ck_before_barrier() starts one itself). */
         if (fs_flush_start(d->mountpoint, &hold.flush) < 0)
                 hold.flush = NULL;
         r = fs_checkpoint(d->fs,
