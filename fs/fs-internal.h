@@ -24,7 +24,8 @@
  *                     exclusively while it copies the model and reads the
  *                     dirty chunks (checkpoint.c), so it sees one instant
  *   fs->lock          the inode table, every fs_inode field marked "lock",
- *                     next_ino, the copy-up in-flight list, fs->jseq
+ *                     next_ino, the copy-up in-flight list, fs->jseq, the
+ *                     journal's room (held across its fallocate())
  *   fs->jlock         journal write order (jnext), never held across I/O
  *   fs->ck_lock       the running checkpoint's frozen chunks; held across
  *                     the pread/pwrite of one chunk being saved or read
@@ -129,6 +130,12 @@ struct wl_copy {
         struct wl_copy *next;
 };
 
+/* A journal file's room: pos is where it ends once every transaction
+ * applied so far is written, end where its allocated blocks end. */
+struct wl_room {
+        uint64_t pos, end;
+};
+
 struct fs {
         /* Immutable after fs_new(). */
         struct backend *store;
@@ -172,8 +179,17 @@ struct fs {
         uint64_t journal_max; /* compact after appending this much; immutable */
         atomic_uint_fast64_t journal_image;    /* bytes of the last image */
         atomic_uint_fast64_t journal_at_image; /* journal_bytes when it was taken */
-        int journal_fd;  /* jlock; written only by the holder of a turn (a
-                          * compaction), read for a write only by the holder */
+        int journal_fd;  /* jlock and lock; written only by the holder of a
+                          * turn (a compaction), read for a write only by
+                          * the holder, and under lock for its room */
+        int next_fd;     /* lock: a compaction's new file, while switching */
+        /* Room for the journal (layer.c, room_check()): blocks allocated
+         * ahead of its end, so that a transaction applied to the model can
+         * always be written. lock. While a compaction switches files, its
+         * new file (room_next) takes every transaction too. */
+        struct wl_room room, room_next; /* lock */
+        bool switching;  /* lock: room_next is in use */
+        bool room_none;  /* lock: the state dir's filesystem cannot preallocate */
         atomic_bool compacting;
         atomic_bool broken; /* a journal write failed: refuse changes */
         atomic_bool skel_pending; /* a fresh state dir's skeleton is not durable yet (layer.c) */
@@ -255,7 +271,9 @@ enum wl_op_type {
 struct wl_txn {
         uint8_t *buf;
         size_t len, cap;
-        int err;     /* building failed (ENOMEM) or applying failed */
+        int err;     /* building failed (ENOMEM), no room, or applying failed */
+        bool grows;  /* adds a name, inode or xattr: may not use the journal's
+                      * last WL_ROOM_FLOOR bytes of room (kept for removals) */
         uint64_t seq;
 };
 
@@ -263,11 +281,14 @@ void wl_txn_attr(struct wl_txn *t, const struct tree_attr *a, uint64_t parent);
 void wl_txn_op(struct wl_txn *t, enum wl_op_type type, uint64_t ino, uint64_t ino2,
                const char *name, const void *value, size_t value_len);
 /* wl_txn_apply(): apply t to the model and give it its journal sequence
- * number; fs->lock held. Then, after the unlock, wl_txn_write() writes it
- * in sequence order (every applied transaction must be written, even a
- * failed one, which only advances the order) and frees its buffer. 0, or
- * -errno: the change may be in memory but not on disk, and the fs refuses
- * further changes. wl_txn_commit(): both, and the unlock between. */
+ * number; fs->lock held. Where the journal has no room for it (a full
+ * disk), t->err becomes -ENOSPC (or -EDQUOT) and the model is left as it
+ * was. Then, after the unlock, wl_txn_write() writes it in sequence order
+ * (every transaction that took a number must be written, even a failed
+ * one, which only advances the order) and frees its buffer. 0, or -errno:
+ * t->err, or the write failed, in which case the change may be in memory
+ * but not on disk, and the fs refuses further changes. wl_txn_commit():
+ * both, and the unlock between. */
 void wl_txn_apply(struct fs *fs, struct wl_txn *t);
 int wl_txn_write(struct fs *fs, struct wl_txn *t);
 int wl_txn_commit(struct fs *fs, struct wl_txn *t);

@@ -496,9 +496,14 @@ static int do_setattr(fuse_req_t req, struct fs *fs, uint64_t ino, const struct 
                                 t.err = -ENOMEM;
                 }
         }
-        p->times_dirty = false;
-        wl_txn_attr(&t, &a, p->parent);
-        wl_txn_apply(fs, &t);
+        {
+                bool times = p->times_dirty;
+                p->times_dirty = false;
+                wl_txn_attr(&t, &a, p->parent);
+                wl_txn_apply(fs, &t);
+                if (t.err < 0)
+                        p->times_dirty = times;
+        }
         fill_stat(fs, p, &p->attr, ret);
         pthread_mutex_unlock(&fs->lock);
         return wl_txn_write(fs, &t);
@@ -644,6 +649,7 @@ static int do_make(fuse_req_t req, struct fs *fs, uint64_t parent, const char *n
         a.size = target ? strlen(target) : 0;
         a.atime = a.mtime = a.ctime = now;
 
+        t.grows = true;
         wl_txn_op(&t, WL_OP_NEXTINO, ino + 1, 0, NULL, NULL, 0);
         wl_txn_attr(&t, &a, parent);
         if (target)
@@ -775,8 +781,7 @@ static int do_remove(struct fs *fs, uint64_t parent, const char *name, bool isdi
         wl_txn_attr(&t, &a, p->parent);
         wl_txn_attr(&t, &da, dir->parent);
         wl_txn_apply(fs, &t);
-        if (t.err >= 0)
-                ino_maybe_free(fs, p, &dead);
+        ino_maybe_free(fs, p, t.err >= 0 ? &dead : NULL);
         pthread_mutex_unlock(&fs->lock);
         r = wl_txn_write(fs, &t);
         if (r >= 0 && dead)
@@ -931,7 +936,11 @@ static int do_rename(struct fs *fs, uint64_t oldp, const char *oldname, uint64_t
         for (size_t i = 0; i < n; i++)
                 wl_txn_attr(&t, &c[i].a, c[i].parent);
         wl_txn_apply(fs, &t);
-        if (dst && t.err >= 0 && !(flags & RENAME_EXCHANGE)) {
+        if (t.err < 0) { /* no room: neither changed; still written (its turn) */
+                if (dst)
+                        ino_maybe_free(fs, dst, NULL);
+                ino_maybe_free(fs, src, NULL);
+        } else if (dst && !(flags & RENAME_EXCHANGE)) {
                 dino = dst->ino;
                 ino_maybe_free(fs, dst, &dead);
         }
@@ -998,6 +1007,7 @@ static int do_link(struct fs *fs, uint64_t ino, uint64_t newp, const char *name,
         a.ctime = now;
         da = dir->attr;
         da.mtime = da.ctime = now;
+        t.grows = true;
         wl_txn_op(&t, WL_OP_LINK, newp, ino, name, NULL, 0);
         wl_txn_attr(&t, &a, p->parent);
         wl_txn_attr(&t, &da, dir->parent);
@@ -1678,7 +1688,11 @@ static int flush_times(struct fs *fs, struct fs_inode *p)
         }
         p->times_dirty = false;
         wl_txn_attr(&t, &p->attr, p->parent);
-        return wl_txn_commit(fs, &t);
+        wl_txn_apply(fs, &t);
+        if (t.err < 0)
+                p->times_dirty = true; /* no room now: the next flush tries again */
+        pthread_mutex_unlock(&fs->lock);
+        return wl_txn_write(fs, &t);
 }
 
 static void op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
@@ -1930,6 +1944,7 @@ static int do_setxattr(struct fs *fs, uint64_t ino, const char *name, const void
                         goto fail;
                 a.mode = m;
         }
+        t.grows = value != NULL;
         if (value && !drop)
                 wl_txn_op(&t, WL_OP_XSET, ino, 0, name, value, size);
         else if (exists)
@@ -2021,7 +2036,7 @@ int fs_new(const struct fs_opts *o, struct fs **ret)
         fs = calloc(1, sizeof *fs);
         if (!fs)
                 return -ENOMEM;
-        fs->state_fd = fs->layer_fd = fs->data_fd = fs->journal_fd = -1;
+        fs->state_fd = fs->layer_fd = fs->data_fd = fs->journal_fd = fs->next_fd = -1;
         atomic_init(&fs->init_unique, UINT64_MAX);
         fs->store = o->store;
         fs->snap = o->snap;

@@ -645,6 +645,67 @@ static void txn_seal(struct wl_txn *t, uint64_t seq)
         memcpy(t->buf + 16, &x, 8);
 }
 
+/* ---- the journal's room ----
+ *
+ * A transaction changes the model first and reaches the journal after the
+ * unlock; a journal write that failed then would leave memory ahead of the
+ * disk, and the layer would have to refuse every later change. So no
+ * transaction is applied without room for it in blocks the journal file
+ * already owns: fallocate(FALLOC_FL_KEEP_SIZE) keeps WL_ROOM_FLOOR to
+ * WL_ROOM_FLOOR + WL_ROOM_GROW bytes allocated past the end of what the
+ * applied transactions fill, topped up under fs->lock once per
+ * WL_ROOM_GROW bytes. On a full disk the top-up fails: a change that adds
+ * a name, an inode or an xattr (t->grows) then gets ENOSPC before it
+ * touches the model, and the last WL_ROOM_FLOOR bytes stay for the
+ * others, so that rm, rename and setattr still work on a full disk and can
+ * free its space. A filesystem that cannot preallocate (EOPNOTSUPP) gets
+ * no such guarantee: the layer then refuses changes after a failed
+ * journal write, as before. */
+#define WL_ROOM_FLOOR (1u << 20)
+#define WL_ROOM_GROW (1u << 20)
+
+/* room_check(): whether rm (of the journal file fd) can take len more
+ * bytes, topping it up if not. */
+static int room_check(struct fs *fs, struct wl_room *rm, int fd, uint64_t len, bool grows)
+{
+        uint64_t want = rm->pos + len + WL_ROOM_FLOOR;
+        int r;
+
+        if (fs->room_none || want <= rm->end)
+                return 0;
+        if (fallocate(fd, FALLOC_FL_KEEP_SIZE, (off_t)rm->end, (off_t)(want + WL_ROOM_GROW - rm->end)) == 0) {
+                rm->end = want + WL_ROOM_GROW;
+                return 0;
+        }
+        r = -errno;
+        if (r == -EOPNOTSUPP) {
+                fs->room_none = true;
+                log_warning("writable layer: the state dir's filesystem cannot preallocate the journal; "
+                            "a full disk will stop the layer taking changes");
+                return 0;
+        }
+        if (fallocate(fd, FALLOC_FL_KEEP_SIZE, (off_t)rm->end, (off_t)(want - rm->end)) == 0) {
+                rm->end = want;
+                return 0;
+        }
+        if (!grows && rm->pos + len <= rm->end)
+                return 0;
+        return r;
+}
+
+/* room_open(): fd is the journal now; its room as far as it goes (blocks a
+ * previous run allocated past the end are found again: fallocate() of an
+ * allocated range needs no new block). */
+static void room_open(struct fs *fs, int fd)
+{
+        struct stat st;
+
+        if (fstat(fd, &st) < 0)
+                st.st_size = 0;
+        fs->room = (struct wl_room){ .pos = (uint64_t)st.st_size, .end = (uint64_t)st.st_size };
+        (void)room_check(fs, &fs->room, fd, 0, false);
+}
+
 void wl_txn_apply(struct fs *fs, struct wl_txn *t)
 {
         int r;
@@ -652,6 +713,13 @@ void wl_txn_apply(struct fs *fs, struct wl_txn *t)
         t->seq = fs->jseq++;
         if (t->err || !t->len)
                 return;
+        r = room_check(fs, &fs->room, fs->journal_fd, t->len, t->grows);
+        if (r >= 0 && fs->switching)
+                r = room_check(fs, &fs->room_next, fs->next_fd, t->len, t->grows);
+        if (r < 0) {
+                t->err = r; /* the model is untouched: nothing to refuse */
+                return;
+        }
         r = apply_txn(fs, t->buf + TXN_HDR, t->len - TXN_HDR);
         if (r < 0) {
                 /* Validation let through what the model cannot take: the
@@ -659,7 +727,11 @@ void wl_txn_apply(struct fs *fs, struct wl_txn *t)
                 t->err = r;
                 atomic_store(&fs->broken, true);
                 log_error_errno(r, "writable layer: applying a change failed; refusing further changes: %m");
+                return;
         }
+        fs->room.pos += t->len;
+        if (fs->switching)
+                fs->room_next.pos += t->len;
 }
 
 static void compact_online(struct fs *fs);
@@ -846,45 +918,57 @@ static int present_grow(struct fs_inode *p, size_t n)
         return 0;
 }
 
+/* The map's bytes first, the model after them: a chunk whose map byte
+ * could not be written (a full disk) is not present, so a later write to
+ * it claims it, copies it up and marks it again instead of trusting a map
+ * that does not say so. */
 int wl_mark_present(struct fs *fs, struct fs_inode *p, uint32_t first, uint32_t end)
 {
         uint32_t lo = UINT32_MAX, hi = 0;
-        _cleanup_(closep) int fd = -1;
-        char name[64];
+        bool in_base = p->in_base;
         int r;
 
         pthread_mutex_lock(&fs->lock);
         r = present_grow(p, end);
         if (r >= 0)
-                for (uint32_t i = first; i < end; i++) {
-                        if (p->present[i])
-                                continue;
-                        p->present[i] = 1;
-                        lo = MIN(lo, i);
-                        hi = i + 1;
-                        atomic_fetch_add(&fs->dirty_chunks, 1);
-                }
-        if (hi > lo && p->in_base)
-                p->sync_map = true;
+                for (uint32_t i = first; i < end; i++)
+                        if (!p->present[i]) {
+                                lo = MIN(lo, i);
+                                hi = i + 1;
+                        }
         pthread_mutex_unlock(&fs->lock);
-        if (r < 0 || lo >= hi || !p->in_base)
-                return r; /* a new file has no map */
+        if (r < 0 || lo >= hi)
+                return r;
 
-        /* One byte per chunk: no read-modify-write, so concurrent markers
-         * cannot undo each other on disk. */
-        data_name(p->ino, ".map", name);
-        fd = openat(fs->data_fd, name, O_WRONLY | O_CLOEXEC);
-        if (fd < 0)
-                return log_error_errno(-errno, "writable layer: chunk map %s: %m", name);
-        {
-                _cleanup_(freep) uint8_t *ones = malloc(hi - lo);
+        if (in_base) { /* a new file has no map */
+                _cleanup_(closep) int fd = -1;
+                _cleanup_(freep) uint8_t *ones = NULL;
+                char name[64];
+
+                /* One byte per chunk: no read-modify-write, so concurrent
+                 * markers cannot undo each other on disk. */
+                data_name(p->ino, ".map", name);
+                fd = openat(fs->data_fd, name, O_WRONLY | O_CLOEXEC);
+                if (fd < 0)
+                        return log_error_errno(-errno, "writable layer: chunk map %s: %m", name);
+                ones = malloc(hi - lo);
                 if (!ones)
                         return -ENOMEM;
                 memset(ones, 1, hi - lo);
                 r = pwrite_full(fd, ones, hi - lo, MAP_HDR + (uint64_t)lo);
+                if (r < 0)
+                        return log_error_errno(r, "writable layer: chunk map %s: %m", name);
         }
-        if (r < 0)
-                return log_error_errno(r, "writable layer: chunk map %s: %m", name);
+
+        pthread_mutex_lock(&fs->lock);
+        for (uint32_t i = lo; i < hi; i++)
+                if (!p->present[i]) {
+                        p->present[i] = 1;
+                        atomic_fetch_add(&fs->dirty_chunks, 1);
+                }
+        if (in_base)
+                p->sync_map = true;
+        pthread_mutex_unlock(&fs->lock);
         return 0;
 }
 
@@ -1253,15 +1337,16 @@ static int image_build(struct fs *fs, struct wl_txn *t)
         return 0;
 }
 
-/* image_write(): t as a complete journal in journal.tmp, fsynced. */
-static int image_write(struct fs *fs, const struct wl_txn *t)
+/* image_write(): t as a complete journal in journal.tmp, fsynced; *ret_fd
+ * gets it, open for appending. */
+static int image_write(struct fs *fs, const struct wl_txn *t, int *ret_fd)
 {
         _cleanup_(closep) int fd = -1;
         uint8_t hdr[JOURNAL_HDR] = { 0 };
         int r;
 
         memcpy(hdr, JOURNAL_MAGIC, 8);
-        fd = openat(fs->layer_fd, "journal.tmp", O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+        fd = openat(fs->layer_fd, "journal.tmp", O_WRONLY | O_APPEND | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
         if (fd < 0)
                 return -errno;
         r = write_full(fd, hdr, sizeof hdr);
@@ -1269,29 +1354,27 @@ static int image_write(struct fs *fs, const struct wl_txn *t)
                 r = write_full(fd, t->buf, t->len);
         if (r >= 0 && fsync(fd) < 0)
                 r = -errno;
-        if (r < 0)
+        if (r < 0) {
                 (void)unlinkat(fs->layer_fd, "journal.tmp", 0);
-        return r;
+                return r;
+        }
+        *ret_fd = TAKE_FD(fd);
+        return 0;
 }
 
-/* image_install(): journal.tmp becomes the journal; *ret_fd (may be NULL)
- * gets it opened for appending. */
-static int image_install(struct fs *fs, int *ret_fd)
+/* image_install(): journal.tmp becomes the journal. Once renamed it is the
+ * journal, whatever follows: a failed fsync of the directory is left to
+ * the next fsync or fsyncdir (skeleton_sync()). */
+static int image_install(struct fs *fs)
 {
-        int fd = -1;
-
         if (renameat(fs->layer_fd, "journal.tmp", fs->layer_fd, "journal") < 0) {
                 int r = -errno;
                 (void)unlinkat(fs->layer_fd, "journal.tmp", 0);
                 return r;
         }
-        if (fsync(fs->layer_fd) < 0)
-                return -errno;
-        if (ret_fd) {
-                fd = openat(fs->layer_fd, "journal", O_WRONLY | O_APPEND | O_CLOEXEC);
-                if (fd < 0)
-                        return -errno;
-                *ret_fd = fd;
+        if (fsync(fs->layer_fd) < 0) {
+                log_warning_errno(-errno, "state dir %s: sync after the journal's compaction: %m", fs->state_dir);
+                atomic_store(&fs->skel_pending, true);
         }
         return 0;
 }
@@ -1315,13 +1398,14 @@ static int journal_fresh(struct fs *fs)
 /* compact(): at load (nothing else runs), write the model as a fresh journal. */
 static int compact(struct fs *fs)
 {
+        _cleanup_(closep) int fd = -1;
         struct wl_txn t = {};
         int r = image_build(fs, &t);
 
         if (r >= 0)
-                r = image_write(fs, &t);
+                r = image_write(fs, &t, &fd);
         if (r >= 0)
-                r = image_install(fs, NULL);
+                r = image_install(fs);
         free(t.buf);
         fs->jseq = fs->jnext = 1;
         atomic_store(&fs->journal_image, t.len);
@@ -1339,29 +1423,50 @@ static void compact_online(struct fs *fs)
 {
         struct wl_txn t = {};
         int r, nfd = -1, ofd = -1;
-        uint64_t before = atomic_load(&fs->journal_bytes);
+        uint64_t before = atomic_load(&fs->journal_bytes), at_image;
 
         pthread_mutex_lock(&fs->lock);
         r = image_build(fs, &t);
         t.seq = fs->jseq++;
+        at_image = fs->room.pos; /* the old file's end after every transaction before c */
         pthread_mutex_unlock(&fs->lock);
         if (r >= 0)
-                r = image_write(fs, &t);
+                r = image_write(fs, &t, &nfd);
 
         pthread_mutex_lock(&fs->jlock);
         while (fs->jnext != t.seq)
                 pthread_cond_wait(&fs->jcond, &fs->jlock);
         pthread_mutex_unlock(&fs->jlock);
-        if (r >= 0) /* our turn: no transaction is being written */
-                r = image_install(fs, &nfd);
+        /* Our turn: no transaction is being written. Those after c, applied
+         * already or until the switch, will be written to the new file:
+         * from here they take room in both. */
+        if (r >= 0) {
+                pthread_mutex_lock(&fs->lock);
+                fs->room_next = (struct wl_room){ .pos = JOURNAL_HDR + t.len + (fs->room.pos - at_image),
+                                                  .end = JOURNAL_HDR + t.len };
+                fs->next_fd = nfd;
+                r = room_check(fs, &fs->room_next, nfd, 0, false);
+                fs->switching = r >= 0;
+                pthread_mutex_unlock(&fs->lock);
+                if (r < 0)
+                        (void)unlinkat(fs->layer_fd, "journal.tmp", 0);
+        }
+        if (r >= 0)
+                r = image_install(fs);
+        pthread_mutex_lock(&fs->lock);
         pthread_mutex_lock(&fs->jlock);
         if (r >= 0) {
                 ofd = fs->journal_fd;
                 fs->journal_fd = nfd;
-        }
+                fs->room = fs->room_next;
+        } else
+                ofd = nfd;
+        fs->switching = false;
+        fs->next_fd = -1;
         fs->jnext++;
         pthread_cond_broadcast(&fs->jcond);
         pthread_mutex_unlock(&fs->jlock);
+        pthread_mutex_unlock(&fs->lock);
         if (ofd >= 0)
                 close(ofd);
         if (r < 0)
@@ -1439,13 +1544,26 @@ int wl_open(struct fs *fs, const char *state_dir, const char *base)
                                 orphans++;
                         }
                 }
-        r = atomic_load(&fs->skel_pending) ? journal_fresh(fs) : compact(fs);
+        if (atomic_load(&fs->skel_pending))
+                r = journal_fresh(fs);
+        else {
+                r = compact(fs);
+                /* A full disk: the journal as it is holds everything too
+                 * (the orphans dropped above are dropped again next time). */
+                if (r == -ENOSPC || r == -EDQUOT) {
+                        log_warning_errno(r, "state dir %s: journal not compacted, kept as it is: %m", state_dir);
+                        r = 0;
+                }
+        }
         pthread_mutex_unlock(&fs->lock);
         if (r < 0)
                 return log_error_errno(r, "state dir %s: journal compaction: %m", state_dir);
         fs->journal_fd = openat(fs->layer_fd, "journal", O_WRONLY | O_APPEND | O_CLOEXEC);
         if (fs->journal_fd < 0)
                 return log_error_errno(-errno, "state dir %s: journal: %m", state_dir);
+        pthread_mutex_lock(&fs->lock);
+        room_open(fs, fs->journal_fd);
+        pthread_mutex_unlock(&fs->lock);
         if (txns || orphans)
                 log_info("state dir %s: replayed %" PRIu64 " transactions (%zu bytes), %" PRIu64
                          " orphans removed, next inode %" PRIu64, state_dir, txns, jlen, orphans, fs->next_ino);

@@ -1,0 +1,202 @@
+#!/usr/bin/env bash
+# wl-enospc.sh — a full state directory. The writable layer lives on a
+# 48 MiB tmpfs; the sandbox fills it. What a local filesystem does, the
+# mount must do too:
+#   - writes, creates and mkdir fail with ENOSPC (never EIO), and a create
+#     that failed leaves no name behind;
+#   - the mount keeps serving: what was written before reads back, rm works
+#     on the full disk, and once space is freed writes succeed again;
+#   - nothing acknowledged is lost: a remount (also one made while the disk
+#     is full, when the journal cannot be compacted) shows the same tree;
+#   - a chunk whose map byte could not be written (the data write fit in
+#     preallocated blocks, the map's new block did not) is not taken as
+#     present: a later write to it is kept across a remount.
+source "$(dirname "$0")/lib.sh"
+source "$(dirname "$0")/mount-lib.bash"
+need python3 fallocate
+
+small=$T/small
+mkdir -p "$small"
+mount -t tmpfs -o size=48m,mode=0700 tmpfs "$small" || skip "cannot mount a tmpfs"
+on_exit_hook() { umount -l "$small" 2>/dev/null || true; }
+
+S=$T/store
+mkdir -p "$T/src"
+step "a base with a sparse 512 MiB file (its chunk map spans two pages)"
+printf 'hello\n' >"$T/src/hello"
+st commit --store "$S" --tag seed "$T/src" # for the chunk size
+cs=$("$STASIS" inspect --store "$S" --json seed | jq -r .chunk_size)
+[[ $cs =~ ^[0-9]+$ ]] || fail "no chunk size from inspect"
+truncate -s $((8192 * cs)) "$T/src/big"
+st commit --store "$S" --tag base "$T/src"
+far=$((6000 * cs)) # chunk 6000: its map byte is past the map file's first 4 KiB
+
+mp=$T/mnt
+mount_snap "$mp" --store "$S" --cache "$T/cache" --state "$small/state" base
+log=$small/state/stasisd.log
+
+step "blocks for chunk 6000 of big allocated ahead (fallocate -n), then the disk filled"
+fallocate -n -o "$far" -l "$cs" "$mp/big"
+mkdir "$mp/keep"
+for i in 1 2 3; do
+        head -c $((1024 * 1024)) /dev/urandom >"$T/keep$i"
+        cp "$T/keep$i" "$mp/keep/f$i"
+done
+sync -f "$mp/keep/f1"
+python3 - "$mp" <<'PY' || fail "filling the disk"
+import errno, os, sys
+mp = sys.argv[1]
+os.mkdir(mp + "/fill")
+block = os.urandom(1 << 20)
+for i in range(1000):
+    p = "%s/fill/%04d" % (mp, i)
+    try:
+        fd = os.open(p, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    except OSError as e:
+        if e.errno != errno.ENOSPC:
+            sys.exit("create %s: %s (want ENOSPC)" % (p, e))
+        break
+    try:
+        os.write(fd, block)
+        os.fsync(fd)
+        os.close(fd)
+    except OSError as e:
+        if e.errno != errno.ENOSPC:
+            sys.exit("write %s: %s (want ENOSPC)" % (p, e))
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+        break
+else:
+    sys.exit("1000 MiB written to a 48 MiB tmpfs")
+print("   full after %d MiB" % i)
+PY
+
+step "on the full disk: creates and mkdir fail with ENOSPC and leave nothing"
+python3 - "$mp" <<'PY' || fail "metadata changes on a full disk"
+import errno, os, sys
+mp = sys.argv[1]
+for i in range(200000):
+    p = "%s/e%06d" % (mp, i)
+    try:
+        os.close(os.open(p, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
+    except OSError as e:
+        if e.errno != errno.ENOSPC:
+            sys.exit("create %s: %s (want ENOSPC)" % (p, e))
+        if os.path.lexists(p):
+            sys.exit("a create that failed left %s" % p)
+        break
+else:
+    sys.exit("200000 empty files created on a full disk")
+print("   %d empty files created, then ENOSPC" % i)
+for name in ("d", "x"):
+    p = mp + "/nospace-" + name
+    try:
+        os.mkdir(p) if name == "d" else os.symlink("target", p)
+    except OSError as e:
+        if e.errno != errno.ENOSPC:
+            sys.exit("%s: %s (want ENOSPC)" % (p, e))
+        if os.path.lexists(p):
+            sys.exit("a failed mkdir/symlink left %s" % p)
+    else:
+        sys.exit("%s made on a full disk" % p)
+PY
+for i in 1 2 3; do cmp "$T/keep$i" "$mp/keep/f$i" || fail "keep/f$i reads back wrong on the full disk"; done
+cmp <(printf 'hello\n') "$mp/hello" || fail "a base file reads back wrong on the full disk"
+
+step "a write whose map byte cannot be written fails, and is not taken as present"
+python3 - "$mp/big" "$far" <<'PY' || fail "the write into chunk 6000"
+import errno, mmap, os, sys
+fd = os.open(sys.argv[1], os.O_RDWR | os.O_DIRECT)
+buf = mmap.mmap(-1, 4096)
+buf.write(b"A" * 4096)
+try:
+    os.pwrite(fd, buf, int(sys.argv[2]))
+except OSError as e:
+    if e.errno != errno.ENOSPC:
+        sys.exit("pwrite: %s (want ENOSPC)" % e)
+    print("   ENOSPC")
+else:
+    print("   written (its map page was there after all)")
+PY
+grep -q "refusing further changes" "$log" && fail "stasisd stopped taking changes: $(grep refusing "$log")"
+
+step "rm on the full disk, then writes work again"
+rm -rf "$mp/fill"
+python3 - "$mp" <<'PY' || fail "creates after rm"
+import os, sys
+mp = sys.argv[1]
+for i in range(200000):
+    p = "%s/e%06d" % (mp, i)
+    if os.path.lexists(p):
+        os.unlink(p)
+with open(mp + "/after", "wb") as f:
+    f.write(os.urandom(4 << 20))
+    f.flush()
+    os.fsync(f.fileno())
+PY
+python3 - "$mp/big" "$far" <<'PY' || fail "the second write into chunk 6000"
+import mmap, os, sys
+fd = os.open(sys.argv[1], os.O_RDWR | os.O_DIRECT)
+buf = mmap.mmap(-1, 4096)
+buf.write(b"B" * 4096)
+os.pwrite(fd, buf, int(sys.argv[2]) + 4096)
+os.fsync(fd)
+PY
+"$TREEDIGEST" --list "$mp" >"$T/before"
+
+step "remount: the same tree, chunk 6000 as written"
+st umount "$mp"
+mount_snap "$mp" --store "$S" --cache "$T/cache" --state "$small/state" base
+"$TREEDIGEST" --list "$mp" >"$T/after"
+diff -u "$T/before" "$T/after" | head -40 >&2 || fail "the tree changed across the remount"
+python3 - "$mp/big" "$far" <<'PY' || fail "chunk 6000 after the remount"
+import os, sys
+fd = os.open(sys.argv[1], os.O_RDONLY)
+off = int(sys.argv[2])
+got = os.pread(fd, 8192, off)
+if got[4096:] != b"B" * 4096:
+    sys.exit("the acknowledged write at chunk 6000 + 4 KiB is gone (%r...)" % got[4096:4104])
+if got[:4096] not in (b"\0" * 4096, b"A" * 4096):
+    sys.exit("chunk 6000's first page is neither the base's nor the write's")
+PY
+
+step "filled again, then remounted while full (the journal cannot be compacted)"
+python3 - "$mp" <<'PY' || fail "filling the disk again"
+import errno, os, sys
+mp = sys.argv[1]
+block = os.urandom(1 << 20)
+for i in range(1000):
+    try:
+        with open("%s/fill%04d" % (mp, i), "wb") as f:
+            f.write(block)
+            f.flush()
+            os.fsync(f.fileno())
+    except OSError as e:
+        if e.errno != errno.ENOSPC:
+            sys.exit("fill%04d: %s (want ENOSPC)" % (i, e))
+        # Its bytes are not defined after a failed write (as anywhere),
+        # so it goes, as an installer cleans up after itself.
+        os.unlink("%s/fill%04d" % (mp, i))
+        break
+for i in range(200000):
+    try:
+        os.mkdir("%s/d%06d" % (mp, i))
+    except OSError as e:
+        if e.errno != errno.ENOSPC:
+            sys.exit("mkdir: %s (want ENOSPC)" % e)
+        break
+PY
+"$TREEDIGEST" --list "$mp" >"$T/before"
+st umount "$mp"
+mount_snap "$mp" --store "$S" --cache "$T/cache" --state "$small/state" base
+"$TREEDIGEST" --list "$mp" >"$T/after"
+diff -u "$T/before" "$T/after" | head -40 >&2 || fail "the tree changed across the remount on a full disk"
+grep -q "journal not compacted" "$log" || fail "the remount on a full disk compacted its journal (the test wants it not to fit)"
+rm -f "$mp"/fill*
+rmdir "$mp"/d[0-9]*
+echo ok >"$mp/last" || fail "a write after freeing space"
+grep -q "refusing further changes" "$log" && fail "stasisd stopped taking changes: $(grep refusing "$log")"
+for i in 1 2 3; do cmp "$T/keep$i" "$mp/keep/f$i" || fail "keep/f$i reads back wrong at the end"; done
+exit 0
