@@ -31,13 +31,20 @@ struct cache {
 
         atomic_bool no_tmpfile;         /* O_TMPFILE unsupported here */
         atomic_uint_fast64_t since_evict; /* bytes put since the last evictor run */
+        /* Evictions for a full filesystem (full_evict()), one at a time:
+         * how many ran, when the last one did (CLOCK_MONOTONIC seconds) and
+         * what it freed. */
+        pthread_mutex_t full_lock;
+        atomic_uint_fast64_t full_gen; /* written under full_lock */
+        int64_t full_at;               /* full_lock */
+        uint64_t full_freed;           /* full_lock */
         atomic_uint_fast64_t tmp_seq;
 
         /* Counters; atomics, no lock. */
         atomic_uint_fast64_t hits, misses, puts, bad_entries, evictions, evicted_bytes;
 
         /* Serializes this process's evictor runs (try-lock only); lock order:
-         * evict_lock, then the flock on lockfd. */
+         * full_lock, evict_lock, then the flock on lockfd. */
         pthread_mutex_t evict_lock;
 };
 
@@ -143,6 +150,7 @@ int cache_open(const char *dir, uint64_t size_bound, struct cache **ret)
                 return -ENOMEM;
         }
         pthread_mutex_init(&c->evict_lock, NULL);
+        pthread_mutex_init(&c->full_lock, NULL);
         c->bound = bound;
         c->v1fd = TAKE_FD(v1fd);
         c->lockfd = TAKE_FD(lockfd);
@@ -157,6 +165,7 @@ struct cache *cache_free(struct cache *c)
         closep(&c->v1fd);
         closep(&c->lockfd);
         pthread_mutex_destroy(&c->evict_lock);
+        pthread_mutex_destroy(&c->full_lock);
         free(c->path);
         free(c);
         return NULL;
@@ -297,11 +306,77 @@ fail:
         return r;
 }
 
+static int evict(struct cache *c, bool full, uint64_t *ret_bytes);
+
+/* put(): one insert, making the prefix directory if it is the first. */
+static int put(struct cache *c, const char *sub, const char *name, const struct cache_entry_hdr *h,
+               const void *data, size_t len)
+{
+        int r = -ENOENT;
+
+        for (int attempt = 0; attempt < 2; attempt++) {
+                if (!atomic_load(&c->no_tmpfile)) {
+                        r = put_tmpfile(c, sub, name, h, data, len);
+                        if (r == -EOPNOTSUPP) {
+                                atomic_store(&c->no_tmpfile, true);
+                                r = put_rename(c, sub, name, h, data, len);
+                        }
+                } else
+                        r = put_rename(c, sub, name, h, data, len);
+                if (r != -ENOENT || attempt)
+                        break;
+                /* First entry under this prefix. */
+                if (mkdirat(c->v1fd, sub, 0755) < 0 && errno != EEXIST)
+                        return -errno;
+        }
+        return r;
+}
+
+/* full_evict(): an insert found the cache's filesystem full before the
+ * bound: the space there is the bound now. Evict a tenth of what the cache
+ * holds; true if the insert should be tried again (this freed something,
+ * or another eviction ran since the insert began: gen is full_gen as it
+ * was then). One at a time, so that concurrent inserts wait for it rather
+ * than fail; and after one that freed nothing (a disk filled by others),
+ * none for a second: every insert must not scan the cache. */
+static bool full_evict(struct cache *c, uint64_t gen)
+{
+        struct timespec now;
+        uint64_t before, got;
+        int64_t last;
+        bool ok = false;
+
+        clock_gettime(CLOCK_MONOTONIC, &now);
+        pthread_mutex_lock(&c->full_lock);
+        if (atomic_load(&c->full_gen) != gen) {
+                ok = true;
+                goto out;
+        }
+        last = c->full_at;
+        if (last == now.tv_sec && !c->full_freed)
+                goto out;
+        before = atomic_load(&c->evicted_bytes);
+        if (evict(c, true, NULL) < 0)
+                goto out;
+        got = atomic_load(&c->evicted_bytes) - before;
+        c->full_at = now.tv_sec;
+        c->full_freed = got;
+        atomic_fetch_add(&c->full_gen, 1);
+        ok = got > 0;
+        if (ok && (last == 0 || now.tv_sec - last > 60)) /* once per episode */
+                log_warning("cache %s: its filesystem is full below the size bound (%" PRIu64
+                            " bytes): evicting to make room",
+                            c->path, c->bound);
+out:
+        pthread_mutex_unlock(&c->full_lock);
+        return ok;
+}
+
 int cache_put(struct cache *c, const struct digest *addr, const void *data, size_t len)
 {
         char name[3 + DIGEST_HEX_LEN + 1], sub[3];
         struct cache_entry_hdr h = { .version = htole32(1) };
-        uint64_t since;
+        uint64_t since, gen;
         int r;
 
         if (!c || !addr || (!data && len) || len > UINT32_MAX)
@@ -317,21 +392,10 @@ int cache_put(struct cache *c, const struct digest *addr, const void *data, size
         h.xxh3 = htole64(chunk_xxh3(data, len));
         memcpy(h.addr, addr->b, DIGEST_LEN);
 
-        for (int attempt = 0; attempt < 2; attempt++) {
-                if (!atomic_load(&c->no_tmpfile)) {
-                        r = put_tmpfile(c, sub, name, &h, data, len);
-                        if (r == -EOPNOTSUPP) {
-                                atomic_store(&c->no_tmpfile, true);
-                                r = put_rename(c, sub, name, &h, data, len);
-                        }
-                } else
-                        r = put_rename(c, sub, name, &h, data, len);
-                if (r != -ENOENT || attempt)
-                        break;
-                /* First entry under this prefix. */
-                if (mkdirat(c->v1fd, sub, 0755) < 0 && errno != EEXIST)
-                        return -errno;
-        }
+        gen = atomic_load(&c->full_gen);
+        r = put(c, sub, name, &h, data, len);
+        if ((r == -ENOSPC || r == -EDQUOT) && full_evict(c, gen))
+                r = put(c, sub, name, &h, data, len);
         if (r < 0)
                 return r;
         atomic_fetch_add(&c->puts, 1);
@@ -433,13 +497,20 @@ static int scan(struct cache *c, struct victim **ret, size_t *ret_n, uint64_t *r
 
 int cache_evict(struct cache *c, uint64_t *ret_bytes)
 {
+        if (!c)
+                return -EINVAL;
+        return evict(c, false, ret_bytes);
+}
+
+/* evict(): down to 90% of the bound if above it; full: down to 90% of what
+ * the cache holds, wherever that is. */
+static int evict(struct cache *c, bool full, uint64_t *ret_bytes)
+{
         _cleanup_(freep) struct victim *v = NULL;
         uint64_t total = 0, target;
         size_t n = 0;
         int r;
 
-        if (!c)
-                return -EINVAL;
         if (pthread_mutex_trylock(&c->evict_lock) != 0)
                 return 0;
         if (flock(c->lockfd, LOCK_EX | LOCK_NB) < 0) {
@@ -450,8 +521,8 @@ int cache_evict(struct cache *c, uint64_t *ret_bytes)
         r = scan(c, &v, &n, &total);
         if (r < 0)
                 goto fail;
-        if (total > c->bound) {
-                target = c->bound / 10 * 9;
+        if (total > c->bound || (full && total > 0)) {
+                target = MIN(total, c->bound) / 10 * 9;
                 qsort(v, n, sizeof *v, victim_cmp);
                 for (size_t i = 0; i < n && total > target; i++) {
                         char name[3 + DIGEST_HEX_LEN + 1];

@@ -23,7 +23,11 @@
  * LRU without atime: a hit bumps the entry's mtime, at most once a minute per
  * entry; eviction removes the oldest mtimes first until the cache is below
  * 90% of its bound. An evictor runs after enough bytes were inserted by this
- * process (1/16 of the bound) and only if it gets the lock without waiting. */
+ * process (1/16 of the bound) and only if it gets the lock without waiting.
+ * An insert that finds the cache's filesystem full (ENOSPC, EDQUOT) before
+ * the bound is reached evicts a tenth of what the cache holds (one such
+ * eviction at a time per process; after one that freed nothing, none for a
+ * second) and tries once more: the space there is the bound then. */
 #ifndef STASIS_CACHE_H
 #define STASIS_CACHE_H
 
