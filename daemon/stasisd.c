@@ -28,7 +28,8 @@
  *                          cache, labels, started. Clients find a mount by
  *                          its "mountpoint" field.
  *   RUN/state/<key>/       default state dir: stasisd.pid, stasisd.log,
- *                          api.sock (mode 0600), and the writable layer
+ *                          api.sock (mode 0600), stasisd.lock (one daemon
+ *                          per state dir: state_lock()), and the writable layer
  *                          (HEAD, layers/; docs/writable-layer.md). A
  *                          remount with the same state dir (and the same
  *                          base) presents the same tree and bytes.
@@ -63,6 +64,7 @@
 #include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -1297,6 +1299,36 @@ static void stop_signals_mask(int how)
         pthread_sigmask(how, &s, NULL);
 }
 
+/* state_lock(): one daemon per state dir. Two would append to one journal
+ * and write one set of data files, each with its own model of them. The
+ * lock (flock on STATE/stasisd.lock) goes with the process, so a kill -9
+ * leaves nothing to clean up; *ret_fd holds it until exit. */
+static int state_lock(const char *state, int *ret_fd)
+{
+        char path[PATH_MAX + 16], pid[32] = "";
+        _cleanup_(closep) int fd = -1;
+
+        snprintf(path, sizeof path, "%s/stasisd.lock", state);
+        fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+        if (fd < 0)
+                return log_error_errno(-errno, "state dir %s: lock: %m", state);
+        if (flock(fd, LOCK_EX | LOCK_NB) == 0) {
+                *ret_fd = TAKE_FD(fd);
+                return 0;
+        }
+        if (errno != EWOULDBLOCK)
+                return log_error_errno(-errno, "state dir %s: lock: %m", state);
+        snprintf(path, sizeof path, "%s/stasisd.pid", state);
+        {
+                _cleanup_(closep) int pfd = open(path, O_RDONLY | O_CLOEXEC);
+                if (pfd < 0 || read_full(pfd, pid, sizeof pid - 1) < 0)
+                        pid[0] = 0;
+                pid[strcspn(pid, "\n")] = 0;
+        }
+        return log_error_errno(-EBUSY, "state dir %s is in use by another stasisd%s%s (one per state dir)", state,
+                               pid[0] ? ", pid " : "", pid);
+}
+
 /* daemonize(): fork; the parent waits for the child's readiness byte and
  * exits with 0 (ready) or 1. In the child *ret_fd is the pipe to report on. */
 static int daemonize(int *ret_fd)
@@ -1422,6 +1454,7 @@ int main(int argc, char **argv)
         struct digest dg;
         uint64_t journal_max = 0, t_start = now_ns(), t_tree = 0;
         int ready_fd = -1, log_fd = -1, sock = -1, r, ret = 1;
+        _cleanup_(closep) int lock_fd = -1; /* held until the very end */
         bool mounted = false, registered = false, remote = false;
 
         log_set_prefix("stasisd: ");
@@ -1500,6 +1533,9 @@ int main(int argc, char **argv)
                 log_error_errno(r, "state dir %s: %m", d.state);
                 goto fail;
         }
+        r = state_lock(d.state, &lock_fd);
+        if (r < 0)
+                goto fail;
         r = mkdir_p(mounts, 0755);
         if (r < 0) {
                 log_error_errno(r, "mount registry %s: %m", mounts);

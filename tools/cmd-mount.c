@@ -19,6 +19,7 @@
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/mount.h>
 #include <sys/sysmacros.h>
 #include <sys/socket.h>
@@ -278,12 +279,32 @@ static bool is_dead_mount(const char *mp)
         return stat(mp, &st) < 0 && errno == ENOTCONN;
 }
 
+/* state_in_use(): a live stasisd holds the state dir's lock (stasisd.c,
+ * state_lock()): a later mount of the same state dir, on another
+ * mountpoint, after the one being cleaned up was killed. */
+static bool state_in_use(const char *state)
+{
+        char p[PATH_MAX + 16];
+        _cleanup_(closep) int fd = -1;
+
+        snprintf(p, sizeof p, "%s/stasisd.lock", state);
+        fd = open(p, O_RDONLY | O_CLOEXEC);
+        if (fd < 0)
+                return false;
+        if (flock(fd, LOCK_SH | LOCK_NB) < 0)
+                return errno == EWOULDBLOCK;
+        (void)flock(fd, LOCK_UN);
+        return false;
+}
+
 /* cleanup_dead(): what a killed stasisd leaves: a mount answering ENOTCONN,
- * its registry entry, its socket and pid file. */
+ * its registry entry, its socket and pid file (unless a live daemon has the
+ * state dir now: they are its). */
 static int cleanup_dead(const char *mp, json_t *entry, const char *entry_path)
 {
         const char *sock = json_string_value(json_object_get(entry, "socket"));
         const char *state = json_string_value(json_object_get(entry, "state_dir"));
+        bool theirs = state && state_in_use(state);
         int r = 0;
 
         for (int i = 0; i < 16 && is_dead_mount(mp); i++) {
@@ -291,9 +312,9 @@ static int cleanup_dead(const char *mp, json_t *entry, const char *entry_path)
                 if (r < 0)
                         return log_error_errno(r, "%s: detach dead mount: %m", mp);
         }
-        if (sock)
+        if (sock && !theirs)
                 (void)unlink(sock);
-        if (state) {
+        if (state && !theirs) {
                 char p[PATH_MAX + 16];
                 snprintf(p, sizeof p, "%s/stasisd.pid", state);
                 (void)unlink(p);

@@ -66,5 +66,26 @@ for i in 1 2 3 4 5 6; do cmp "$src/f$i" "$mp/f$i" || fail "f$i read wrong"; done
 (($(counter "$mp" errors) == 0)) || fail "read errors"
 st umount "$mp"
 
+step "one daemon per state dir: a second mount on it fails; after a kill -9 of the first, it works"
+mount_snap "$mp" --store "$S" --cache "$T/cache-1" --state "$T/state" base
+echo kept >"$mp/new"
+mp2=$T/mnt2
+mkdir -p "$mp2"
+MOUNTS+=("$(realpath "$mp2")")
+expect_exit 1 "$STASIS" mount --store "$S" --cache "$T/cache-1" --state "$T/state" base "$mp2"
+grep -q "state dir .* is in use by another stasisd, pid $(daemon_pid "$mp")" "$T/err" ||
+        fail "the refusal does not name the daemon: $(cat "$T/err")"
+! is_mounted "$mp2" || fail "a second daemon mounted the same state dir"
+[[ $(cat "$mp/new") == kept ]] || fail "the first mount was disturbed"
+kill -9 "$(daemon_pid "$mp")"
+mount_snap "$mp2" --store "$S" --cache "$T/cache-1" --state "$T/state" base
+[[ $(cat "$mp2/new") == kept ]] || fail "the state dir's file is not there after the remount"
+# Cleaning up the dead mount leaves the live daemon's socket and pid file
+# (the same paths, in the same state dir) alone.
+st umount "$mp"
+counter "$mp2" reads >/dev/null
+[[ -f $T/state/stasisd.pid ]] || fail "cleaning up the dead mount removed the live daemon's pid file"
+st umount "$mp2"
+
 step "umount of something that is not a stasis mount fails"
 expect_exit 1 "$STASIS" umount "$T"
