@@ -1269,6 +1269,51 @@ static int resolve_remote(struct backend *store, const char *ref, struct digest 
         return oci_manifest_get(store, ref, &m, &len, ret);
 }
 
+/* mountinfo_unescape(): a /proc/self/mountinfo path in place (the kernel
+ * writes space, tab, newline and backslash as \ooo). */
+static void mountinfo_unescape(char *s)
+{
+        char *w = s;
+
+        for (; *s; s++, w++) {
+                if (s[0] == '\\' && s[1] >= '0' && s[1] <= '3' && s[2] >= '0' && s[2] <= '7' && s[3] >= '0' &&
+                    s[3] <= '7') {
+                        *w = (char)((s[1] - '0') << 6 | (s[2] - '0') << 3 | (s[3] - '0'));
+                        s += 3;
+                } else
+                        *w = *s;
+        }
+        *w = 0;
+}
+
+/* stasis_mounted_on(): whether a stasis mount sits on mp (a realpath). */
+static bool stasis_mounted_on(const char *mp)
+{
+        FILE *f = fopen("/proc/self/mountinfo", "re");
+        char *line = NULL;
+        size_t cap = 0;
+        bool found = false;
+
+        if (!f)
+                return false;
+        while (getline(&line, &cap, f) > 0) {
+                char *sep = strstr(line, " - "), *save = NULL, *field = line;
+                if (!sep)
+                        continue;
+                *sep = 0;
+                for (int i = 0; i < 5 && field; i++) /* the 5th field: the mount point */
+                        field = strtok_r(i ? NULL : line, " ", &save);
+                if (!field)
+                        continue;
+                mountinfo_unescape(field);
+                if (strcmp(field, mp) == 0 && strncmp(sep + 3, "fuse.stasis ", 12) == 0)
+                        found = true;
+        }
+        free(line);
+        fclose(f);
+        return found;
+}
+
 /* check_mountpoint(): a directory we can mount on. A dead FUSE mount
  * (ENOTCONN) is refused with a hint: `stasis mount` cleans it up first. */
 static int check_mountpoint(const char *path, char resolved[static PATH_MAX])
@@ -1286,6 +1331,65 @@ static int check_mountpoint(const char *path, char resolved[static PATH_MAX])
         if (!realpath(path, resolved))
                 return log_error_errno(-errno, "mountpoint %s: %m", path);
         return 0;
+}
+
+/* daemon_serving(): whether pid is a stasisd that is not exiting. One
+ * killed a moment ago may still look alive (its mount answers from the
+ * kernel's caches until its last descriptor closes): SIGKILL pending or
+ * PF_EXITING counts as gone. A pid reused by another program too. */
+static bool daemon_serving(pid_t pid)
+{
+        char p[64], buf[1024], *rp;
+        ssize_t n;
+
+        snprintf(p, sizeof p, "/proc/%ld/stat", (long)pid);
+        {
+                _cleanup_(closep) int fd = open(p, O_RDONLY | O_CLOEXEC);
+                n = fd < 0 ? -1 : read(fd, buf, sizeof buf - 1);
+        }
+        if (n <= 0)
+                return false;
+        buf[n] = 0;
+        rp = strrchr(buf, ')');
+        if (!strstr(buf, "(stasisd)") || !rp || rp[1] != ' ' || rp[2] == 'Z' || rp[2] == 'X')
+                return false;
+        /* after ")": state ppid pgrp session tty_nr tpgid flags */
+        rp += 2;
+        for (int i = 0; i < 6 && rp; i++)
+                rp = strchr(rp, ' ') ? strchr(rp, ' ') + 1 : NULL;
+        if (!rp || (strtoul(rp, NULL, 10) & 0x4 /* PF_EXITING */))
+                return false;
+        snprintf(p, sizeof p, "/proc/%ld/status", (long)pid);
+        {
+                _cleanup_(closep) int fd = open(p, O_RDONLY | O_CLOEXEC);
+                n = fd < 0 ? -1 : read(fd, buf, sizeof buf - 1);
+        }
+        if (n <= 0)
+                return false;
+        buf[n] = 0;
+        for (const char *k = buf; (k = strstr(k, "Pnd:\t")); k += 5)
+                if (strtoull(k + 5, NULL, 16) & (1ull << (SIGKILL - 1)))
+                        return false;
+        return true;
+}
+
+/* mount_taken(): a live stasisd serves mp (its registry entry names it and
+ * a stasis mount sits there). A second mount on top would hide the first
+ * from everything that finds a mount by its mountpoint (status,
+ * checkpoint, pause, umount) while its sandbox kept running on it. */
+static int mount_taken(const char *mp, const char *registry)
+{
+        _cleanup_(json_decrefp_) json_t *e = NULL;
+        json_int_t pid;
+
+        if (!stasis_mounted_on(mp))
+                return 0;
+        e = json_load_file(registry, 0, NULL);
+        pid = json_integer_value(json_object_get(e, "pid"));
+        if (pid <= 0 || !daemon_serving((pid_t)pid))
+                return 0; /* dead, or dying: mounted over as before (stasis mount cleans up dead ones first) */
+        return log_error_errno(-EBUSY, "%s is a stasis mount already, served by stasisd pid %lld (stasis umount %s first)",
+                               mp, (long long)pid, mp);
 }
 
 static void stop_signals_mask(int how)
@@ -1524,6 +1628,9 @@ int main(int argc, char **argv)
         }
         snprintf(mounts, sizeof mounts, "%s/mounts", run_dir());
         snprintf(d.registry, sizeof d.registry, "%s/%s.json", mounts, key);
+        r = mount_taken(d.mountpoint, d.registry);
+        if (r < 0)
+                goto fail;
         if (o.state)
                 snprintf(d.state, sizeof d.state, "%s", o.state);
         else

@@ -66,7 +66,7 @@ for i in 1 2 3 4 5 6; do cmp "$src/f$i" "$mp/f$i" || fail "f$i read wrong"; done
 (($(counter "$mp" errors) == 0)) || fail "read errors"
 st umount "$mp"
 
-step "one daemon per state dir: a second mount on it fails; after a kill -9 of the first, it works"
+step "one daemon per state dir, one mount per mountpoint; after a kill -9, the state dir mounts again"
 mount_snap "$mp" --store "$S" --cache "$T/cache-1" --state "$T/state" base
 echo kept >"$mp/new"
 mp2=$T/mnt2
@@ -76,6 +76,11 @@ expect_exit 1 "$STASIS" mount --store "$S" --cache "$T/cache-1" --state "$T/stat
 grep -q "state dir .* is in use by another stasisd, pid $(daemon_pid "$mp")" "$T/err" ||
         fail "the refusal does not name the daemon: $(cat "$T/err")"
 ! is_mounted "$mp2" || fail "a second daemon mounted the same state dir"
+# One mount per mountpoint too: a second on top would hide the first from
+# status, checkpoint and umount while its sandbox kept running on it.
+expect_exit 1 "$STASIS" mount --store "$S" --cache "$T/cache-1" --state "$T/state-other" base "$mp"
+grep -q "is a stasis mount already" "$T/err" || fail "the refusal does not say why: $(cat "$T/err")"
+(($(grep -c " $(realpath "$mp") fuse.stasis " /proc/mounts) == 1)) || fail "two stasis mounts stacked on $mp"
 [[ $(cat "$mp/new") == kept ]] || fail "the first mount was disturbed"
 kill -9 "$(daemon_pid "$mp")"
 mount_snap "$mp2" --store "$S" --cache "$T/cache-1" --state "$T/state" base
