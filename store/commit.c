@@ -111,6 +111,7 @@ struct commit {
         uint64_t taken_at;     /* .at of the job a worker took last */
         pthread_cond_t pcond;  /* the prefetcher's: a job queued or taken */
         bool pf_waiting;       /* the prefetcher waits on pcond */
+        uint64_t pf_wake_at;   /* ... for a worker to take a job at or past this */
         atomic_int error; /* first error, 0 if none */
 
         struct packer *packer;
@@ -657,6 +658,11 @@ static void *prefetch_main(void *arg)
                                 break;
                         if (p < c->n_jobs && c->jobs[p].at <= c->taken_at + PREFETCH_AHEAD)
                                 break;
+                        /* Ahead by a full window: sleep until the workers
+                         * have taken a quarter of it, not at every job they
+                         * take (one wakeup per small file is a context
+                         * switch per file, on a warm cache for nothing). */
+                        c->pf_wake_at = p < c->n_jobs ? c->jobs[p].at - PREFETCH_AHEAD / 4 * 3 : 0;
                         c->pf_waiting = true;
                         pthread_cond_wait(&c->pcond, &c->qlock);
                         c->pf_waiting = false;
@@ -693,7 +699,7 @@ static void *worker_main(void *arg)
                 }
                 j = c->jobs[c->next_job++];
                 c->taken_at = j.at;
-                if (c->pf_waiting)
+                if (c->pf_waiting && j.at >= c->pf_wake_at)
                         pthread_cond_signal(&c->pcond);
                 pthread_mutex_unlock(&c->qlock);
 
