@@ -556,11 +556,16 @@ static void last_ck_save(struct daemon *d, const struct digest *dg)
         last_ck_path(d, path);
         digest_str(dg, d->last_ck);
         snprintf(line, sizeof line, "%s\n", d->last_ck);
+        /* Each on its own: the registry entry is what makes gc keep the
+         * snapshot while we live, and the state dir may be the full disk. */
         r = write_atomic(path, line, strlen(line), 0644, true);
-        if (r >= 0)
-                r = registry_write(d);
         if (r < 0)
-                log_warning_errno(r, "record the last checkpoint %s in %s and the registry: %m", d->last_ck, path);
+                log_warning_errno(r, "record the last checkpoint %s in %s (a remount will parent its next "
+                                  "checkpoint on the one before): %m", d->last_ck, path);
+        r = registry_write(d);
+        if (r < 0)
+                log_warning_errno(r, "record the last checkpoint %s in the registry entry %s: %m", d->last_ck,
+                                  d->registry);
 }
 
 /* ---- what the last checkpoint to each target was ---- */
