@@ -1343,19 +1343,27 @@ static int check_mountpoint(const char *path, char resolved[static PATH_MAX])
  * killed a moment ago may still look alive (its mount answers from the
  * kernel's caches until its last descriptor closes): SIGKILL pending or
  * PF_EXITING counts as gone. A pid reused by another program too. */
-static bool daemon_serving(pid_t pid)
+static bool proc_read(pid_t pid, const char *what, char buf[static 2048])
 {
-        char p[64], buf[1024], *rp;
+        char p[64];
+        _cleanup_(closep) int fd = -1;
         ssize_t n;
 
-        snprintf(p, sizeof p, "/proc/%ld/stat", (long)pid);
-        {
-                _cleanup_(closep) int fd = open(p, O_RDONLY | O_CLOEXEC);
-                n = fd < 0 ? -1 : read(fd, buf, sizeof buf - 1);
-        }
+        snprintf(p, sizeof p, "/proc/%ld/%s", (long)pid, what);
+        fd = open(p, O_RDONLY | O_CLOEXEC);
+        n = fd < 0 ? -1 : read_full(fd, buf, 2047);
         if (n <= 0)
                 return false;
         buf[n] = 0;
+        return true;
+}
+
+static bool daemon_serving(pid_t pid)
+{
+        char buf[2048], *rp;
+
+        if (!proc_read(pid, "stat", buf))
+                return false;
         rp = strrchr(buf, ')');
         if (!strstr(buf, "(stasisd)") || !rp || rp[1] != ' ' || rp[2] == 'Z' || rp[2] == 'X')
                 return false;
@@ -1365,14 +1373,8 @@ static bool daemon_serving(pid_t pid)
                 rp = strchr(rp, ' ') ? strchr(rp, ' ') + 1 : NULL;
         if (!rp || (strtoul(rp, NULL, 10) & 0x4 /* PF_EXITING */))
                 return false;
-        snprintf(p, sizeof p, "/proc/%ld/status", (long)pid);
-        {
-                _cleanup_(closep) int fd = open(p, O_RDONLY | O_CLOEXEC);
-                n = fd < 0 ? -1 : read(fd, buf, sizeof buf - 1);
-        }
-        if (n <= 0)
+        if (!proc_read(pid, "status", buf))
                 return false;
-        buf[n] = 0;
         for (const char *k = buf; (k = strstr(k, "Pnd:\t")); k += 5)
                 if (strtoull(k + 5, NULL, 16) & (1ull << (SIGKILL - 1)))
                         return false;

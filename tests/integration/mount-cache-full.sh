@@ -11,9 +11,7 @@ source "$(dirname "$0")/lib.sh"
 source "$(dirname "$0")/mount-lib.bash"
 
 small=$T/small
-mkdir -p "$small"
-mount -t tmpfs -o size=8m,mode=0700 tmpfs "$small" || skip "cannot mount a tmpfs"
-on_exit_hook() { umount -l "$small" 2>/dev/null || true; }
+tmpfs_dir "$small" 8m
 
 S=$T/store
 mkdir -p "$T/src"

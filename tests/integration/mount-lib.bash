@@ -16,6 +16,7 @@ fi
 
 export STASIS_RUN_DIR=$T/run
 MOUNTS=()
+TMPFS=()
 
 # is_mounted MP: a stasis FUSE mount sits on MP (/proc/self/mountinfo).
 is_mounted() {
@@ -28,6 +29,9 @@ _mount_on_exit() {
                 if is_mounted "$m"; then
                         "$STASIS" umount --lazy "$m" >/dev/null 2>&1 || umount -l "$m" 2>/dev/null || true
                 fi
+        done
+        for m in "${TMPFS[@]}"; do
+                umount -l "$m" 2>/dev/null || true
         done
         # A sanitizer build's daemon reports into its log file, not to us.
         if ((rc == 0)) && grep -l "Sanitizer" "$T"/run/state/*/stasisd.log "$T"/state*/stasisd.log >/dev/null 2>&1; then
@@ -49,6 +53,14 @@ _mount_on_exit() {
         fi
 }
 trap _mount_on_exit EXIT
+
+# tmpfs_dir DIR SIZE: a tmpfs of SIZE on DIR (a disk that fills in a few
+# MiB), unmounted on exit after the stasis mounts.
+tmpfs_dir() {
+        mkdir -p "$1"
+        mount -t tmpfs -o "size=$2,mode=0700" tmpfs "$1" || skip "cannot mount a tmpfs"
+        TMPFS+=("$(realpath "$1")")
+}
 
 # mount_snap MP ARGS...: stasis mount ARGS... MP, remembered for cleanup.
 mount_snap() {

@@ -16,9 +16,7 @@ source "$(dirname "$0")/mount-lib.bash"
 need python3 fallocate
 
 small=$T/small
-mkdir -p "$small"
-mount -t tmpfs -o size=48m,mode=0700 tmpfs "$small" || skip "cannot mount a tmpfs"
-on_exit_hook() { umount -l "$small" 2>/dev/null || true; }
+tmpfs_dir "$small" 48m
 
 S=$T/store
 mkdir -p "$T/src"
