@@ -168,7 +168,8 @@ const struct cli_command cli_commands[] = {
                         "read, verified, and kept in the node cache shared by every mount. The mount\n"
                         "is writable: changes go to a writable layer in the state directory, copied\n"
                         "up one chunk at a time; mounting again with the same --state presents the\n"
-                        "same tree and bytes. A dead mount on MOUNTPOINT is cleaned up first.\n\n" STORE_HELP
+                        "same tree and bytes. A dead mount on MOUNTPOINT is cleaned up first; a live\n"
+                        "one is refused, and so is a state directory another stasisd is using.\n\n" STORE_HELP
                         "  --cache DIR       node chunk cache (default $STASIS_CACHE, else /var/cache/stasis)\n"
                         "  --cache-size N    the cache's size bound (256M, 10G), recorded in DIR\n"
                         "  --state DIR       the writable layer, pid, log and api.sock\n"
