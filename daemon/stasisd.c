@@ -1339,10 +1339,7 @@ static int check_mountpoint(const char *path, char resolved[static PATH_MAX])
         return 0;
 }
 
-/* daemon_serving(): whether pid is a stasisd that is not exiting. One
- * killed a moment ago may still look alive (its mount answers from the
- * kernel's caches until its last descriptor closes): SIGKILL pending or
- * PF_EXITING counts as gone. A pid reused by another program too. */
+/* proc_read(): /proc/PID/WHAT as a string (what fits in buf). */
 static bool proc_read(pid_t pid, const char *what, char buf[static 2048])
 {
         char p[64];
@@ -1358,6 +1355,10 @@ static bool proc_read(pid_t pid, const char *what, char buf[static 2048])
         return true;
 }
 
+/* daemon_serving(): whether pid is a stasisd that is not exiting. One
+ * killed a moment ago may still look alive (its mount answers from the
+ * kernel's caches until its last descriptor closes): SIGKILL pending or
+ * PF_EXITING counts as gone. A pid reused by another program too. */
 static bool daemon_serving(pid_t pid)
 {
         char buf[2048], *rp;
