@@ -179,6 +179,10 @@ struct fs {
         uint64_t journal_max; /* compact after appending this much; immutable */
         atomic_uint_fast64_t journal_image;    /* bytes of the last image */
         atomic_uint_fast64_t journal_at_image; /* journal_bytes when it was taken */
+        /* Data-file descriptors kept by open handles (file_fd()), and how
+         * many may be: the open-file limit less room for the rest. */
+        atomic_uint fd_kept;
+        unsigned fd_cap; /* immutable */
         int journal_fd;  /* jlock and lock; written only by the holder of a
                           * turn (a compaction), read for a write only by
                           * the holder, and under lock for its room */

@@ -20,6 +20,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
@@ -334,8 +335,13 @@ static bool in_group(fuse_req_t req, gid_t gid)
         return false;
 }
 
-/* file_fd(): the data file of an open handle, opened on first use. */
-static int file_fd(struct fs *fs, struct fs_file *f)
+/* file_fd(): the data file of an open handle, opened on first use and
+ * kept with the handle while fewer than fs->fd_cap are kept; past that
+ * (a sandbox holding more written files open than the open-file limit
+ * allows) it is opened for this request only: *own gets it, for the
+ * caller to close. Descriptors in use thus stay below the cap plus one per
+ * request in flight, and a write never fails with EMFILE. */
+static int file_fd(struct fs *fs, struct fs_file *f, int *own)
 {
         int fd = atomic_load(&f->fd), expect = -1;
 
@@ -344,7 +350,13 @@ static int file_fd(struct fs *fs, struct fs_file *f)
         fd = wl_data_open(fs, f->inode->ino, O_RDWR);
         if (fd < 0)
                 return fd;
+        if (atomic_fetch_add(&fs->fd_kept, 1) >= fs->fd_cap) {
+                atomic_fetch_sub(&fs->fd_kept, 1);
+                *own = fd;
+                return fd;
+        }
         if (!atomic_compare_exchange_strong(&f->fd, &expect, fd)) {
+                atomic_fetch_sub(&fs->fd_kept, 1);
                 close(fd);
                 return expect;
         }
@@ -361,7 +373,7 @@ static int truncate_data(struct fs *fs, struct fs_inode *p, struct fs_file *f, u
         r = wl_data_ensure(fs, p);
         if (r < 0)
                 return r;
-        fd = f ? file_fd(fs, f) : (own = wl_data_open(fs, p->ino, O_RDWR));
+        fd = f ? file_fd(fs, f, &own) : (own = wl_data_open(fs, p->ino, O_RDWR));
         if (fd < 0)
                 return fd;
         /* Data first; the base limit after it (a crash between is repaired
@@ -1228,8 +1240,10 @@ static void file_free(struct fs *fs, struct fs_file *f)
         int fd = atomic_load(&f->fd);
         bool dead = false;
 
-        if (fd >= 0)
+        if (fd >= 0) {
                 close(fd);
+                atomic_fetch_sub(&fs->fd_kept, 1);
+        }
         pthread_mutex_lock(&fs->lock);
         p->nopen--;
         if (f->writable)
@@ -1334,6 +1348,7 @@ static ssize_t do_read(struct fs *fs, struct fs_file *f, size_t size, off_t off,
         _cleanup_(freep) uint8_t *buf = NULL, *pres = NULL;
         uint64_t cs = fs->chunk_size, len, first, nch, o;
         struct span s;
+        _cleanup_(closep) int own = -1;
         int r, fd = -1;
 
         atomic_fetch_add(&fs->reads, 1);
@@ -1373,7 +1388,7 @@ static ssize_t do_read(struct fs *fs, struct fs_file *f, size_t size, off_t off,
                         }
                 }
         } else {
-                fd = file_fd(fs, f);
+                fd = file_fd(fs, f, &own);
                 if (fd < 0)
                         return fd;
                 for (uint64_t pos = o; pos < o + len;) {
@@ -1561,6 +1576,7 @@ static ssize_t do_write(struct fs *fs, struct fs_file *f, const void *buf, size_
                         mode_t kill)
 {
         struct fs_inode *p = f->inode;
+        _cleanup_(closep) int own = -1;
         struct cow c;
         int fd, r;
 
@@ -1573,7 +1589,7 @@ static ssize_t do_write(struct fs *fs, struct fs_file *f, const void *buf, size_
         r = wl_data_ensure(fs, p);
         if (r < 0)
                 return r;
-        fd = file_fd(fs, f);
+        fd = file_fd(fs, f, &own);
         if (fd < 0)
                 return fd;
         r = cow_begin(fs, p, fd, (uint64_t)off, size, &c);
@@ -1621,6 +1637,7 @@ static int do_fallocate(struct fs *fs, struct fs_file *f, int mode, off_t off, o
 {
         struct fs_inode *p = f->inode;
         bool zero = mode & (FALLOC_FL_PUNCH_HOLE | FALLOC_FL_ZERO_RANGE);
+        _cleanup_(closep) int own = -1;
         struct cow c = {};
         int fd, r;
 
@@ -1633,7 +1650,7 @@ static int do_fallocate(struct fs *fs, struct fs_file *f, int mode, off_t off, o
         r = wl_data_ensure(fs, p);
         if (r < 0)
                 return r;
-        fd = file_fd(fs, f);
+        fd = file_fd(fs, f, &own);
         if (fd < 0)
                 return fd;
         if (zero) {
@@ -2043,6 +2060,16 @@ int fs_new(const struct fs_opts *o, struct fs **ret)
         fs->tree = o->snap->tree;
         fs->cache = o->cache;
         fs->journal_max = o->journal_max ? o->journal_max : FS_JOURNAL_MAX;
+        {
+                /* Kept data descriptors: the open-file limit less 1024 for
+                 * everything else (packs, cache entries, sockets, a request's
+                 * own descriptor), half of a limit that small. */
+                struct rlimit rl = { .rlim_cur = 1024 };
+                (void)getrlimit(RLIMIT_NOFILE, &rl);
+                fs->fd_cap = rl.rlim_cur == RLIM_INFINITY || rl.rlim_cur > (1u << 30) ? 1u << 30
+                             : rl.rlim_cur > 2048                                      ? (unsigned)rl.rlim_cur - 1024
+                                                                                       : (unsigned)rl.rlim_cur / 2;
+        }
         fs->remote = o->remote;
         fs->chunk_size = tree_chunk_size(fs->tree);
         fs->n_chunks = tree_n_chunks(fs->tree);
