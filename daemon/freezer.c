@@ -23,6 +23,8 @@ enum freezer_kind { FREEZER_CGROUP2, FREEZER_CGROUP1, FREEZER_RUNC };
 struct freezer {
         enum freezer_kind kind; /* immutable */
         char arg[PATH_MAX];     /* the cgroup directory or the runc id; immutable */
+        char spec[PATH_MAX + 8]; /* the label value; immutable */
+        char marker[PATH_MAX];  /* "": none; immutable */
         pthread_mutex_t lock;
         bool frozen; /* we froze it and have not thawed it; lock */
 };
@@ -141,12 +143,34 @@ static int runc(const struct freezer *f, const char *verb)
         return WIFEXITED(status) && WEXITSTATUS(status) == 0 ? 0 : -EIO;
 }
 
+/* marker_write(): the marker says "frozen by a daemon: SPEC". Plain write,
+ * no fsync: it is for a daemon killed -9, and a host crash ends the
+ * sandbox's freeze anyway. */
+static int marker_write(const struct freezer *f)
+{
+        _cleanup_(closep) int fd = -1;
+        char line[sizeof f->spec + 1];
+
+        if (!f->marker[0])
+                return 0;
+        fd = open(f->marker, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+        if (fd < 0)
+                return -errno;
+        snprintf(line, sizeof line, "%s\n", f->spec);
+        return write_full(fd, line, strlen(line));
+}
+
 static int set_locked(struct freezer *f, bool want)
 {
         int r;
 
         if (f->frozen == want)
                 return 0;
+        if (want) {
+                r = marker_write(f);
+                if (r < 0)
+                        return log_error_errno(r, "freeze marker %s: %m", f->marker);
+        }
         if (f->kind == FREEZER_RUNC)
                 r = runc(f, want ? "pause" : "resume");
         else
@@ -155,10 +179,12 @@ static int set_locked(struct freezer *f, bool want)
                 (void)cgroup_set(f, false);
         if (r >= 0)
                 f->frozen = want;
+        if (!f->frozen && f->marker[0])
+                (void)unlink(f->marker);
         return r;
 }
 
-int freezer_new(const char *spec, struct freezer **ret)
+int freezer_new(const char *spec, const char *marker, struct freezer **ret)
 {
         struct freezer *f;
         char p[PATH_MAX + 64];
@@ -183,16 +209,43 @@ int freezer_new(const char *spec, struct freezer **ret)
                 kind = FREEZER_RUNC;
         } else
                 return -EINVAL;
-        if (strlen(arg) >= sizeof f->arg)
+        if (strlen(arg) >= sizeof f->arg || (marker && strlen(marker) >= sizeof f->marker))
                 return -ENAMETOOLONG;
         f = calloc(1, sizeof *f);
         if (!f)
                 return -ENOMEM;
         f->kind = kind;
         snprintf(f->arg, sizeof f->arg, "%s", arg);
+        snprintf(f->spec, sizeof f->spec, "%s", spec);
+        if (marker)
+                snprintf(f->marker, sizeof f->marker, "%s", marker);
         pthread_mutex_init(&f->lock, NULL);
         *ret = f;
         return 0;
+}
+
+int freezer_thaw_marked(const char *marker)
+{
+        _cleanup_(freep) char *spec = NULL;
+        struct freezer *f = NULL;
+        int r;
+
+        r = read_file_at(AT_FDCWD, marker, PATH_MAX + 8, &spec, NULL);
+        if (r == -ENOENT)
+                return 0;
+        if (r < 0)
+                return r;
+        spec[strcspn(spec, "\n")] = 0;
+        r = freezer_new(spec, marker, &f);
+        if (r < 0)
+                return r;
+        f->frozen = true; /* by the daemon that wrote the marker */
+        r = freezer_thaw(f);
+        if (r >= 0)
+                log_info("thawed %s, left frozen by a daemon that died", spec);
+        pthread_mutex_destroy(&f->lock);
+        free(f);
+        return r;
 }
 
 struct freezer *freezer_free(struct freezer *f)

@@ -18,8 +18,16 @@
 struct freezer;
 
 /* freezer_new(): from a label value; -EINVAL for a value naming no
- * method, -ENOENT for a cgroup path without a freezer. Nothing is frozen. */
-int freezer_new(const char *spec, struct freezer **ret);
+ * method, -ENOENT for a cgroup path without a freezer. Nothing is frozen.
+ * marker (may be NULL): a file that says the sandbox is frozen by us,
+ * written (holding spec) before each freeze and removed after the thaw, so
+ * that a kill -9 of the daemon does not leave the sandbox frozen for ever:
+ * freezer_thaw_marked() thaws what it names. */
+int freezer_new(const char *spec, const char *marker, struct freezer **ret);
+/* freezer_thaw_marked(): thaw the sandbox a marker names (a daemon died
+ * with it frozen) and remove the marker; 0 if there is none. The caller
+ * makes sure no live daemon owns the marker. */
+int freezer_thaw_marked(const char *marker);
 /* freezer_free(): thaws if this freezer froze; accepts NULL; returns NULL. */
 struct freezer *freezer_free(struct freezer *f);
 

@@ -163,6 +163,13 @@ struct daemon {
 static void json_decrefp_(json_t **j) { json_decref(*j); }
 static void backend_freep_(struct backend **b) { backend_free(*b); }
 
+/* STATE/sandbox-frozen: written while a freeze of ours holds (freezer.h),
+ * so that a daemon killed -9 does not leave the sandbox frozen for ever:
+ * the next stasisd on the state dir, or `stasis umount` of the dead mount
+ * (through `stasisd FROZEN_THAW_ARG STATE`), thaws it. */
+#define FROZEN_MARKER "sandbox-frozen"
+#define FROZEN_THAW_ARG "--thaw-left-frozen"
+
 /* The label that says how to freeze the sandbox (freezer.h). */
 #define LABEL_FREEZE "io.stasis.freeze"
 /* The largest request body the API takes. */
@@ -1433,21 +1440,28 @@ static void raise_fd_limit(void)
  * and write one set of data files, each with its own model of them. The
  * lock (flock on STATE/stasisd.lock) goes with the process, so a kill -9
  * leaves nothing to clean up; *ret_fd holds it until exit. */
-static int state_lock(const char *state, int *ret_fd)
+static int state_lock_take(const char *state, int *ret_fd)
 {
-        char path[PATH_MAX + 16], pid[32] = "";
+        char path[PATH_MAX + 16];
         _cleanup_(closep) int fd = -1;
 
         snprintf(path, sizeof path, "%s/stasisd.lock", state);
         fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
         if (fd < 0)
-                return log_error_errno(-errno, "state dir %s: lock: %m", state);
-        if (flock(fd, LOCK_EX | LOCK_NB) == 0) {
-                *ret_fd = TAKE_FD(fd);
-                return 0;
-        }
-        if (errno != EWOULDBLOCK)
-                return log_error_errno(-errno, "state dir %s: lock: %m", state);
+                return -errno;
+        if (flock(fd, LOCK_EX | LOCK_NB) < 0)
+                return errno == EWOULDBLOCK ? -EBUSY : -errno;
+        *ret_fd = TAKE_FD(fd);
+        return 0;
+}
+
+static int state_lock(const char *state, int *ret_fd)
+{
+        char path[PATH_MAX + 16], pid[32] = "";
+        int r = state_lock_take(state, ret_fd);
+
+        if (r != -EBUSY)
+                return r < 0 ? log_error_errno(r, "state dir %s: lock: %m", state) : 0;
         snprintf(path, sizeof path, "%s/stasisd.pid", state);
         {
                 _cleanup_(closep) int pfd = open(path, O_RDONLY | O_CLOEXEC);
@@ -1457,6 +1471,28 @@ static int state_lock(const char *state, int *ret_fd)
         }
         return log_error_errno(-EBUSY, "state dir %s is in use by another stasisd%s%s (one per state dir)", state,
                                pid[0] ? ", pid " : "", pid);
+}
+
+/* thaw_left(): `stasisd --thaw-left-frozen STATE`, run by `stasis umount`
+ * of a dead mount: thaw the sandbox its daemon left frozen, unless a live
+ * daemon has the state dir now (its freeze is its own). */
+static int thaw_left(const char *state)
+{
+        _cleanup_(closep) int lock = -1;
+        char marker[PATH_MAX + 32];
+        int r;
+
+        snprintf(marker, sizeof marker, "%s/" FROZEN_MARKER, state);
+        if (access(marker, F_OK) < 0)
+                return 0;
+        r = state_lock_take(state, &lock);
+        if (r == -EBUSY)
+                return 0;
+        if (r >= 0)
+                r = freezer_thaw_marked(marker);
+        if (r < 0)
+                return log_error_errno(r, "thaw the sandbox %s names: %m", marker), 1;
+        return 0;
 }
 
 /* daemonize(): fork; the parent waits for the child's readiness byte and
@@ -1579,7 +1615,7 @@ int main(int argc, char **argv)
         pthread_t api_thread;
         bool api_starting = false;
         char key[33], oci_ref[OCI_TAG_MAX + DIGEST_STR_LEN + 2], mounts[PATH_MAX], pidfile[PATH_MAX + 16] = "", logfile[PATH_MAX + 16] = "";
-        char pidbuf[32];
+        char pidbuf[32], marker[PATH_MAX + 32];
         _cleanup_(freep) char *mopts = NULL;
         struct digest dg;
         uint64_t journal_max = 0, t_start = now_ns(), t_tree = 0;
@@ -1591,6 +1627,8 @@ int main(int argc, char **argv)
         /* The checkpoint's flush helper (fs_flush_kernel()): nothing else. */
         if (argc == 3 && strcmp(argv[1], FS_FLUSH_HELPER_ARG) == 0)
                 return fs_flush_helper(argv[2]);
+        if (argc == 3 && strcmp(argv[1], FROZEN_THAW_ARG) == 0)
+                return thaw_left(argv[2]);
         raise_fd_limit();
         if (log_get_max_level() < LOG_LVL_INFO) /* the log file says when it mounted */
                 log_set_max_level(LOG_LVL_INFO);
@@ -1604,17 +1642,6 @@ int main(int argc, char **argv)
         d.owner = getuid();
         d.started = time(NULL);
         d.started_ns = now_ns();
-        {
-                const char *fz = json_string_value(json_object_get(o.labels, LABEL_FREEZE));
-                if (fz) {
-                        r = freezer_new(fz, &d.freezer);
-                        if (r < 0) {
-                                log_error_errno(r, "label %s=%s: expected cgroup:/sys/fs/cgroup/PATH or runc:ID: %m",
-                                                LABEL_FREEZE, fz);
-                                goto fail;
-                        }
-                }
-        }
 
         r = check_mountpoint(o.mountpoint, d.mountpoint);
         if (r < 0)
@@ -1670,6 +1697,21 @@ int main(int argc, char **argv)
         r = state_lock(d.state, &lock_fd);
         if (r < 0)
                 goto fail;
+        snprintf(marker, sizeof marker, "%s/" FROZEN_MARKER, d.state);
+        r = freezer_thaw_marked(marker); /* ours now: its daemon is dead */
+        if (r < 0)
+                log_warning_errno(r, "thaw the sandbox a dead stasisd left frozen (%s): %m", marker);
+        {
+                const char *fz = json_string_value(json_object_get(o.labels, LABEL_FREEZE));
+                if (fz) {
+                        r = freezer_new(fz, marker, &d.freezer);
+                        if (r < 0) {
+                                log_error_errno(r, "label %s=%s: expected cgroup:/sys/fs/cgroup/PATH or runc:ID: %m",
+                                                LABEL_FREEZE, fz);
+                                goto fail;
+                        }
+                }
+        }
         r = mkdir_p(mounts, 0755);
         if (r < 0) {
                 log_error_errno(r, "mount registry %s: %m", mounts);

@@ -17,6 +17,7 @@
 #include <libgen.h>
 #include <limits.h>
 #include <signal.h>
+#include <spawn.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/file.h>
@@ -297,33 +298,6 @@ static bool state_in_use(const char *state)
         return false;
 }
 
-/* cleanup_dead(): what a killed stasisd leaves: a mount answering ENOTCONN,
- * its registry entry, its socket and pid file (unless a live daemon has the
- * state dir now: they are its). */
-static int cleanup_dead(const char *mp, json_t *entry, const char *entry_path)
-{
-        const char *sock = json_string_value(json_object_get(entry, "socket"));
-        const char *state = json_string_value(json_object_get(entry, "state_dir"));
-        bool theirs = state && state_in_use(state);
-        int r = 0;
-
-        for (int i = 0; i < 16 && is_dead_mount(mp); i++) {
-                r = detach(mp, true);
-                if (r < 0)
-                        return log_error_errno(r, "%s: detach dead mount: %m", mp);
-        }
-        if (sock && !theirs)
-                (void)unlink(sock);
-        if (state && !theirs) {
-                char p[PATH_MAX + 16];
-                snprintf(p, sizeof p, "%s/stasisd.pid", state);
-                (void)unlink(p);
-        }
-        if (entry_path)
-                (void)unlink(entry_path);
-        return r;
-}
-
 static int find_stasisd(char ret[static PATH_MAX])
 {
         const char *e = getenv("STASISD");
@@ -344,6 +318,55 @@ static int find_stasisd(char ret[static PATH_MAX])
         if ((size_t)snprintf(ret, PATH_MAX, "%s/daemon/stasisd", self) < PATH_MAX && access(ret, X_OK) == 0)
                 return 0;
         return -ENOENT;
+}
+
+/* thaw_left(): a sandbox the dead daemon left frozen (STATE/sandbox-frozen,
+ * daemon/stasisd.c) is thawed by `stasisd --thaw-left-frozen STATE`, which
+ * knows the freezers. */
+static void thaw_left(const char *state)
+{
+        char marker[PATH_MAX + 32], daemon[PATH_MAX];
+        char *argv[] = { daemon, (char *)"--thaw-left-frozen", (char *)state, NULL };
+        pid_t pid;
+        int status;
+
+        snprintf(marker, sizeof marker, "%s/sandbox-frozen", state);
+        if (access(marker, F_OK) < 0)
+                return;
+        if (find_stasisd(daemon) < 0 || posix_spawn(&pid, daemon, NULL, NULL, argv, environ) != 0) {
+                log_error("%s: the sandbox was left frozen, and stasisd is not there to thaw it", state);
+                return;
+        }
+        while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
+                ;
+}
+
+/* cleanup_dead(): what a killed stasisd leaves: a mount answering ENOTCONN,
+ * its registry entry, its socket and pid file (unless a live daemon has the
+ * state dir now: they are its), and a sandbox it froze. */
+static int cleanup_dead(const char *mp, json_t *entry, const char *entry_path)
+{
+        const char *sock = json_string_value(json_object_get(entry, "socket"));
+        const char *state = json_string_value(json_object_get(entry, "state_dir"));
+        bool theirs = state && state_in_use(state);
+        int r = 0;
+
+        for (int i = 0; i < 16 && is_dead_mount(mp); i++) {
+                r = detach(mp, true);
+                if (r < 0)
+                        return log_error_errno(r, "%s: detach dead mount: %m", mp);
+        }
+        if (sock && !theirs)
+                (void)unlink(sock);
+        if (state && !theirs) {
+                char p[PATH_MAX + 16];
+                snprintf(p, sizeof p, "%s/stasisd.pid", state);
+                (void)unlink(p);
+                thaw_left(state);
+        }
+        if (entry_path)
+                (void)unlink(entry_path);
+        return r;
 }
 
 int cmd_mount(const struct cli_command *cmd, int argc, char **argv)

@@ -4,7 +4,8 @@
 # loop that counts; frozen, cgroup.events says "frozen 1" and the count
 # stands still; thawed, it moves again. Both calls are idempotent, a mount
 # without the label answers 409 NoFreezer, and unmounting thaws a sandbox
-# left frozen.
+# left frozen; so does `stasis umount` of a mount whose daemon was killed
+# -9 while it held the sandbox frozen, or the next daemon on its state dir.
 source "$(dirname "$0")/lib.sh"
 source "$(dirname "$0")/mount-lib.bash"
 need curl
@@ -86,4 +87,32 @@ frozen && fail "the sandbox is still frozen after the unmount"
 c4=$(cat "$T/count")
 sleep 0.3
 (($(cat "$T/count") > c4)) || fail "the loop does not count after the unmount"
+
+# frozen_then_killed MP: mount MP on $T/state with the freeze label, freeze,
+# kill -9 the daemon and wait until it is gone.
+frozen_then_killed() {
+        local pid
+        mount_snap "$1" --empty --state "$T/state" --cache "$T/cache" --label "io.stasis.freeze=cgroup:$CG"
+        code=$(api "$(jq -r .socket "$(registry_entry "$1")")" /api/v1/freeze)
+        [[ $code == 200 ]] || fail "freeze answered $code"
+        pid=$(daemon_pid "$1")
+        kill -9 "$pid"
+        for _ in $(seq 200); do kill -0 "$pid" 2>/dev/null || break; sleep 0.05; done
+        kill -0 "$pid" 2>/dev/null && fail "stasisd $pid outlived kill -9"
+        frozen || fail "the sandbox is not frozen after the kill (the test needs it so)"
+        [[ -f $T/state/sandbox-frozen ]] || fail "no STATE/sandbox-frozen while frozen"
+}
+
+step "kill -9 of a stasisd holding the sandbox frozen: stasis umount thaws it"
+frozen_then_killed "$mp"
+st umount "$mp"
+frozen && fail "stasis umount of the dead mount left the sandbox frozen"
+[[ ! -e $T/state/sandbox-frozen ]] || fail "STATE/sandbox-frozen is left after the thaw"
+
+step "... and so does the next stasisd on the state dir (another mountpoint)"
+frozen_then_killed "$mp"
+mount_snap "$mp2" --empty --state "$T/state" --cache "$T/cache"
+frozen && fail "the next stasisd on the state dir left the sandbox frozen"
+st umount "$mp2"
+st umount "$mp"
 exit 0
