@@ -168,8 +168,9 @@ static int set_locked(struct freezer *f, bool want)
                 return 0;
         if (want) {
                 r = marker_write(f);
-                if (r < 0)
-                        return log_error_errno(r, "freeze marker %s: %m", f->marker);
+                if (r < 0) /* a full state dir: freeze all the same, without the net */
+                        log_warning_errno(r, "freeze marker %s (a kill -9 of stasisd now would leave the sandbox frozen): %m",
+                                          f->marker);
         }
         if (f->kind == FREEZER_RUNC)
                 r = runc(f, want ? "pause" : "resume");
@@ -237,6 +238,10 @@ int freezer_thaw_marked(const char *marker)
                 return r;
         spec[strcspn(spec, "\n")] = 0;
         r = freezer_new(spec, marker, &f);
+        if (r == -ENOENT || r == -EINVAL) { /* its cgroup is gone (or no method): nothing to thaw */
+                (void)unlink(marker);
+                return 0;
+        }
         if (r < 0)
                 return r;
         f->frozen = true; /* by the daemon that wrote the marker */
