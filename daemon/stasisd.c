@@ -1282,51 +1282,6 @@ static int resolve_remote(struct backend *store, const char *ref, struct digest 
         return oci_manifest_get(store, ref, &m, &len, ret);
 }
 
-/* mountinfo_unescape(): a /proc/self/mountinfo path in place (the kernel
- * writes space, tab, newline and backslash as \ooo). */
-static void mountinfo_unescape(char *s)
-{
-        char *w = s;
-
-        for (; *s; s++, w++) {
-                if (s[0] == '\\' && s[1] >= '0' && s[1] <= '3' && s[2] >= '0' && s[2] <= '7' && s[3] >= '0' &&
-                    s[3] <= '7') {
-                        *w = (char)((s[1] - '0') << 6 | (s[2] - '0') << 3 | (s[3] - '0'));
-                        s += 3;
-                } else
-                        *w = *s;
-        }
-        *w = 0;
-}
-
-/* stasis_mounted_on(): whether a stasis mount sits on mp (a realpath). */
-static bool stasis_mounted_on(const char *mp)
-{
-        FILE *f = fopen("/proc/self/mountinfo", "re");
-        char *line = NULL;
-        size_t cap = 0;
-        bool found = false;
-
-        if (!f)
-                return false;
-        while (getline(&line, &cap, f) > 0) {
-                char *sep = strstr(line, " - "), *save = NULL, *field = line;
-                if (!sep)
-                        continue;
-                *sep = 0;
-                for (int i = 0; i < 5 && field; i++) /* the 5th field: the mount point */
-                        field = strtok_r(i ? NULL : line, " ", &save);
-                if (!field)
-                        continue;
-                mountinfo_unescape(field);
-                if (strcmp(field, mp) == 0 && strncmp(sep + 3, "fuse.stasis ", 12) == 0)
-                        found = true;
-        }
-        free(line);
-        fclose(f);
-        return found;
-}
-
 /* check_mountpoint(): a directory we can mount on. A dead FUSE mount
  * (ENOTCONN) is refused with a hint: `stasis mount` cleans it up first. */
 static int check_mountpoint(const char *path, char resolved[static PATH_MAX])
@@ -1397,8 +1352,9 @@ static int mount_taken(const char *mp, const char *registry)
 {
         _cleanup_(json_decrefp_) json_t *e = NULL;
         json_int_t pid;
+        dev_t dev;
 
-        if (!stasis_mounted_on(mp))
+        if (stasis_mount_dev(mp, &dev) < 0)
                 return 0;
         e = json_load_file(registry, 0, NULL);
         pid = json_integer_value(json_object_get(e, "pid"));

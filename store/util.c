@@ -5,12 +5,14 @@
 
 #include <fcntl.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <linux/openat2.h>
 #include <sys/syscall.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <time.h>
 
 static int log_max_level = LOG_LVL_WARNING; /* set once at program start */
@@ -310,5 +312,55 @@ int dl_lib_load(struct dl_lib *lib, const struct dl_sym *syms, size_t n)
         }
         r = lib->r;
         pthread_mutex_unlock(&lib->lock);
+        return r;
+}
+
+/* The device number names the mount's connection under
+ * /sys/fs/fuse/connections; reading mountinfo never touches the mount
+ * itself, which may hang. The mount point field is unescaped (\ooo). */
+int stasis_mount_dev(const char *mp, dev_t *ret)
+{
+        FILE *f = fopen("/proc/self/mountinfo", "re");
+        char *line = NULL;
+        size_t cap = 0;
+        int r = -ENOENT;
+
+        if (!f)
+                return -errno;
+        while (r == -ENOENT && getline(&line, &cap, f) > 0) {
+                unsigned long maj, min;
+                char point[PATH_MAX], *p = line, *w, *sep, *end;
+                size_t n = 0;
+                /* id parent MAJ:MIN root mountpoint ... - fstype ... */
+                for (int i = 0; i < 2 && p; i++)
+                        p = strchr(p, ' ') ? strchr(p, ' ') + 1 : NULL;
+                if (!p)
+                        continue;
+                maj = strtoul(p, &end, 10);
+                if (*end != ':')
+                        continue;
+                min = strtoul(end + 1, &end, 10);
+                if (*end != ' ')
+                        continue;
+                for (int i = 0; i < 2 && p; i++)
+                        p = strchr(p, ' ') ? strchr(p, ' ') + 1 : NULL;
+                if (!p)
+                        continue;
+                for (w = p; *w && *w != ' ' && n < sizeof point - 1; w++) {
+                        if (w[0] == '\\' && w[1] >= '0' && w[1] <= '3' && w[2] && w[3]) {
+                                point[n++] = (char)((w[1] - '0') * 64 + (w[2] - '0') * 8 + (w[3] - '0'));
+                                w += 3;
+                        } else
+                                point[n++] = *w;
+                }
+                point[n] = 0;
+                sep = strstr(w, " - ");
+                if (sep && strcmp(point, mp) == 0 && strncmp(sep + 3, "fuse.stasis ", 12) == 0) {
+                        *ret = makedev((unsigned)maj, (unsigned)min);
+                        r = 0;
+                }
+        }
+        free(line);
+        fclose(f);
         return r;
 }

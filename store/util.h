@@ -11,6 +11,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <sys/types.h>
 #include <unistd.h>
 
 #define _cleanup_(f) __attribute__((cleanup(f)))
@@ -156,6 +157,10 @@ int read_file_at(int dirfd, const char *path, size_t max, char **ret, size_t *re
  * cannot redirect a read outside it. Falls back to plain openat() on kernels
  * without openat2. Returns an fd or -errno. */
 int open_beneath(int dirfd, const char *path, int flags);
+/* stasis_mount_dev(): the device number (MAJOR:MINOR in mountinfo) of the
+ * stasis FUSE mount on mp (an absolute, resolved path), from
+ * /proc/self/mountinfo without touching the mount; -ENOENT if none. */
+int stasis_mount_dev(const char *mp, dev_t *ret);
 
 /* fsync_dir_at(): fsync the directory that holds path (relative to dirfd). */
 int fsync_dir_at(int dirfd, const char *dir);

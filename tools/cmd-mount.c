@@ -53,11 +53,6 @@ static const char *run_dir(void)
 }
 
 static void json_decrefp_(json_t **j) { json_decref(*j); }
-static void fclosep_(FILE **f)
-{
-        if (*f)
-                fclose(*f);
-}
 
 /* parent_path(): path made absolute and resolved without touching its last
  * component, which may be a dead mount (stat fails with ENOTCONN) or a
@@ -186,56 +181,6 @@ static int detach(const char *mp, bool lazy)
         return WIFEXITED(status) && WEXITSTATUS(status) == 0 ? 0 : -EBUSY;
 }
 
-/* mount_dev(): the device number of the stasis FUSE mount at mp, from
- * /proc/self/mountinfo (field 3, MAJOR:MINOR): the name of its connection
- * under /sys/fs/fuse/connections. Never touches the mount itself, which may
- * hang. -ENOENT if no stasis mount is there. */
-static int mount_dev(const char *mp, dev_t *ret)
-{
-        _cleanup_(fclosep_) FILE *f = fopen("/proc/self/mountinfo", "re");
-        char *line = NULL;
-        size_t cap = 0;
-        int r = -ENOENT;
-
-        if (!f)
-                return -errno;
-        while (r == -ENOENT && getline(&line, &cap, f) > 0) {
-                unsigned long maj, min;
-                char point[PATH_MAX], *p = line, *w, *sep, *end;
-                size_t n = 0;
-                /* id parent MAJ:MIN root mountpoint ... - fstype ... */
-                for (int i = 0; i < 2 && p; i++)
-                        p = strchr(p, ' ') ? strchr(p, ' ') + 1 : NULL;
-                if (!p)
-                        continue;
-                maj = strtoul(p, &end, 10);
-                if (*end != ':')
-                        continue;
-                min = strtoul(end + 1, &end, 10);
-                if (*end != ' ')
-                        continue;
-                for (int i = 0; i < 2 && p; i++)
-                        p = strchr(p, ' ') ? strchr(p, ' ') + 1 : NULL;
-                if (!p)
-                        continue;
-                for (w = p; *w && *w != ' ' && n < sizeof point - 1; w++) {
-                        if (w[0] == '\\' && w[1] >= '0' && w[1] <= '3' && w[2] && w[3]) {
-                                point[n++] = (char)((w[1] - '0') * 64 + (w[2] - '0') * 8 + (w[3] - '0'));
-                                w += 3;
-                        } else
-                                point[n++] = *w;
-                }
-                point[n] = 0;
-                sep = strstr(w, " - ");
-                if (sep && strcmp(point, mp) == 0 && strncmp(sep + 3, "fuse.stasis ", 12) == 0) {
-                        *ret = makedev((unsigned)maj, (unsigned)min);
-                        r = 0;
-                }
-        }
-        free(line);
-        return r;
-}
-
 /* abort_connection(): end the FUSE connection of the mount at mp, as
  * `echo 1 > /sys/fs/fuse/connections/N/abort` does: every request waiting
  * for stasisd, and every later one, fails at once (ENOTCONN), and a thread
@@ -248,7 +193,7 @@ static int abort_connection(const char *mp)
         dev_t dev = 0;
         int fd, r;
 
-        r = mount_dev(mp, &dev);
+        r = stasis_mount_dev(mp, &dev);
         if (r < 0)
                 return r;
         /* the kernel names a connection by its dev_t, as it encodes it */
@@ -271,7 +216,7 @@ static int abort_connection(const char *mp)
 static bool is_stasis_mount(const char *mp)
 {
         dev_t dev = 0;
-        return mount_dev(mp, &dev) == 0;
+        return stasis_mount_dev(mp, &dev) == 0;
 }
 
 static bool is_dead_mount(const char *mp)
