@@ -209,30 +209,6 @@ static const char *env_or(const char *name, const char *dflt)
 
 static const char *run_dir(void) { return env_or("STASIS_RUN_DIR", RUN_DEFAULT); }
 
-/* write_atomic(): path gets data by temp file + rename; fsync'd first when
- * it must survive a host crash (the pid file and the registry entry need
- * not: the process does not either, and they sit in a mount's way to
- * ready). */
-static int write_atomic(const char *path, const char *data, size_t len, mode_t mode, bool durable)
-{
-        char tmp[PATH_MAX + 32];
-        _cleanup_(closep) int fd = -1;
-        int r;
-
-        snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid());
-        fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
-        if (fd < 0)
-                return -errno;
-        r = write_full(fd, data, len);
-        if (r >= 0 && durable && fsync(fd) < 0)
-                r = -errno;
-        if (r >= 0 && rename(tmp, path) < 0)
-                r = -errno;
-        if (r < 0)
-                (void)unlink(tmp);
-        return r;
-}
-
 /* ---- control API ---- */
 
 static json_t *status_json(struct daemon *d)
@@ -566,7 +542,7 @@ static void last_ck_save(struct daemon *d, const struct digest *dg)
         snprintf(line, sizeof line, "%s\n", d->last_ck);
         /* Each on its own: the registry entry is what makes gc keep the
          * snapshot while we live, and the state dir may be the full disk. */
-        r = write_atomic(path, line, strlen(line), 0644, true);
+        r = write_replace_at(AT_FDCWD, path, line, strlen(line), 0644, true);
         if (r < 0)
                 log_warning_errno(r, "record the last checkpoint %s in %s (a remount will parent its next "
                                   "checkpoint on the one before): %m", d->last_ck, path);
@@ -1155,7 +1131,7 @@ static int registry_write(const struct daemon *d)
         json_decref(j);
         if (!s)
                 return -ENOMEM;
-        r = write_atomic(d->registry, s, strlen(s), 0644, false);
+        r = write_replace_at(AT_FDCWD, d->registry, s, strlen(s), 0644, false);
         free(s);
         return r;
 }
@@ -1843,7 +1819,7 @@ int main(int argc, char **argv)
 
         d.log_path = logfile;
         snprintf(pidbuf, sizeof pidbuf, "%ld\n", (long)getpid());
-        r = write_atomic(pidfile, pidbuf, strlen(pidbuf), 0644, false);
+        r = write_replace_at(AT_FDCWD, pidfile, pidbuf, strlen(pidbuf), 0644, false);
         if (r >= 0)
                 r = registry_write(&d);
         registered = r >= 0;

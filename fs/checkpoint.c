@@ -1284,6 +1284,12 @@ int fs_checkpoint(struct fs *fs, const struct fs_checkpoint_opts *o, struct fs_c
                 goto fail;
         }
         res.publish_ns = now_ns() - t1;
+        /* A host crash after this must leave a state dir that mounts again
+         * (its HEAD durable), else the mount that was checkpointed is
+         * refused (a layer without HEAD), though its snapshot is safe. */
+        if (wl_skeleton_sync(fs) < 0)
+                log_warning("checkpoint: the state dir %s is not synced: a host crash before its first fsync "
+                            "leaves it unmountable", fs->state_dir);
         res.tree_digest = tree_digest;
         res.chunks_saved = atomic_load(&fs->ck_saved) - saved0;
         ck_end(fs, last_new(&c, o->store, &res.digest, &tree));

@@ -323,6 +323,9 @@ void wl_data_remove(struct fs *fs, uint64_t ino);
 int wl_mark_present(struct fs *fs, struct fs_inode *p, uint32_t first, uint32_t end);
 int wl_set_base_limit(struct fs *fs, struct fs_inode *p, uint64_t limit);
 int wl_sync(struct fs *fs, struct fs_inode *p, bool data_only);
+/* wl_skeleton_sync(): a fresh state dir's HEAD and directories durable, once
+ * (the first fsync does it; so does a checkpoint). 0 or -errno (logged). */
+int wl_skeleton_sync(struct fs *fs);
 
 /* ---- checkpoint.c: copy-before-write while a checkpoint reads ---- */
 /* ck_before_change(): bytes [off, off + len) of ino's data file (fd) are

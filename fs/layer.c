@@ -893,6 +893,7 @@ int wl_data_ensure(struct fs *fs, struct fs_inode *p)
                 p->has_data = true;
                 p->base_limit = limit;
                 p->sync_dir = true;
+                p->sync_map = p->in_base; /* its header, even with no chunk marked */
         }
         pthread_cond_broadcast(&fs->cond);
         pthread_mutex_unlock(&fs->lock);
@@ -989,11 +990,11 @@ int wl_set_base_limit(struct fs *fs, struct fs_inode *p, uint64_t limit)
         return pwrite_full(fd, &limit, sizeof limit, 16);
 }
 
-/* skeleton_sync(): a fresh state dir's HEAD, directories and journal made
+/* wl_skeleton_sync(): a fresh state dir's HEAD, directories and journal made
  * durable, once (before that, a host crash may take the whole state dir:
  * nothing in it was acknowledged as synced). Files first, then each
  * directory that names one, up to the state dir. */
-static int skeleton_sync(struct fs *fs)
+int wl_skeleton_sync(struct fs *fs)
 {
         static const char *const dirs[] = { ("layers/" LAYER_ID "/data"), ("layers/" LAYER_ID), "layers", "." };
         int r = 0;
@@ -1027,7 +1028,7 @@ int wl_sync(struct fs *fs, struct fs_inode *p, bool data_only)
         uint64_t jb;
         int r;
 
-        r = skeleton_sync(fs);
+        r = wl_skeleton_sync(fs);
         if (r < 0)
                 return r;
 
@@ -1083,26 +1084,6 @@ int wl_sync(struct fs *fs, struct fs_inode *p, bool data_only)
 
 /* ---- the state directory ---- */
 
-/* write_replace_at(): name holds data whole or not at all, after kill -9;
- * not synced (skeleton_sync() is). */
-static int write_replace_at(int dirfd, const char *name, const void *data, size_t len)
-{
-        char tmp[128];
-        _cleanup_(closep) int fd = -1;
-        int r;
-
-        snprintf(tmp, sizeof tmp, "%s.tmp", name);
-        fd = openat(dirfd, tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-        if (fd < 0)
-                return -errno;
-        r = write_full(fd, data, len);
-        if (r >= 0 && renameat(dirfd, tmp, dirfd, name) < 0)
-                r = -errno;
-        if (r < 0)
-                (void)unlinkat(dirfd, tmp, 0);
-        return r;
-}
-
 /* layer_is_empty(): the state dir holds no layer, or one with nothing in
  * it: a journal of at most its header, no data file. */
 static bool layer_is_empty(struct fs *fs)
@@ -1137,7 +1118,7 @@ static int head_check(struct fs *fs, const char *base)
         r = read_file_at(fs->state_fd, "HEAD", 4096, &head, &len);
         if (r == -ENOENT || (r >= 0 && len == 0)) {
                 /* A fresh state dir, or one whose HEAD a host crash took
-                 * before anything was synced (skeleton_sync() makes HEAD
+                 * before anything was synced (wl_skeleton_sync() makes HEAD
                  * durable first): then its layer was never acknowledged as
                  * durable either, but it was made on a base we no longer
                  * know, so it is refused rather than applied to this one. */
@@ -1145,7 +1126,7 @@ static int head_check(struct fs *fs, const char *base)
                         return log_error_errno(-EEXIST, "state dir %s has a writable layer but no HEAD (a host crash "
                                                "before its first fsync?): remove it to start afresh: %m",
                                                fs->state_dir);
-                r = write_replace_at(fs->state_fd, "HEAD", want, strlen(want));
+                r = write_replace_at(fs->state_fd, "HEAD", want, strlen(want), 0600, false);
                 if (r >= 0)
                         atomic_store(&fs->skel_pending, true);
                 return r;
@@ -1258,12 +1239,29 @@ static int load_data(struct fs *fs)
                 }
                 data_name(ino, ".map", name);
                 mfd = openat(fs->data_fd, name, O_RDONLY | O_CLOEXEC);
-                if (mfd < 0) {
+                if (mfd < 0 && errno != ENOENT) {
                         r = log_error_errno(-errno, "state dir %s: chunk map of inode %" PRIu64 ": %m",
                                             fs->state_dir, ino);
                         break;
                 }
-                n = pread_full(mfd, h, sizeof h, 0);
+                n = mfd < 0 ? 0 : pread_full(mfd, h, sizeof h, 0);
+                if (n < 0) {
+                        r = log_error_errno((int)n, "state dir %s: chunk map of inode %" PRIu64 ": %m",
+                                            fs->state_dir, ino);
+                        break;
+                }
+                if (n == 0) {
+                        /* No map, or an empty one: the map comes first and
+                         * its header is synced by the file's first fsync,
+                         * so only a host crash before that leaves this,
+                         * and none of the file's changes was acknowledged
+                         * as durable: the base's bytes stand. */
+                        log_warning("state dir %s: inode %" PRIu64 " has a data file but %s chunk map (a host crash "
+                                    "before its first fsync): its unsynced changes are dropped",
+                                    fs->state_dir, ino, mfd < 0 ? "no" : "an empty");
+                        wl_data_remove(fs, ino);
+                        continue;
+                }
                 if (n != (ssize_t)sizeof h || memcmp(h, MAP_MAGIC, 8) != 0) {
                         r = log_error_errno(-EBADMSG, "state dir %s: chunk map of inode %" PRIu64 ": %m",
                                             fs->state_dir, ino);
@@ -1364,7 +1362,7 @@ static int image_write(struct fs *fs, const struct wl_txn *t, int *ret_fd)
 
 /* image_install(): journal.tmp becomes the journal. Once renamed it is the
  * journal, whatever follows: a failed fsync of the directory is left to
- * the next fsync or fsyncdir (skeleton_sync()). */
+ * the next fsync or fsyncdir (wl_skeleton_sync()). */
 static int image_install(struct fs *fs)
 {
         if (renameat(fs->layer_fd, "journal.tmp", fs->layer_fd, "journal") < 0) {
@@ -1381,7 +1379,7 @@ static int image_install(struct fs *fs)
 
 /* journal_fresh(): a fresh layer's journal: its header alone (the image of
  * an unchanged model, the next inode number, says nothing the base does
- * not), in place and not synced: skeleton_sync() does that. */
+ * not), in place and not synced: wl_skeleton_sync() does that. */
 static int journal_fresh(struct fs *fs)
 {
         _cleanup_(closep) int fd = openat(fs->layer_fd, "journal", O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);

@@ -270,6 +270,36 @@ int fsync_dir_at(int dirfd, const char *dir)
         return 0;
 }
 
+int write_replace_at(int dirfd, const char *path, const void *data, size_t len, mode_t mode, bool durable)
+{
+        _cleanup_(freep) char *tmp = NULL;
+        _cleanup_(closep) int fd = -1;
+        const char *slash;
+        int r;
+
+        if (asprintf(&tmp, "%s.tmp", path) < 0)
+                return -ENOMEM;
+        fd = openat(dirfd, tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
+        if (fd < 0)
+                return -errno;
+        r = write_full(fd, data, len);
+        if (r >= 0 && durable && fsync(fd) < 0)
+                r = -errno;
+        if (r >= 0 && renameat(dirfd, tmp, dirfd, path) < 0)
+                r = -errno;
+        if (r < 0) {
+                (void)unlinkat(dirfd, tmp, 0);
+                return r;
+        }
+        if (!durable)
+                return 0;
+        slash = strrchr(path, '/');
+        if (!slash)
+                return fsync_dir_at(dirfd, ".");
+        tmp[slash == path ? 1 : slash - path] = '\0'; /* the directory part */
+        return fsync_dir_at(dirfd, tmp);
+}
+
 _Static_assert(sizeof(void *) == sizeof(void (*)(void)), "dlsym(): function pointers are void *");
 
 static int dl_load(const char *soname, const char *package, const struct dl_sym *syms, size_t n, char *err,

@@ -164,5 +164,12 @@ int stasis_mount_dev(const char *mp, dev_t *ret);
 
 /* fsync_dir_at(): fsync the directory that holds path (relative to dirfd). */
 int fsync_dir_at(int dirfd, const char *dir);
+/* write_replace_at(): path (relative to dirfd, or absolute) holds data whole
+ * or not at all, even after a kill -9: written to "<path>.tmp", then renamed
+ * over it. One writer per path: the temporary name is fixed, so a crash in
+ * between leaves that one file, which the next write replaces. durable: the
+ * file is fsync'd before the rename and its directory after, so a host crash
+ * keeps it too. 0 or -errno; the temporary file never outlives a failure. */
+int write_replace_at(int dirfd, const char *path, const void *data, size_t len, mode_t mode, bool durable);
 
 #endif
