@@ -22,7 +22,7 @@ PACKAGES=(
         libfuse3-dev liburing-dev libzstd-dev libxxhash-dev libssl-dev libcurl4-openssl-dev
         libjansson-dev libmicrohttpd-dev libarchive-dev libcriterion-dev
         # runtime tools used by tests, the demo and the benchmarks
-        fuse3 zstd attr acl xxd time python3
+        fuse3 zstd attr acl xxd time python3 e2fsprogs mount
         casync skopeo docker-registry runc umoci busybox-static
         git sqlite3 fio apache2-utils openssl curl jq
         squashfuse squashfs-tools erofs-utils

@@ -17,6 +17,7 @@ fi
 export STASIS_RUN_DIR=$T/run
 MOUNTS=()
 TMPFS=()
+CLEANUP=() # commands run on exit after the stasis mounts, last first
 
 # is_mounted MP: a stasis FUSE mount sits on MP (/proc/self/mountinfo).
 is_mounted() {
@@ -24,11 +25,14 @@ is_mounted() {
 }
 
 _mount_on_exit() {
-        local rc=$? m
+        local rc=$? m i
         for m in "${MOUNTS[@]}"; do
                 if is_mounted "$m"; then
                         "$STASIS" umount --lazy "$m" >/dev/null 2>&1 || umount -l "$m" 2>/dev/null || true
                 fi
+        done
+        for ((i = ${#CLEANUP[@]} - 1; i >= 0; i--)); do
+                eval "${CLEANUP[i]}" >/dev/null 2>&1 || true
         done
         for m in "${TMPFS[@]}"; do
                 umount -l "$m" 2>/dev/null || true

@@ -21,95 +21,9 @@ st commit --store "$S" --tag base "$T/src"
 mp=$T/mnt
 state=$T/state
 
-# The writer: acknowledges an operation in $ack only after the syscalls that
-# make it durable returned (fsync of the file, fsync of the directory).
-cat >"$T/writer.py" <<'PY'
-import os, sys, random, hashlib
-mp, ack, seed = sys.argv[1], sys.argv[2], int(sys.argv[3])
-rnd = random.Random(seed)
-log = open(ack, "a", buffering=1)
-d = os.path.join(mp, "w")
-os.makedirs(d, exist_ok=True)
-dfd = os.open(d, os.O_RDONLY | os.O_DIRECTORY)
-i = 0
-while True:
-    i += 1
-    name = "f%d-%d" % (seed, i)
-    data = os.urandom(rnd.choice([1, 100, 4096, 65536, 300000, 1 << 20]))
-    tmp = os.path.join(d, name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-    os.write(fd, data)
-    os.fsync(fd)
-    os.close(fd)
-    os.rename(tmp, os.path.join(d, name))
-    os.fsync(dfd)
-    log.write("file %s %s\n" % (name, hashlib.sha256(data).hexdigest()))
-    if i % 3 == 0:
-        os.link(os.path.join(d, name), os.path.join(d, name + ".ln"))
-        os.fsync(dfd)
-        log.write("link %s\n" % name)
-    if i % 4 == 0:  # partial overwrite of a base file: one chunk copied up
-        off = rnd.randrange(0, 3 * 1024 * 1024)
-        log.write("bigi %d\n" % off)
-        fd = os.open(os.path.join(mp, "base/big"), os.O_WRONLY)
-        os.pwrite(fd, b"x" * 4096, off)
-        os.fsync(fd)
-        os.close(fd)
-        log.write("big %d\n" % off)
-PY
-
-# The model of what must be there, from the acknowledgements.
-cat >"$T/check.py" <<'PY'
-import os, sys, hashlib
-mp, ack, big = sys.argv[1], sys.argv[2], sys.argv[3]
-files, links = {}, set()
-bigdata = bytearray(open(big, "rb").read())
-n = 0
-intent = None
-for line in open(ack):
-    p = line.split()
-    if len(p) < 2 or not line.endswith("\n"):
-        continue
-    if p[0] == "file": files[p[1]] = p[2]
-    elif p[0] == "link": links.add(p[1])
-    elif p[0] == "bigi": intent = int(p[1])
-    elif p[0] == "big":
-        off = int(p[1]); bigdata[off:off + 4096] = b"x" * 4096; intent = None
-    n += 1
-bad = 0
-d = os.path.join(mp, "w")
-names = set(os.listdir(d)) if os.path.isdir(d) else set()
-for name, h in files.items():
-    path = os.path.join(d, name)
-    if not os.path.exists(path):
-        print("LOST: %s" % name); bad += 1; continue
-    if hashlib.sha256(open(path, "rb").read()).hexdigest() != h:
-        print("WRONG BYTES: %s" % name); bad += 1
-    if name + ".tmp" in names:
-        print("HALF RENAME: both %s and its .tmp" % name); bad += 1
-for name in links:
-    if not os.path.exists(os.path.join(d, name + ".ln")):
-        print("LOST LINK: %s" % name); bad += 1
-# link counts match the names in the directory (every file lives in w/)
-inos = {}
-for name in names:
-    st = os.lstat(os.path.join(d, name))
-    inos.setdefault(st.st_ino, []).append((name, st.st_nlink))
-for ino, l in inos.items():
-    if any(nl != len(l) for _, nl in l):
-        print("NLINK: inode %d has names %s" % (ino, l)); bad += 1
-# every name reads (no dangling entry)
-for name in names:
-    open(os.path.join(d, name), "rb").read()
-got = bytearray(open(os.path.join(mp, "base/big"), "rb").read())
-if intent is not None:  # the last overwrite was not acknowledged: either way
-    got[intent:intent + 4096] = bigdata[intent:intent + 4096]
-if got != bigdata:
-    print("BIG DIFFERS"); bad += 1
-print("checked %d acknowledged operations, %d files" % (n, len(files)))
-sys.exit(1 if bad else 0)
-PY
-
+# The writer (wl_crash_writer.py) acknowledges an operation in $ack only
+# after the syscalls that make it durable returned; wl_crash_check.py checks
+# a remount against the acknowledgements.
 cp "$T/src/base/big" "$T/big.model"
 ack=$T/ack
 : >"$ack"
@@ -118,7 +32,7 @@ for ((trial = 1; trial <= trials; trial++)); do
         mount_snap "$mp" --store "$S" --cache "$T/cache" --state "$state" base
         pid=$(daemon_pid "$mp")
         acked=$(wc -l <"$ack")
-        python3 "$T/writer.py" "$mp" "$ack" "$trial" 2>"$T/writer.err" &
+        python3 "$(dirname "$0")/wl_crash_writer.py" "$mp" "$ack" "$trial" 2>"$T/writer.err" &
         wpid=$!
         # Let the writer get going first (a loaded machine or a sanitizer
         # build can take longer than the whole random delay to start it),
@@ -132,7 +46,7 @@ for ((trial = 1; trial <= trials; trial++)); do
         wait "$wpid" 2>/dev/null || true
         st umount "$mp"
         mount_snap "$mp" --store "$S" --cache "$T/cache" --state "$state" base
-        out=$(python3 "$T/check.py" "$mp" "$ack" "$T/big.model") || {
+        out=$(python3 "$(dirname "$0")/wl_crash_check.py" "$mp" "$ack" "$T/big.model") || {
                 echo "$out" | head -20 >&2
                 fail "trial $trial: acknowledged data lost after kill -9"
         }
