@@ -143,6 +143,7 @@ struct fs {
         const struct tree *tree;
         struct cache *cache;
         struct uring *uring; /* FUSE over io_uring, if prepared (kernel-io.c) */
+        struct fuse_session *se; /* for notifications to the kernel (fs_session_new()) */
         _Atomic uint64_t init_unique; /* the kernel's INIT request, for its reply (kernel-io.c) */
         uint32_t chunk_size, n_chunks, n_packs;
         unsigned ra_chunks; /* 0: readahead off */

@@ -1563,10 +1563,20 @@ static int touch_data(struct fs *fs, struct fs_inode *p, uint64_t end, bool grow
         m = p->attr.mode;
         if (m & kill & (S_ISUID | S_ISGID)) {
                 struct tree_attr a = p->attr;
+                int r;
+
                 a.mode &= ~(kill & (S_ISUID | S_ISGID));
                 p->times_dirty = false;
                 wl_txn_attr(&t, &a, p->parent);
-                return wl_txn_commit(fs, &t);
+                r = wl_txn_commit(fs, &t);
+                /* No reply tells the kernel (a WRITE's carries a count):
+                 * its cached mode would keep the bits, and an exec on a
+                 * suid mount would still honour them. Attributes only
+                 * (offset -1), so the writer's locked pages are no
+                 * obstacle. */
+                if (r >= 0 && fs->se)
+                        (void)fuse_lowlevel_notify_inval_inode(fs->se, p->ino, -1, 0);
+                return r;
         }
         pthread_mutex_unlock(&fs->lock);
         return 0;
@@ -2180,7 +2190,8 @@ struct fuse_session *fs_session_new(struct fs *fs, struct fuse_args *args)
 {
         if (!fs || !args)
                 return NULL;
-        return fuse_session_new(args, &fs_ops, sizeof fs_ops, fs);
+        fs->se = fuse_session_new(args, &fs_ops, sizeof fs_ops, fs);
+        return fs->se;
 }
 
 void fs_set_readonly(struct fs *fs, bool readonly)

@@ -197,4 +197,66 @@ rmdir "$mp"/d[0-9]*
 echo ok >"$mp/last" || fail "a write after freeing space"
 grep -q "refusing further changes" "$log" && fail "stasisd stopped taking changes: $(grep refusing "$log")"
 for i in 1 2 3; do cmp "$T/keep$i" "$mp/keep/f$i" || fail "keep/f$i reads back wrong at the end"; done
+
+# A write by another user to a setuid file clears the bit (a journaled mode
+# change): with no room left for that change, the write must fail with the
+# file as it was, not with its bytes written and the bit kept. (On 6.18 the
+# kernel's file_remove_privs() sends a SETATTR before such a WRITE, and that
+# fails first; stasisd clears the bit only after the WRITE's bytes.)
+step "no journal room left: a write that must clear setuid fails before its bytes land"
+head -c 8192 /dev/zero | tr '\0' A >"$mp/suid"
+chmod 4777 "$mp/suid"
+sync -f "$mp/suid"
+python3 - "$mp" <<'PY' || fail "the write to a setuid file with no journal room"
+import errno, mmap, os, sys
+mp = sys.argv[1]
+block = os.urandom(1 << 20)
+for i in range(1000):  # the disk full again
+    try:
+        with open("%s/refill%04d" % (mp, i), "wb") as f:
+            f.write(block)
+            f.flush()
+            os.fsync(f.fileno())
+    except OSError as e:
+        if e.errno != errno.ENOSPC:
+            sys.exit("refill%04d: %s (want ENOSPC)" % (i, e))
+        break
+for i in range(400000):  # then the room kept for removals and mode changes
+    try:
+        os.chmod(mp + "/last", 0o600 if i % 2 else 0o644)
+    except OSError as e:
+        if e.errno != errno.ENOSPC:
+            sys.exit("chmod: %s (want ENOSPC)" % e)
+        break
+else:
+    sys.exit("400000 chmods on a full disk")
+print("   ENOSPC after %d chmods" % i)
+pid = os.fork()
+if pid == 0:
+    os.setgroups([])
+    os.setgid(65534)
+    os.setuid(65534)
+    fd = os.open(mp + "/suid", os.O_WRONLY)
+    try:
+        os.pwrite(fd, b"B" * 4096, 0)
+    except OSError as e:
+        os._exit(0 if e.errno == errno.ENOSPC else 2)
+    os._exit(3)
+_, st = os.waitpid(pid, 0)
+code = os.waitstatus_to_exitcode(st)
+if code == 3:
+    print("   the write succeeded (there was room after all)")
+elif code != 0:
+    sys.exit("the write failed, but not with ENOSPC")
+mode = os.stat(mp + "/suid").st_mode & 0o7777
+# What stasisd holds, not the kernel's cache of it: O_DIRECT reads reach it.
+fd = os.open(mp + "/suid", os.O_RDONLY | os.O_DIRECT)
+buf = mmap.mmap(-1, 8192)
+data = buf[:os.readv(fd, [buf])]
+os.close(fd)
+if code == 0 and (mode != 0o4777 or data != b"A" * 8192):
+    sys.exit("a failed write left mode %o and %s" % (mode, "its bytes" if data != b"A" * 8192 else "the old bytes"))
+if code == 3 and (mode & 0o6000 or data[:4096] != b"B" * 4096):
+    sys.exit("a write that succeeded left mode %o" % mode)
+PY
 exit 0

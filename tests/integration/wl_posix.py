@@ -78,8 +78,19 @@ def fallocate(fd, mode, off, length):
         raise OSError(ctypes.get_errno(), os.strerror(ctypes.get_errno()))
 
 
+libc.statx.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_uint, ctypes.c_void_p]
+
+
 def mode(p):
-    return oct(stat.S_IMODE(os.lstat(p).st_mode))
+    """The mode as statx(STATX_MODE) sees it: the kernel may answer from
+    its cache without asking stasisd (lstat() asks for every basic field,
+    and a write's changed size makes FUSE ask), so a mode stasisd changed
+    behind its back (the suid bit on a write) shows as it stands there,
+    and as exec() would see it."""
+    buf = ctypes.create_string_buffer(256)
+    if libc.statx(-100, p.encode(), 0x100, 0x2, buf) < 0:  # AT_SYMLINK_NOFOLLOW, STATX_MODE
+        raise OSError(ctypes.get_errno(), os.strerror(ctypes.get_errno()), p)
+    return oct(stat.S_IMODE(struct.unpack_from("=H", buf, 28)[0]))  # stx_mode
 
 
 def nlink(p):
