@@ -4,7 +4,7 @@
 # acknowledged, and every snapshot a commit or checkpoint published, is
 # there after the power goes out, not only after a kill -9 of stasisd.
 #
-# The state dir and the store live on ext4 on a loop device over crashdisk
+# The state dir, the node cache and the store live on ext4 on a loop device over crashdisk
 # (tests/tools/crashdisk.c): a disk whose writes stay in a volatile cache
 # until a FLUSH. A "power cut" keeps 0%, 50% or all of the cached blocks (in
 # any order) and hands back the disk image, which is then mounted again
@@ -120,7 +120,7 @@ img=$T/img.0
 compactions=0
 for ((trial = 1; trial <= trials; trial++)); do
         disk_up "$img"
-        mount_snap "$mp" --store "$S" --cache "$T/cache" --state "$FS/state" base
+        mount_snap "$mp" --store "$S" --cache "$FS/cache" --state "$FS/state" base
         python3 "$(dirname "$0")/wl_crash_writer.py" "$mp" "$ack" "$trial" 2>"$T/writer.err" &
         wpid=$!
         # (the log is on the crash disk too: count its lines before the cut)
@@ -140,7 +140,7 @@ for ((trial = 1; trial <= trials; trial++)); do
         img=$T/img.$trial
 
         disk_up "$img"
-        mount_snap "$mp" --store "$S" --cache "$T/cache" --state "$FS/state" base
+        mount_snap "$mp" --store "$S" --cache "$FS/cache" --state "$FS/state" base
         out=$(python3 "$(dirname "$0")/wl_crash_check.py" "$mp" "$ack" "$T/big.model") || {
                 echo "$out" | head -20 >&2
                 fail "power cut $trial (keeping $keep% of the disk's cache, seed $seed): acknowledged data lost"
@@ -166,12 +166,12 @@ rm -f "$img"
 img=$T/img.c
 disk_up "$img"
 st verify --store "$FS/store" c1
-mount_snap "$T/mc" --store "$FS/store" --cache "$T/cache" c1
+mount_snap "$T/mc" --store "$FS/store" --cache "$FS/cache" c1
 same_tree "$T/src2" "$T/mc" --no-atime
 st umount "$T/mc"
 
 step "a checkpoint that returned is there after a power cut right after it"
-mount_snap "$mp" --store "$FS/store" --cache "$T/cache" --state "$FS/state2" c1
+mount_snap "$mp" --store "$FS/store" --cache "$FS/cache" --state "$FS/state2" c1
 rand_file "$mp/unsynced" 777777 # never fsync'd: the checkpoint must hold it
 echo changed >"$mp/two"
 rm "$mp/link"
@@ -183,7 +183,7 @@ rm -f "$img"
 img=$T/img.k
 disk_up "$img"
 st verify --store "$FS/store" k1
-mount_snap "$T/mk" --store "$FS/store" --cache "$T/cache" k1
+mount_snap "$T/mk" --store "$FS/store" --cache "$FS/cache" k1
 "$TREEDIGEST" --list --no-atime "$T/mk" >"$T/mk.list"
 diff -u "$T/k1.list" "$T/mk.list" >&2 || fail "the checkpoint read after the power cut differs from the mount it was taken of"
 st umount "$T/mk"
@@ -200,7 +200,7 @@ disk_down
 step "power cuts during a checkpoint: the store verifies, the mount comes back"
 for k in 1 2 3 4; do
         disk_up "$img"
-        mount_snap "$mp" --store "$FS/store" --cache "$T/cache" --state "$FS/state2" c1
+        mount_snap "$mp" --store "$FS/store" --cache "$FS/cache" --state "$FS/state2" c1
         rand_file "$mp/more$k" $((48 * 1024 * 1024))
         "$STASIS" checkpoint --tag p$k "$mp" >"$T/cp.out" 2>&1 &
         cpid=$!
@@ -217,7 +217,7 @@ for k in 1 2 3 4; do
         if [[ $cp == returned ]]; then
                 st verify --store "$FS/store" p$k >/dev/null
         fi
-        mount_snap "$mp" --store "$FS/store" --cache "$T/cache" --state "$FS/state2" c1
+        mount_snap "$mp" --store "$FS/store" --cache "$FS/cache" --state "$FS/state2" c1
         cmp "$mp/d/one" "$T/src2/d/one" || fail "power cut $k: the remount reads its base wrong"
         echo "   power cut $k (keep $keep%, seed $seed): the checkpoint $cp; $(cat "$T/verify.out")"
         st umount "$mp"
