@@ -11,6 +11,8 @@
 # (ext4 replays its journal) and given to stasis. A missing fsync, a rename
 # before its data is durable or a directory not fsync'd shows up as a loss.
 #   WL_HOSTCRASH_TRIALS      number of power cuts under the writer (default 9)
+# Then a commit and a checkpoint are each followed by a cut, and cuts land
+# during checkpoints and during gc: the store must verify every time.
 #   WL_HOSTCRASH_JOURNAL_MAX the daemon's journal compaction bound (default 16K)
 source "$(dirname "$0")/lib.sh"
 source "$(dirname "$0")/mount-lib.bash"
@@ -221,6 +223,31 @@ for k in 1 2 3 4; do
         cmp "$mp/d/one" "$T/src2/d/one" || fail "power cut $k: the remount reads its base wrong"
         echo "   power cut $k (keep $keep%, seed $seed): the checkpoint $cp; $(cat "$T/verify.out")"
         st umount "$mp"
+        disk_down
+done
+
+# gc stores the smaller index before it deletes a blob: a power cut at any
+# moment leaves an index whose every snapshot is whole, tags included.
+step "power cuts during gc: the store verifies, the tagged snapshots stay"
+for k in 1 2; do
+        disk_up "$img"
+        # (the checkpoints cut short above left packs no snapshot names)
+        "$STASIS" gc --store "$FS/store" --grace 0 >"$T/gc.out" 2>&1 &
+        gpid=$!
+        sleep "0.00$((RANDOM % 10))"
+        keep=$((k * 50)) seed=$RANDOM
+        disk_crash "$keep" "$seed" "$T/img.g$k"
+        wait "$gpid" && g="returned" || g="failed"
+        disk_down
+        rm -f "$img"
+        img=$T/img.g$k
+        disk_up "$img"
+        st verify --store "$FS/store" >"$T/verify.out" ||
+                fail "power cut $k during gc (keep $keep%, seed $seed): the store does not verify"
+        for t in c1 k1; do
+                st verify --store "$FS/store" "$t" >/dev/null
+        done
+        echo "   power cut $k (keep $keep%, seed $seed): gc $g ($(tail -1 "$T/gc.out")); $(cat "$T/verify.out")"
         disk_down
 done
 rm -f "$img"
