@@ -4,15 +4,16 @@
 # acknowledged, and every snapshot a commit or checkpoint published, is
 # there after the power goes out, not only after a kill -9 of stasisd.
 #
-# The state dir, the node cache and the store live on ext4 on a loop device over crashdisk
-# (tests/tools/crashdisk.c): a disk whose writes stay in a volatile cache
-# until a FLUSH. A "power cut" keeps 0%, 50% or all of the cached blocks (in
-# any order) and hands back the disk image, which is then mounted again
-# (ext4 replays its journal) and given to stasis. A missing fsync, a rename
-# before its data is durable or a directory not fsync'd shows up as a loss.
+# The state dir, the node cache and the store live on ext4 on a loop device
+# over crashdisk (tests/tools/crashdisk.c): a disk whose writes stay in a
+# volatile cache until a FLUSH. A "power cut" keeps 0%, 50% or all of the
+# cached blocks (in any order) and hands back the disk image, which is then
+# mounted again (ext4 replays its journal) and given to stasis. A missing
+# fsync, a rename before its data is durable or a directory not fsync'd
+# shows up as a loss. After the cuts under a writer, a commit and a
+# checkpoint are each followed by a cut, and cuts land during checkpoints
+# and during gc: the store must verify every time.
 #   WL_HOSTCRASH_TRIALS      number of power cuts under the writer (default 9)
-# Then a commit and a checkpoint are each followed by a cut, and cuts land
-# during checkpoints and during gc: the store must verify every time.
 #   WL_HOSTCRASH_JOURNAL_MAX the daemon's journal compaction bound (default 16K)
 source "$(dirname "$0")/lib.sh"
 source "$(dirname "$0")/mount-lib.bash"
