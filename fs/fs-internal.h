@@ -31,6 +31,8 @@
  *                     the pread/pwrite of one chunk being saved or read
  *   fs->fetch_lock    fs->inflight (one base fetch per chunk at a time)
  *   fs->ra_lock       the readahead queue and ra_stop
+ *   fs->dead_lock     the data files of removed inodes (layer.c), taken
+ *                     alone
  * fetch_lock and ra_lock are never taken with fs->lock held. No lock is
  * held across fuse_reply_*, store or cache I/O, or writes to the layer's
  * files; a journal record is built and applied under fs->lock, takes a
@@ -230,6 +232,17 @@ struct fs {
         atomic_uint_fast64_t bytes_served, errors, readahead_chunks, reads, pack_reads;
         atomic_uint_fast64_t dirty_chunks, dirty_bytes, copied_up, bytes_written, journal_bytes;
         atomic_uint_fast64_t journal_synced; /* journal_bytes at the last fdatasync */
+        /* Data files of removed inodes, each with the journal_bytes that
+         * says so: removed once journal_synced passes it (layer.c). */
+        pthread_mutex_t dead_lock;
+        pthread_cond_t dead_cond;
+        struct wl_dead {
+                uint64_t ino, pos;
+        } *dead;
+        size_t n_dead, dead_cap;
+        atomic_size_t n_dead_pending; /* n_dead, read without the lock */
+        pthread_t reaper;
+        bool reaper_ok, reaper_stop; /* dead_lock */
 
         struct fs_trace *trace; /* trace.c's; NULL: not recording */
 
@@ -324,6 +337,13 @@ void wl_data_remove(struct fs *fs, uint64_t ino);
 int wl_mark_present(struct fs *fs, struct fs_inode *p, uint32_t first, uint32_t end);
 int wl_set_base_limit(struct fs *fs, struct fs_inode *p, uint64_t limit);
 int wl_sync(struct fs *fs, struct fs_inode *p, bool data_only);
+/* wl_data_discard(): ino is gone (its removal journaled): its data file
+ * and map go once the journal is durable past that (a host crash must not
+ * keep the file's removal and lose the record). */
+void wl_data_discard(struct fs *fs, uint64_t ino);
+/* wl_reap_space(): a change failed with ENOSPC: sync the journal and remove
+ * every discarded data file; true if there were any (try again). */
+bool wl_reap_space(struct fs *fs);
 /* wl_skeleton_sync(): a fresh state dir's HEAD and directories durable, once
  * (the first fsync does it; so does a checkpoint). 0 or -errno (logged). */
 int wl_skeleton_sync(struct fs *fs);

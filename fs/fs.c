@@ -110,7 +110,7 @@ static void inode_forget(struct fs *fs, uint64_t ino, uint64_t n)
                 ino_maybe_free(fs, p, &dead);
         pthread_mutex_unlock(&fs->lock);
         if (dead)
-                wl_data_remove(fs, ino);
+                wl_data_discard(fs, ino);
 }
 
 /* ---- attributes ---- */
@@ -521,6 +521,16 @@ static int do_setattr(fuse_req_t req, struct fs *fs, uint64_t ino, const struct 
         return wl_txn_write(fs, &t);
 }
 
+/* WITH_SPACE(fs, r, call): r = call, and once more if that failed for want
+ * of space while data files of removed inodes wait for the journal to be
+ * durable (wl_data_discard()): they are freed first (wl_reap_space()). */
+#define WITH_SPACE(fs, r, call)                                                         \
+        do {                                                                            \
+                (r) = (call);                                                           \
+                if (((r) == -ENOSPC || (r) == -EDQUOT) && wl_reap_space(fs))            \
+                        (r) = (call);                                                   \
+        } while (0)
+
 static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set,
                        struct fuse_file_info *fi)
 {
@@ -530,7 +540,7 @@ static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to
 
         r = barrier_enter(fs);
         if (r == 0) {
-                r = do_setattr(req, fs, ino, attr, to_set, fi, &st);
+                WITH_SPACE(fs, r, do_setattr(req, fs, ino, attr, to_set, fi, &st));
                 barrier_leave(fs);
         }
 
@@ -715,7 +725,7 @@ static void op_mknod(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t
         else {
                 r = barrier_enter(req_fs(req));
                 if (r == 0) {
-                        r = do_make(req, req_fs(req), parent, name, mode, rdev, NULL, &e, NULL);
+                        WITH_SPACE(req_fs(req), r, do_make(req, req_fs(req), parent, name, mode, rdev, NULL, &e, NULL));
                         barrier_leave(req_fs(req));
                 }
         }
@@ -729,7 +739,8 @@ static void op_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t
 
         r = barrier_enter(req_fs(req));
         if (r == 0) {
-                r = do_make(req, req_fs(req), parent, name, S_IFDIR | (mode & 07777), 0, NULL, &e, NULL);
+                WITH_SPACE(req_fs(req), r,
+                           do_make(req, req_fs(req), parent, name, S_IFDIR | (mode & 07777), 0, NULL, &e, NULL));
                 barrier_leave(req_fs(req));
         }
 
@@ -743,7 +754,7 @@ static void op_symlink(fuse_req_t req, const char *link, fuse_ino_t parent, cons
 
         r = barrier_enter(req_fs(req));
         if (r == 0) {
-                r = do_make(req, req_fs(req), parent, name, S_IFLNK | 0777, 0, link, &e, NULL);
+                WITH_SPACE(req_fs(req), r, do_make(req, req_fs(req), parent, name, S_IFLNK | 0777, 0, link, &e, NULL));
                 barrier_leave(req_fs(req));
         }
 
@@ -797,7 +808,7 @@ static int do_remove(struct fs *fs, uint64_t parent, const char *name, bool isdi
         pthread_mutex_unlock(&fs->lock);
         r = wl_txn_write(fs, &t);
         if (r >= 0 && dead)
-                wl_data_remove(fs, ino); /* after the journal says so */
+                wl_data_discard(fs, ino); /* after the journal says so */
         return r;
 fail:
         pthread_mutex_unlock(&fs->lock);
@@ -959,7 +970,7 @@ static int do_rename(struct fs *fs, uint64_t oldp, const char *oldname, uint64_t
         pthread_mutex_unlock(&fs->lock);
         r = wl_txn_write(fs, &t);
         if (r >= 0 && dead)
-                wl_data_remove(fs, dino);
+                wl_data_discard(fs, dino);
         return r;
 fail_free:
         if (dst)
@@ -1039,7 +1050,7 @@ static void op_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const 
 
         r = barrier_enter(req_fs(req));
         if (r == 0) {
-                r = do_link(req_fs(req), ino, newparent, newname, &e);
+                WITH_SPACE(req_fs(req), r, do_link(req_fs(req), ino, newparent, newname, &e));
                 barrier_leave(req_fs(req));
         }
 
@@ -1251,7 +1262,7 @@ static void file_free(struct fs *fs, struct fs_file *f)
         ino_maybe_free(fs, p, &dead);
         pthread_mutex_unlock(&fs->lock);
         if (dead)
-                wl_data_remove(fs, ino);
+                wl_data_discard(fs, ino);
         free(f);
 }
 
@@ -1312,7 +1323,7 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_
 
         r = barrier_enter(fs);
         if (r == 0) {
-                r = do_make(req, fs, parent, name, S_IFREG | (mode & 07777), 0, NULL, &e, &p);
+                WITH_SPACE(fs, r, do_make(req, fs, parent, name, S_IFREG | (mode & 07777), 0, NULL, &e, &p));
                 barrier_leave(fs);
         }
 
@@ -1634,7 +1645,7 @@ static void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t siz
         (void)ino;
         n = barrier_enter(fs);
         if (n == 0) {
-                n = do_write(fs, file_of(fi), buf, size, off, kill_mask(req, fs, file_of(fi)->inode, kill));
+                WITH_SPACE(fs, n, do_write(fs, file_of(fi), buf, size, off, kill_mask(req, fs, file_of(fi)->inode, kill)));
                 barrier_leave(req_fs(req));
         }
         if (n < 0)
@@ -1696,8 +1707,9 @@ static void op_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t offset,
         (void)ino;
         r = barrier_enter(req_fs(req));
         if (r == 0) {
-                r = do_fallocate(req_fs(req), file_of(fi), mode, offset, length,
-                                 kill_mask(req, req_fs(req), file_of(fi)->inode, kill));
+                WITH_SPACE(req_fs(req), r,
+                           do_fallocate(req_fs(req), file_of(fi), mode, offset, length,
+                                        kill_mask(req, req_fs(req), file_of(fi)->inode, kill)));
                 barrier_leave(req_fs(req));
         }
         fuse_reply_err(req, -r);
@@ -1990,7 +2002,7 @@ static void op_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, const 
 
         r = barrier_enter(req_fs(req));
         if (r == 0) {
-                r = do_setxattr(req_fs(req), ino, name, value ? value : "", size, flags);
+                WITH_SPACE(req_fs(req), r, do_setxattr(req_fs(req), ino, name, value ? value : "", size, flags));
                 barrier_leave(req_fs(req));
         }
         fuse_reply_err(req, -r);
@@ -2103,6 +2115,8 @@ int fs_new(const struct fs_opts *o, struct fs **ret)
         pthread_cond_init(&fs->cond, NULL);
         pthread_mutex_init(&fs->jlock, NULL);
         pthread_cond_init(&fs->jcond, NULL);
+        pthread_mutex_init(&fs->dead_lock, NULL);
+        pthread_cond_init(&fs->dead_cond, NULL);
         pthread_mutex_init(&fs->skel_lock, NULL);
         pthread_mutex_init(&fs->fetch_lock, NULL);
         pthread_cond_init(&fs->fetch_cond, NULL);
@@ -2175,6 +2189,8 @@ struct fs *fs_free(struct fs *fs)
         pthread_cond_destroy(&fs->cond);
         pthread_mutex_destroy(&fs->jlock);
         pthread_cond_destroy(&fs->jcond);
+        pthread_mutex_destroy(&fs->dead_lock);
+        pthread_cond_destroy(&fs->dead_cond);
         pthread_mutex_destroy(&fs->skel_lock);
         pthread_mutex_destroy(&fs->fetch_lock);
         pthread_cond_destroy(&fs->fetch_cond);

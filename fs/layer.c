@@ -1022,11 +1022,144 @@ int wl_skeleton_sync(struct fs *fs)
         return r;
 }
 
+/* journal_sync(): every transaction written before the call is durable
+ * when it returns 0 (a no-op if the journal did not grow since the last). */
+static int journal_sync(struct fs *fs)
+{
+        uint64_t jb = atomic_load(&fs->journal_bytes);
+        int jfd, r = 0;
+
+        if (jb == atomic_load(&fs->journal_synced) || fs->journal_fd < 0)
+                return 0;
+        /* A compaction may swap the journal: sync our own handle on the one
+         * we saw (the new one was fsynced whole). */
+        pthread_mutex_lock(&fs->jlock);
+        jfd = fcntl(fs->journal_fd, F_DUPFD_CLOEXEC, 0);
+        pthread_mutex_unlock(&fs->jlock);
+        if (jfd < 0 || fdatasync(jfd) < 0)
+                r = -errno;
+        else
+                atomic_store(&fs->journal_synced, jb);
+        if (jfd >= 0)
+                close(jfd);
+        return r;
+}
+
+/* ---- data files of removed inodes ----
+ *
+ * A data file goes only once the journal that says its inode is gone is
+ * durable. Removed at once, a host crash could keep the file's removal (the
+ * state dir's filesystem commits it with whatever else is synced: another
+ * file's fsync, ext4's periodic commit) and lose the journal record, which
+ * sat in the page cache: a file fsync'd long before, whose removal was
+ * never acknowledged, then read back as zeros. So a removed inode is queued
+ * with the journal position that says so, and its data file goes when an
+ * fsync through the mount has made the journal durable past it, when the
+ * reaper thread syncs the journal itself (within a second of the removal,
+ * one fdatasync for every file removed meanwhile: an rm -rf does not pay
+ * one per file), or at once when a change needs the space (ENOSPC: the
+ * handlers call wl_reap_space() and try once more). What a kill -9 leaves
+ * queued, the next mount removes (data files no live inode owns). */
+#define WL_REAP_DELAY_MS 1000
+
+static void reaper_wake(struct fs *fs)
+{
+        pthread_mutex_lock(&fs->dead_lock);
+        pthread_cond_signal(&fs->dead_cond);
+        pthread_mutex_unlock(&fs->dead_lock);
+}
+
+/* reap(): remove the queued data files the journal has made durable; with
+ * sync, sync it first. Returns how many went. */
+static size_t reap(struct fs *fs, bool sync)
+{
+        _cleanup_(freep) uint64_t *gone = NULL;
+        uint64_t synced;
+        size_t n = 0;
+
+        if (sync)
+                (void)journal_sync(fs); /* what is synced still goes */
+        synced = atomic_load(&fs->journal_synced);
+        pthread_mutex_lock(&fs->dead_lock);
+        gone = malloc(MAX(fs->n_dead, 1u) * sizeof *gone);
+        if (gone) {
+                size_t keep = 0;
+                for (size_t i = 0; i < fs->n_dead; i++) {
+                        if (fs->dead[i].pos <= synced)
+                                gone[n++] = fs->dead[i].ino;
+                        else
+                                fs->dead[keep++] = fs->dead[i];
+                }
+                fs->n_dead = keep;
+                atomic_store(&fs->n_dead_pending, keep);
+        }
+        pthread_mutex_unlock(&fs->dead_lock);
+        for (size_t i = 0; i < n; i++)
+                wl_data_remove(fs, gone[i]);
+        return n;
+}
+
+static void *reaper_run(void *arg)
+{
+        struct fs *fs = arg;
+
+        pthread_mutex_lock(&fs->dead_lock);
+        while (!fs->reaper_stop) {
+                struct timespec until;
+
+                if (fs->n_dead == 0) {
+                        pthread_cond_wait(&fs->dead_cond, &fs->dead_lock);
+                        continue;
+                }
+                /* Give an fsync, or more removals, a moment to come. */
+                clock_gettime(CLOCK_REALTIME, &until);
+                until.tv_sec += WL_REAP_DELAY_MS / 1000;
+                (void)pthread_cond_timedwait(&fs->dead_cond, &fs->dead_lock, &until);
+                if (fs->reaper_stop)
+                        break;
+                pthread_mutex_unlock(&fs->dead_lock);
+                (void)reap(fs, true); /* no sync if an fsync meanwhile did it */
+                pthread_mutex_lock(&fs->dead_lock);
+        }
+        pthread_mutex_unlock(&fs->dead_lock);
+        return NULL;
+}
+
+void wl_data_discard(struct fs *fs, uint64_t ino)
+{
+        bool queued = false;
+
+        pthread_mutex_lock(&fs->dead_lock);
+        if (fs->reaper_ok && fs->n_dead == fs->dead_cap) {
+                size_t cap = fs->dead_cap ? 2 * fs->dead_cap : 64;
+                struct wl_dead *v = realloc(fs->dead, cap * sizeof *v);
+                if (v) {
+                        fs->dead = v;
+                        fs->dead_cap = cap;
+                }
+        }
+        if (fs->reaper_ok && fs->n_dead < fs->dead_cap) {
+                fs->dead[fs->n_dead++] = (struct wl_dead){ .ino = ino, .pos = atomic_load(&fs->journal_bytes) };
+                atomic_store(&fs->n_dead_pending, fs->n_dead);
+                pthread_cond_signal(&fs->dead_cond);
+                queued = true;
+        }
+        pthread_mutex_unlock(&fs->dead_lock);
+        if (!queued) { /* no reaper or no memory: the slow, safe way */
+                (void)journal_sync(fs);
+                wl_data_remove(fs, ino);
+        }
+}
+
+bool wl_reap_space(struct fs *fs)
+{
+        return atomic_load(&fs->n_dead_pending) && reap(fs, true) > 0;
+}
+
 int wl_sync(struct fs *fs, struct fs_inode *p, bool data_only)
 {
         bool map = false, dir = false, has = false;
-        uint64_t jb;
-        int r;
+        int r, r2;
 
         r = wl_skeleton_sync(fs);
         if (r < 0)
@@ -1056,23 +1189,13 @@ int wl_sync(struct fs *fs, struct fs_inode *p, bool data_only)
                         r = -errno;
         }
         /* The journal holds the file's name and attributes (fdatasync needs
-         * them too when the file is new); synced only if it grew. */
+         * them too when the file is new). */
         (void)data_only;
-        jb = atomic_load(&fs->journal_bytes);
-        if (jb != atomic_load(&fs->journal_synced)) {
-                int jfd;
-                /* A compaction may swap the journal: sync our own handle
-                 * on the one we saw (the new one was fsynced whole). */
-                pthread_mutex_lock(&fs->jlock);
-                jfd = fcntl(fs->journal_fd, F_DUPFD_CLOEXEC, 0);
-                pthread_mutex_unlock(&fs->jlock);
-                if (jfd < 0 || fdatasync(jfd) < 0)
-                        r = -errno;
-                else
-                        atomic_store(&fs->journal_synced, jb);
-                if (jfd >= 0)
-                        close(jfd);
-        }
+        r2 = journal_sync(fs);
+        if (r2 < 0)
+                r = r2;
+        else if (atomic_load(&fs->n_dead_pending))
+                reaper_wake(fs); /* data files it may remove now */
         if (r < 0 && p) { /* try again next time */
                 pthread_mutex_lock(&fs->lock);
                 p->sync_map |= map;
@@ -1523,6 +1646,15 @@ int wl_open(struct fs *fs, const char *state_dir, const char *base)
                         return r;
         } else if (r != -ENOENT)
                 return log_error_errno(r, "state dir %s: journal: %m", state_dir);
+        /* load_data() and the orphans below remove the data files of inodes
+         * the journal says are gone, and after a kill -9 that may be in the
+         * page cache only: durable first, so that a host crash cannot keep
+         * a removal and lose the record of it (see wl_data_discard()). */
+        if (txns) {
+                _cleanup_(closep) int jfd = openat(fs->layer_fd, "journal", O_RDONLY | O_CLOEXEC);
+                if (jfd < 0 || fdatasync(jfd) < 0)
+                        return log_error_errno(-errno, "state dir %s: journal: sync: %m", state_dir);
+        }
         pthread_mutex_lock(&fs->lock);
         r = load_data(fs);
         if (r < 0) {
@@ -1562,6 +1694,8 @@ int wl_open(struct fs *fs, const char *state_dir, const char *base)
         pthread_mutex_lock(&fs->lock);
         room_open(fs, fs->journal_fd);
         pthread_mutex_unlock(&fs->lock);
+        /* Without it, a removal syncs the journal itself (wl_data_discard()). */
+        fs->reaper_ok = pthread_create(&fs->reaper, NULL, reaper_run, fs) == 0;
         if (txns || orphans)
                 log_info("state dir %s: replayed %" PRIu64 " transactions (%zu bytes), %" PRIu64
                          " orphans removed, next inode %" PRIu64, state_dir, txns, jlen, orphans, fs->next_ino);
@@ -1570,6 +1704,19 @@ int wl_open(struct fs *fs, const char *state_dir, const char *base)
 
 void wl_close(struct fs *fs)
 {
+        if (fs->reaper_ok) {
+                pthread_mutex_lock(&fs->dead_lock);
+                fs->reaper_stop = true;
+                fs->reaper_ok = false; /* later removals go the slow way */
+                pthread_cond_signal(&fs->dead_cond);
+                pthread_mutex_unlock(&fs->dead_lock);
+                pthread_join(fs->reaper, NULL);
+        }
+        if (fs->n_dead)
+                (void)reap(fs, true);
+        free(fs->dead);
+        fs->dead = NULL;
+        fs->n_dead = fs->dead_cap = 0;
         closep(&fs->journal_fd);
         closep(&fs->data_fd);
         closep(&fs->layer_fd);

@@ -156,6 +156,47 @@ done
 echo "   online journal compactions in the runs cut short: $compactions"
 ((compactions > 0)) || fail "no online compaction happened under a power cut (STASIS_JOURNAL_MAX=$STASIS_JOURNAL_MAX)"
 
+# An rm reaches the journal's page cache at once, and the file's data goes
+# with it only once the journal is durable: were it removed at once, the
+# state dir's filesystem could commit that removal with something else (here
+# a file fsync'd beside the state dir) and the power cut would keep it
+# without the journal's record: the file, fsync'd and never removed as far
+# as any sync said, would come back as zeros.
+step "an rm never synced, a commit of something else, a power cut: the file comes back whole"
+disk_up "$img"
+mount_snap "$mp" --store "$S" --cache "$FS/cache" --state "$FS/state3" base
+rand_file "$T/x" 1234567
+python3 - "$T/x" "$mp/x" <<'PY'
+import os, sys
+data = open(sys.argv[1], "rb").read()
+fd = os.open(sys.argv[2], os.O_WRONLY | os.O_CREAT, 0o644)
+os.write(fd, data)
+os.fsync(fd)
+os.close(fd)
+dfd = os.open(os.path.dirname(sys.argv[2]), os.O_RDONLY)
+os.fsync(dfd)
+PY
+ino=$(stat -c %i "$mp/x")
+rm "$mp/x"
+[[ -e $FS/state3/layers/1/data/$ino ]] || fail "the data file went before the journal said so durably"
+python3 -c 'import os, sys; fd = os.open(sys.argv[1], os.O_WRONLY | os.O_CREAT, 0o644); os.write(fd, b"x"); os.fsync(fd)' "$FS/other"
+disk_crash 0 9 "$T/img.r"
+down_after_crash "$mp"
+rm -f "$img"
+img=$T/img.r
+disk_up "$img"
+mount_snap "$mp" --store "$S" --cache "$FS/cache" --state "$FS/state3" base
+cmp "$T/x" "$mp/x" || fail "a file fsync'd, then removed without a sync, came back with other bytes"
+step "removed again: its data file goes within a second or two (one journal sync for all)"
+rm "$mp/x"
+for ((i = 0; i < 50; i++)); do
+        [[ -e $FS/state3/layers/1/data/$ino ]] || break
+        sleep 0.1
+done
+[[ ! -e $FS/state3/layers/1/data/$ino ]] || fail "the data file of a removed file is still there after 5 s"
+st umount "$mp"
+disk_down
+
 step "a commit that returned is there after a power cut right after it"
 mkdir -p "$T/src2/d"
 rand_file "$T/src2/d/one" $((5 * 1024 * 1024 + 3))
