@@ -1460,6 +1460,7 @@ struct cow {
         uint32_t first, end;     /* chunks touched */
         struct wl_copy *claimed; /* the non-present ones, ours to copy */
         size_t n_claimed;
+        int fd; /* the data file */
 };
 
 static int cow_begin(struct fs *fs, struct fs_inode *p, int fd, uint64_t off, uint64_t len,
@@ -1469,7 +1470,7 @@ static int cow_begin(struct fs *fs, struct fs_inode *p, int fd, uint64_t off, ui
         bool in_base = p->in_base;
         int r = 0;
 
-        *c = (struct cow){ .first = (uint32_t)(off / cs), .end = (uint32_t)DIV_ROUND_UP(off + len, cs) };
+        *c = (struct cow){ .first = (uint32_t)(off / cs), .end = (uint32_t)DIV_ROUND_UP(off + len, cs), .fd = fd };
         if (!in_base)
                 return 0; /* a new file is all layer: nothing to copy or claim */
         pthread_mutex_lock(&fs->lock);
@@ -1531,12 +1532,20 @@ static int cow_begin(struct fs *fs, struct fs_inode *p, int fd, uint64_t off, ui
         return r;
 }
 
-/* cow_end(): mark the claimed chunks present (if ok) and release them. */
+/* cow_end(): mark the claimed chunks present (if ok) and release them.
+ * A chunk's data is durable before its map byte says present: the kernel
+ * writes the two files back in no set order, and a map byte that reached
+ * the disk before its chunk would, after a power cut, turn the base's
+ * bytes around an unsynced write (or under a lost one) into zeros. One
+ * fdatasync per chunk a base file first changes in this layer, as
+ * overlayfs syncs a file it copies up. */
 static int cow_end(struct fs *fs, struct fs_inode *p, struct cow *c, bool ok)
 {
         int r = 0;
 
-        if (ok)
+        if (ok && c->n_claimed && fdatasync(c->fd) < 0)
+                r = log_error_errno(-errno, "writable layer: data file of inode %" PRIu64 ": sync: %m", p->ino);
+        else if (ok)
                 r = wl_mark_present(fs, p, c->first, c->end);
         pthread_mutex_lock(&fs->lock);
         for (struct wl_copy **pp = &fs->copying; *pp;) {
