@@ -66,6 +66,16 @@ tmpfs_dir() {
         TMPFS+=("$(realpath "$1")")
 }
 
+# crash_base STORE: the base tree the crash writer (wl_crash_writer.py)
+# works on, base/big (3 MiB + 777 random bytes) and base/small, in $T/src,
+# committed to STORE as "base".
+crash_base() {
+        mkdir -p "$T/src/base"
+        rand_file "$T/src/base/big" $((3 * 1024 * 1024 + 777))
+        echo base >"$T/src/base/small"
+        st commit --store "$1" --tag base "$T/src"
+}
+
 # mount_snap MP ARGS...: stasis mount ARGS... MP, remembered for cleanup.
 mount_snap() {
         local mp=$1

@@ -14,10 +14,7 @@ trials=${WL_CRASH_TRIALS:-20}
 # compaction) many times while it is being killed.
 export STASIS_JOURNAL_MAX=${WL_CRASH_JOURNAL_MAX:-16K}
 S=$T/store
-mkdir -p "$T/src/base"
-rand_file "$T/src/base/big" $((3 * 1024 * 1024 + 777))
-echo base >"$T/src/base/small"
-st commit --store "$S" --tag base "$T/src"
+crash_base "$S"
 mp=$T/mnt
 state=$T/state
 

@@ -27,10 +27,7 @@ trials=${WL_HOSTCRASH_TRIALS:-9}
 # old one) happen under the power cuts too.
 export STASIS_JOURNAL_MAX=${WL_HOSTCRASH_JOURNAL_MAX:-16K}
 S=$T/store
-mkdir -p "$T/src/base"
-rand_file "$T/src/base/big" $((3 * 1024 * 1024 + 777))
-echo base >"$T/src/base/small"
-st commit --store "$S" --tag base "$T/src"
+crash_base "$S"
 mp=$T/mnt
 FS=$T/fs # the crash disk's ext4
 DISK_PID=
@@ -71,16 +68,25 @@ disk_down() {
         LOOP= DISK_PID=
 }
 CLEANUP+=('[[ -z $LOOP ]] || { umount -l "$FS"; losetup -d "$LOOP"; fusermount3 -u -z "$T/cd"; }')
-# down_after_crash MP [PID]: what the crash took with it: the daemon (kill
-# -9), the process PID working on the mount (it fails and exits: waited for,
-# so that no file of the mount is open), the mount, then the disk.
-down_after_crash() {
-        kill -9 "$(daemon_pid "$1")" 2>/dev/null || true
-        [[ -z ${2:-} ]] || wait "$2" 2>/dev/null || true
-        st umount "$1"
+# power_cut KEEP SEED NAME [MP [PID]]: the power goes out, keeping KEEP% of
+# the disk's cache (SEED chooses which). It takes with it the stasisd of MP
+# (kill -9) and the process PID (waited for, its status in $cut_status:
+# "returned" or "failed"; it must not hold a file of the mount when that
+# goes), then the mount and the disk, which comes back up from what it held:
+# $T/img.NAME, now $img (the image before is removed).
+power_cut() {
+        disk_crash "$1" "$2" "$T/img.$3"
+        [[ -z ${4:-} ]] || kill -9 "$(daemon_pid "$4")" 2>/dev/null || true
+        cut_status=
+        if [[ -n ${5:-} ]]; then
+                wait "$5" 2>/dev/null && cut_status=returned || cut_status=failed
+        fi
+        [[ -z ${4:-} ]] || st umount "$4"
         disk_down
+        rm -f "$img"
+        img=$T/img.$3
+        disk_up "$img"
 }
-
 truncate -s 1G "$T/img.0"
 mkfs.ext4 -q -F -b 4096 -E nodiscard,lazy_itable_init=0,lazy_journal_init=0 "$T/img.0" ||
         fail "mkfs.ext4 failed"
@@ -138,12 +144,7 @@ for ((trial = 1; trial <= trials; trial++)); do
         sleep "0.$((RANDOM % 9 + 1))$((RANDOM % 10))"
         keep=$(((trial % 3) * 50)) seed=$RANDOM
         compactions=$((compactions + $(grep -c "journal compacted" "$FS/state/stasisd.log" || true) - before))
-        disk_crash "$keep" "$seed" "$T/img.$trial"
-        down_after_crash "$mp" "$wpid"
-        rm -f "$T/img.$((trial - 1))"
-        img=$T/img.$trial
-
-        disk_up "$img"
+        power_cut "$keep" "$seed" "$trial" "$mp" "$wpid"
         mount_snap "$mp" --store "$S" --cache "$FS/cache" --state "$FS/state" base
         out=$(python3 "$(dirname "$0")/wl_crash_check.py" "$mp" "$ack" "$T/big.model") || {
                 echo "$out" | head -20 >&2
@@ -181,11 +182,7 @@ ino=$(stat -c %i "$mp/x")
 rm "$mp/x"
 [[ -e $FS/state3/layers/1/data/$ino ]] || fail "the data file went before the journal said so durably"
 python3 -c 'import os, sys; fd = os.open(sys.argv[1], os.O_WRONLY | os.O_CREAT, 0o644); os.write(fd, b"x"); os.fsync(fd)' "$FS/other"
-disk_crash 0 9 "$T/img.r"
-down_after_crash "$mp"
-rm -f "$img"
-img=$T/img.r
-disk_up "$img"
+power_cut 0 9 r "$mp"
 mount_snap "$mp" --store "$S" --cache "$FS/cache" --state "$FS/state3" base
 cmp "$T/x" "$mp/x" || fail "a file fsync'd, then removed without a sync, came back with other bytes"
 step "removed again: its data file goes within a second or two (one journal sync for all)"
@@ -218,11 +215,7 @@ os.close(fd)
 mfd = os.open(sys.argv[2], os.O_RDONLY)  # the map reaches the disk first
 os.fdatasync(mfd)
 PY
-disk_crash 0 10 "$T/img.m"
-down_after_crash "$mp"
-rm -f "$img"
-img=$T/img.m
-disk_up "$img"
+power_cut 0 10 m "$mp"
 mount_snap "$mp" --store "$S" --cache "$FS/cache" --state "$FS/state4" base
 python3 - "$mp/base/big" "$T/src/base/big" <<'PY' || fail "a base chunk's bytes changed where nothing wrote"
 import sys
@@ -246,11 +239,7 @@ rand_file "$T/src2/two" 12345
 ln -s d/one "$T/src2/link"
 disk_up "$img"
 st commit --store "$FS/store" --tag c1 "$T/src2"
-disk_crash 0 7 "$T/img.c"
-disk_down
-rm -f "$img"
-img=$T/img.c
-disk_up "$img"
+power_cut 0 7 c
 st verify --store "$FS/store" c1
 mount_snap "$T/mc" --store "$FS/store" --cache "$FS/cache" c1
 same_tree "$T/src2" "$T/mc" --no-atime
@@ -263,11 +252,7 @@ echo changed >"$mp/two"
 rm "$mp/link"
 k1=$(st checkpoint --tag k1 "$mp")
 "$TREEDIGEST" --list --no-atime "$mp" >"$T/k1.list"
-disk_crash 0 8 "$T/img.k"
-down_after_crash "$mp"
-rm -f "$img"
-img=$T/img.k
-disk_up "$img"
+power_cut 0 8 k "$mp"
 st verify --store "$FS/store" k1
 mount_snap "$T/mk" --store "$FS/store" --cache "$FS/cache" k1
 "$TREEDIGEST" --list --no-atime "$T/mk" >"$T/mk.list"
@@ -292,20 +277,15 @@ for k in 1 2 3 4; do
         cpid=$!
         sleep "0.$((RANDOM % 4))$((RANDOM % 10))" # it takes ~0.1-0.3 s: mostly cut short
         keep=$((k % 3 * 50)) seed=$RANDOM
-        disk_crash "$keep" "$seed" "$T/img.p$k"
-        wait "$cpid" && cp="returned" || cp="failed"
-        down_after_crash "$mp"
-        rm -f "$img"
-        img=$T/img.p$k
-        disk_up "$img"
+        power_cut "$keep" "$seed" "p$k" "$mp" "$cpid"
         st verify --store "$FS/store" >"$T/verify.out" ||
                 fail "power cut $k during a checkpoint (keep $keep%, seed $seed): the store does not verify"
-        if [[ $cp == returned ]]; then
+        if [[ $cut_status == returned ]]; then
                 st verify --store "$FS/store" p$k >/dev/null
         fi
         mount_snap "$mp" --store "$FS/store" --cache "$FS/cache" --state "$FS/state2" c1
         cmp "$mp/d/one" "$T/src2/d/one" || fail "power cut $k: the remount reads its base wrong"
-        echo "   power cut $k (keep $keep%, seed $seed): the checkpoint $cp; $(cat "$T/verify.out")"
+        echo "   power cut $k (keep $keep%, seed $seed): the checkpoint $cut_status; $(cat "$T/verify.out")"
         st umount "$mp"
         disk_down
 done
@@ -320,18 +300,13 @@ for k in 1 2; do
         gpid=$!
         sleep "0.00$((RANDOM % 10))"
         keep=$((k * 50)) seed=$RANDOM
-        disk_crash "$keep" "$seed" "$T/img.g$k"
-        wait "$gpid" && g="returned" || g="failed"
-        disk_down
-        rm -f "$img"
-        img=$T/img.g$k
-        disk_up "$img"
+        power_cut "$keep" "$seed" "g$k" "" "$gpid"
         st verify --store "$FS/store" >"$T/verify.out" ||
                 fail "power cut $k during gc (keep $keep%, seed $seed): the store does not verify"
         for t in c1 k1; do
                 st verify --store "$FS/store" "$t" >/dev/null
         done
-        echo "   power cut $k (keep $keep%, seed $seed): gc $g ($(tail -1 "$T/gc.out")); $(cat "$T/verify.out")"
+        echo "   power cut $k (keep $keep%, seed $seed): gc $cut_status ($(tail -1 "$T/gc.out")); $(cat "$T/verify.out")"
         disk_down
 done
 rm -f "$img"
