@@ -1,13 +1,17 @@
 """wl_crash_check.py MP ACK BIG: after a crash, every operation ACK (from
-wl_crash_writer.py) acknowledged is there on MP: each file with its bytes,
-each link and no removed one, each mode, no file beside its .tmp (a half-applied rename), link counts that
-match the names, and MP/base/big equal to BIG with the acknowledged
-overwrites applied (the one in flight may or may not have landed). Exit 1
-with a line per problem."""
+wl_crash_writer.py) acknowledged is there on MP: each file with its bytes
+(after its truncates and holes) and xattr, each link and no removed one,
+each mode, each directory and no removed one, no file beside its .tmp (a
+half-applied rename), link counts that match the names, and MP/base/big
+equal to BIG with the acknowledged overwrites applied (the one in flight may
+or may not have landed). Exit 1 with a line per problem."""
 import os, sys, hashlib
 mp, ack, big = sys.argv[1], sys.argv[2], sys.argv[3]
 files, links, unlinked, modes = {}, set(), set(), {}
 maybe_gone = set()  # unlinks begun, never acknowledged: either way
+maybe_data = {}     # a content change begun: its hash is allowed too
+xattrs, maybe_xattr = {}, {}
+dirs, maybe_dirs, gone_dirs = set(), set(), set()
 bigdata = bytearray(open(big, "rb").read())
 n = 0
 intent = None
@@ -16,10 +20,17 @@ for line in open(ack):
     if len(p) < 2 or not line.endswith("\n"):
         continue
     if p[0] == "file": files[p[1]] = p[2]
+    elif p[0] == "datai": maybe_data[p[1]] = p[2]
+    elif p[0] == "data": files[p[1]] = p[2]; maybe_data.pop(p[1], None)
     elif p[0] == "link": links.add(p[1])
     elif p[0] == "unlinki": maybe_gone.add(p[1])
     elif p[0] == "unlink": links.discard(p[1]); unlinked.add(p[1]); maybe_gone.discard(p[1])
     elif p[0] == "mode": modes[p[1]] = int(p[2], 8)
+    elif p[0] == "xattri": maybe_xattr[p[1]] = p[2]
+    elif p[0] == "xattr": xattrs[p[1]] = p[2]; maybe_xattr.pop(p[1], None)
+    elif p[0] == "mkdir": dirs.add(p[1])
+    elif p[0] == "rmdiri": maybe_dirs.add(p[1])
+    elif p[0] == "rmdir": dirs.discard(p[1]); gone_dirs.add(p[1]); maybe_dirs.discard(p[1])
     elif p[0] == "bigi": intent = int(p[1])
     elif p[0] == "big":
         off = int(p[1]); bigdata[off:off + 4096] = b"x" * 4096; intent = None
@@ -31,8 +42,16 @@ for name, h in files.items():
     path = os.path.join(d, name)
     if not os.path.exists(path):
         print("LOST: %s" % name); bad += 1; continue
-    if hashlib.sha256(open(path, "rb").read()).hexdigest() != h:
+    if hashlib.sha256(open(path, "rb").read()).hexdigest() not in {h} | ({maybe_data[name]} if name in maybe_data else set()):
         print("WRONG BYTES: %s" % name); bad += 1
+    want = xattrs.get(name)
+    try:
+        got = os.getxattr(path, "user.crash").decode()
+    except OSError:
+        got = None
+    allowed = {want} | ({maybe_xattr[name]} if name in maybe_xattr else set())
+    if got not in allowed:
+        print("XATTR: %s has %r, not %r" % (name, got, want)); bad += 1
     if name + ".tmp" in names:
         print("HALF RENAME: both %s and its .tmp" % name); bad += 1
 for name in links - maybe_gone:
@@ -45,6 +64,13 @@ for name, mode in modes.items():
     path = os.path.join(d, name)
     if os.path.exists(path) and os.lstat(path).st_mode & 0o7777 != mode:
         print("MODE: %s is %o, not %o" % (name, os.lstat(path).st_mode & 0o7777, mode)); bad += 1
+wd = os.path.join(mp, "wd")
+for name in dirs - maybe_dirs:
+    if not os.path.isdir(os.path.join(wd, name)):
+        print("LOST DIR: %s" % name); bad += 1
+for name in gone_dirs:
+    if os.path.lexists(os.path.join(wd, name)):
+        print("RMDIR UNDONE: %s" % name); bad += 1
 # link counts match the names in the directory (every file lives in w/)
 inos = {}
 for name in names:

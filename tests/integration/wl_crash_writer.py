@@ -1,17 +1,26 @@
 """wl_crash_writer.py MP ACK SEED: the writer of the crash tests (wl-crash.sh,
-wl-hostcrash.sh). Under MP/w it writes files (fsync, rename, fsyncdir), links,
-unlinks and chmods them, and it overwrites 4 KiB of MP/base/big; it appends a
-line to ACK for each operation only after the syscalls that make it durable
-returned (fsync of the file, fsync of the directory). A "bigi OFF" or
-"unlinki NAME" line says an overwrite or an unlink is in flight. Runs until
-killed or until the mount fails under it."""
-import os, sys, random, hashlib
+wl-hostcrash.sh). Under MP/w it writes files (fsync, rename, fsyncdir),
+links, unlinks and chmods them, truncates them, punches holes, sets xattrs,
+makes and removes directories under MP/wd, and it overwrites 4 KiB of
+MP/base/big; it appends a line to ACK for each operation only after the
+syscalls that make it durable returned (fsync of the file, fsync of the
+directory). A line whose verb ends in "i" ("bigi OFF", "unlinki NAME",
+"datai NAME SHA", ...) says an operation is in flight: after a crash it may
+or may not have happened. Runs until killed or until the mount fails under
+it."""
+import ctypes, os, sys, random, hashlib
+libc = ctypes.CDLL(None, use_errno=True)
+libc.fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]
 mp, ack, seed = sys.argv[1], sys.argv[2], int(sys.argv[3])
 rnd = random.Random(seed)
 log = open(ack, "a", buffering=1)
 d = os.path.join(mp, "w")
 os.makedirs(d, exist_ok=True)
 dfd = os.open(d, os.O_RDONLY | os.O_DIRECTORY)
+wd = os.path.join(mp, "wd")  # directories made and removed
+os.makedirs(wd, exist_ok=True)
+wdfd = os.open(wd, os.O_RDONLY | os.O_DIRECTORY)
+h = lambda b: hashlib.sha256(b).hexdigest()
 i = 0
 while True:
     i += 1
@@ -40,6 +49,39 @@ while True:
         os.fsync(fd)
         os.close(fd)
         log.write("mode %s 600\n" % name)
+    if i % 6 == 0 and len(data) >= 8192:  # cut short, then a hole punched
+        path = os.path.join(d, name)
+        cut = data[:len(data) // 2]
+        log.write("datai %s %s\n" % (name, h(cut)))
+        os.truncate(path, len(cut))
+        fd = os.open(path, os.O_WRONLY)
+        os.fsync(fd)
+        log.write("data %s %s\n" % (name, h(cut)))
+        punched = b"\0" * 4096 + cut[4096:]
+        log.write("datai %s %s\n" % (name, h(punched)))
+        if libc.fallocate(fd, 3, 0, 4096) < 0:  # PUNCH_HOLE | KEEP_SIZE
+            sys.exit("fallocate: %s" % os.strerror(ctypes.get_errno()))
+        os.fsync(fd)
+        os.close(fd)
+        log.write("data %s %s\n" % (name, h(punched)))
+    if i % 7 == 0:  # an xattr, a directory made, the one before removed
+        path = os.path.join(d, name)
+        value = b"v%d" % i
+        log.write("xattri %s %s\n" % (name, value.decode()))
+        os.setxattr(path, "user.crash", value)
+        fd = os.open(path, os.O_RDONLY)
+        os.fsync(fd)
+        os.close(fd)
+        log.write("xattr %s %s\n" % (name, value.decode()))
+        os.mkdir(os.path.join(wd, name))
+        os.fsync(wdfd)
+        log.write("mkdir %s\n" % name)
+        if i >= 14:
+            old = "f%d-%d" % (seed, i - 7)
+            log.write("rmdiri %s\n" % old)
+            os.rmdir(os.path.join(wd, old))
+            os.fsync(wdfd)
+            log.write("rmdir %s\n" % old)
     if i % 4 == 0:  # partial overwrite of a base file: one chunk copied up
         off = rnd.randrange(0, 3 * 1024 * 1024)
         log.write("bigi %d\n" % off)
