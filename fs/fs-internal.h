@@ -219,6 +219,7 @@ struct fs {
         pthread_t *ra_threads;      /* immutable */
         unsigned n_ra_threads;
         bool ra_stop;               /* ra_lock */
+        bool reaper_ok, reaper_stop; /* dead_lock (the reaper, layer.c) */
 
         /* Span reads (remote mounts, read.c): the tree's chunks in pack
          * order and each chunk's position in it, made on the first miss and
@@ -242,7 +243,6 @@ struct fs {
         size_t n_dead, dead_cap;
         atomic_size_t n_dead_pending; /* n_dead, read without the lock */
         pthread_t reaper;
-        bool reaper_ok, reaper_stop; /* dead_lock */
 
         struct fs_trace *trace; /* trace.c's; NULL: not recording */
 
