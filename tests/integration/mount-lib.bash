@@ -67,12 +67,17 @@ tmpfs_dir() {
 }
 
 # crash_base STORE: the base tree the crash writer (wl_crash_writer.py)
-# works on, base/big (3 MiB + 777 random bytes) and base/small, in $T/src,
-# committed to STORE as "base".
+# works on, base/big (3 MiB + 777 random bytes), base/small and 24 files
+# base/t/N of 1-300 KB (it truncates them), in $T/src, committed to STORE as
+# "base".
 crash_base() {
-        mkdir -p "$T/src/base"
+        local i
+        mkdir -p "$T/src/base/t"
         rand_file "$T/src/base/big" $((3 * 1024 * 1024 + 777))
         echo base >"$T/src/base/small"
+        for ((i = 0; i < 24; i++)); do
+                rand_file "$T/src/base/t/$i" $((1000 + i * 12345))
+        done
         st commit --store "$1" --tag base "$T/src"
 }
 

@@ -12,6 +12,7 @@ maybe_gone = set()  # unlinks begun, never acknowledged: either way
 maybe_data = {}     # a content change begun: its hash is allowed too
 xattrs, maybe_xattr = {}, {}
 dirs, maybe_dirs, gone_dirs = set(), set(), set()
+bfiles, maybe_b = {}, {}  # base files truncated: path under MP -> sha256
 bigdata = bytearray(open(big, "rb").read())
 n = 0
 intent = None
@@ -28,6 +29,8 @@ for line in open(ack):
     elif p[0] == "mode": modes[p[1]] = int(p[2], 8)
     elif p[0] == "xattri": maybe_xattr[p[1]] = p[2]
     elif p[0] == "xattr": xattrs[p[1]] = p[2]; maybe_xattr.pop(p[1], None)
+    elif p[0] == "bdatai": maybe_b[p[1]] = p[2]
+    elif p[0] == "bdata": bfiles[p[1]] = p[2]; maybe_b.pop(p[1], None)
     elif p[0] == "mkdir": dirs.add(p[1])
     elif p[0] == "rmdiri": maybe_dirs.add(p[1])
     elif p[0] == "rmdir": dirs.discard(p[1]); gone_dirs.add(p[1]); maybe_dirs.discard(p[1])
@@ -64,6 +67,13 @@ for name, mode in modes.items():
     path = os.path.join(d, name)
     if os.path.exists(path) and os.lstat(path).st_mode & 0o7777 != mode:
         print("MODE: %s is %o, not %o" % (name, os.lstat(path).st_mode & 0o7777, mode)); bad += 1
+for path in set(bfiles) | set(maybe_b):
+    got = hashlib.sha256(open(os.path.join(mp, path), "rb").read()).hexdigest()
+    allowed = ({bfiles[path]} if path in bfiles else set()) | ({maybe_b[path]} if path in maybe_b else set())
+    if path not in bfiles:
+        allowed = None  # never acknowledged: anything it was
+    if allowed is not None and got not in allowed:
+        print("WRONG BYTES: %s (truncated base file)" % path); bad += 1
 wd = os.path.join(mp, "wd")
 for name in dirs - maybe_dirs:
     if not os.path.isdir(os.path.join(wd, name)):

@@ -1,13 +1,13 @@
 """wl_crash_writer.py MP ACK SEED: the writer of the crash tests (wl-crash.sh,
 wl-hostcrash.sh). Under MP/w it writes files (fsync, rename, fsyncdir),
 links, unlinks and chmods them, truncates them, punches holes, sets xattrs,
-makes and removes directories under MP/wd, and it overwrites 4 KiB of
-MP/base/big; it appends a line to ACK for each operation only after the
-syscalls that make it durable returned (fsync of the file, fsync of the
-directory). A line whose verb ends in "i" ("bigi OFF", "unlinki NAME",
-"datai NAME SHA", ...) says an operation is in flight: after a crash it may
-or may not have happened. Runs until killed or until the mount fails under
-it."""
+makes and removes directories under MP/wd, truncates files of MP/base/t, and
+it overwrites 4 KiB of MP/base/big; it appends a line to ACK for each
+operation only after the syscalls that make it durable returned (fsync of
+the file, fsync of the directory). A line whose verb ends in "i" ("bigi
+OFF", "unlinki NAME", "datai NAME SHA", ...) says an operation is in flight:
+after a crash it may or may not have happened. Runs until killed or until
+the mount fails under it."""
 import ctypes, os, sys, random, hashlib
 libc = ctypes.CDLL(None, use_errno=True)
 libc.fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]
@@ -82,6 +82,17 @@ while True:
             os.rmdir(os.path.join(wd, old))
             os.fsync(wdfd)
             log.write("rmdir %s\n" % old)
+    if i % 8 == 0:  # a base file truncated, down or up
+        path = "base/t/%d" % (i // 8 % 24)
+        cur = open(os.path.join(mp, path), "rb").read()
+        size = rnd.randrange(0, len(cur) + 65536)
+        want = h(cur[:size] + b"\0" * max(0, size - len(cur)))
+        log.write("bdatai %s %s\n" % (path, want))
+        os.truncate(os.path.join(mp, path), size)
+        fd = os.open(os.path.join(mp, path), os.O_RDONLY)
+        os.fsync(fd)
+        os.close(fd)
+        log.write("bdata %s %s\n" % (path, want))
     if i % 4 == 0:  # partial overwrite of a base file: one chunk copied up
         off = rnd.randrange(0, 3 * 1024 * 1024)
         log.write("bigi %d\n" % off)
