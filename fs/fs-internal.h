@@ -236,12 +236,14 @@ struct fs {
         /* Data files of removed inodes, each with the journal_bytes that
          * says so: removed once journal_synced passes it (layer.c). */
         pthread_mutex_t dead_lock;
+        pthread_mutex_t reap_lock; /* one reap() at a time, taken before dead_lock */
         pthread_cond_t dead_cond;
         struct wl_dead {
                 uint64_t ino, pos;
         } *dead;
         size_t n_dead, dead_cap;
         atomic_size_t n_dead_pending; /* n_dead, read without the lock */
+        atomic_uint_fast64_t n_reaped; /* data files removed by reap() */
         pthread_t reaper;
 
         struct fs_trace *trace; /* trace.c's; NULL: not recording */
@@ -291,7 +293,9 @@ struct wl_txn {
         size_t len, cap;
         int err;     /* building failed (ENOMEM), no room, or applying failed */
         bool grows;  /* adds a name, inode or xattr: may not use the journal's
-                      * last WL_ROOM_FLOOR bytes of room (kept for removals) */
+                      * last WL_ROOM_FLOOR bytes of room (kept for the rest) */
+        bool frees;  /* removes a name: may use the last bytes of that room,
+                      * which no other change may (layer.c, room_check()) */
         uint64_t seq;
 };
 
@@ -341,9 +345,12 @@ int wl_sync(struct fs *fs, struct fs_inode *p, bool data_only);
  * and map go once the journal is durable past that (a host crash must not
  * keep the file's removal and lose the record). */
 void wl_data_discard(struct fs *fs, uint64_t ino);
-/* wl_reap_space(): a change failed with ENOSPC: sync the journal and remove
- * every discarded data file; true if there were any (try again). */
-bool wl_reap_space(struct fs *fs);
+/* wl_reaped(): how many discarded data files have been removed so far.
+ * wl_reap_space(): a change failed with ENOSPC: sync the journal, remove
+ * every discarded data file and wait out a removal in flight; true if any
+ * went since wl_reaped() said reaped (try again). */
+uint64_t wl_reaped(struct fs *fs);
+bool wl_reap_space(struct fs *fs, uint64_t reaped);
 /* wl_skeleton_sync(): a fresh state dir's HEAD and directories durable, once
  * (the first fsync does it; so does a checkpoint). 0 or -errno (logged). */
 int wl_skeleton_sync(struct fs *fs);

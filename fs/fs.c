@@ -522,12 +522,14 @@ static int do_setattr(fuse_req_t req, struct fs *fs, uint64_t ino, const struct 
 }
 
 /* WITH_SPACE(fs, r, call): r = call, and once more if that failed for want
- * of space while data files of removed inodes wait for the journal to be
- * durable (wl_data_discard()): they are freed first (wl_reap_space()). */
+ * of space while data files of removed inodes waited for the journal to be
+ * durable (wl_data_discard()): they are freed first (wl_reap_space()), and
+ * so is what the reaper freed since the call began. */
 #define WITH_SPACE(fs, r, call)                                                         \
         do {                                                                            \
+                uint64_t reaped_ = wl_reaped(fs);                                       \
                 (r) = (call);                                                           \
-                if (((r) == -ENOSPC || (r) == -EDQUOT) && wl_reap_space(fs))            \
+                if (((r) == -ENOSPC || (r) == -EDQUOT) && wl_reap_space(fs, reaped_))   \
                         (r) = (call);                                                   \
         } while (0)
 
@@ -800,6 +802,7 @@ static int do_remove(struct fs *fs, uint64_t parent, const char *name, bool isdi
         da.mtime = da.ctime = now;
         if (isdir)
                 da.nlink--;
+        t.frees = true;
         wl_txn_op(&t, WL_OP_UNLINK, parent, 0, name, NULL, 0);
         wl_txn_attr(&t, &a, p->parent);
         wl_txn_attr(&t, &da, dir->parent);
@@ -821,7 +824,7 @@ static void op_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
 
         r = barrier_enter(req_fs(req));
         if (r == 0) {
-                r = do_remove(req_fs(req), parent, name, false);
+                WITH_SPACE(req_fs(req), r, do_remove(req_fs(req), parent, name, false));
                 barrier_leave(req_fs(req));
         }
         fuse_reply_err(req, -r);
@@ -833,7 +836,7 @@ static void op_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
 
         r = barrier_enter(req_fs(req));
         if (r == 0) {
-                r = do_remove(req_fs(req), parent, name, true);
+                WITH_SPACE(req_fs(req), r, do_remove(req_fs(req), parent, name, true));
                 barrier_leave(req_fs(req));
         }
         fuse_reply_err(req, -r);
@@ -988,7 +991,7 @@ static void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_
 
         r = barrier_enter(req_fs(req));
         if (r == 0) {
-                r = do_rename(req_fs(req), parent, name, newparent, newname, flags);
+                WITH_SPACE(req_fs(req), r, do_rename(req_fs(req), parent, name, newparent, newname, flags));
                 barrier_leave(req_fs(req));
         }
         fuse_reply_err(req, -r);
@@ -2023,7 +2026,7 @@ static void op_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name)
 
         r = barrier_enter(req_fs(req));
         if (r == 0) {
-                r = do_setxattr(req_fs(req), ino, name, NULL, 0, 0);
+                WITH_SPACE(req_fs(req), r, do_setxattr(req_fs(req), ino, name, NULL, 0, 0));
                 barrier_leave(req_fs(req));
         }
         fuse_reply_err(req, -r);
@@ -2125,6 +2128,7 @@ int fs_new(const struct fs_opts *o, struct fs **ret)
         pthread_mutex_init(&fs->jlock, NULL);
         pthread_cond_init(&fs->jcond, NULL);
         pthread_mutex_init(&fs->dead_lock, NULL);
+        pthread_mutex_init(&fs->reap_lock, NULL);
         pthread_cond_init(&fs->dead_cond, NULL);
         pthread_mutex_init(&fs->skel_lock, NULL);
         pthread_mutex_init(&fs->fetch_lock, NULL);
@@ -2199,6 +2203,7 @@ struct fs *fs_free(struct fs *fs)
         pthread_mutex_destroy(&fs->jlock);
         pthread_cond_destroy(&fs->jcond);
         pthread_mutex_destroy(&fs->dead_lock);
+        pthread_mutex_destroy(&fs->reap_lock);
         pthread_cond_destroy(&fs->dead_cond);
         pthread_mutex_destroy(&fs->skel_lock);
         pthread_mutex_destroy(&fs->fetch_lock);

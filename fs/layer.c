@@ -658,16 +658,24 @@ static void txn_seal(struct wl_txn *t, uint64_t seq)
  * a name, an inode or an xattr (t->grows) then gets ENOSPC before it
  * touches the model, and the last WL_ROOM_FLOOR bytes stay for the
  * others, so that rm, rename and setattr still work on a full disk and can
- * free its space. A filesystem that cannot preallocate (EOPNOTSUPP) gets
+ * free its space. Of those, the last WL_ROOM_RM bytes are for removals
+ * (t->frees) alone: a sandbox that chmods in a loop on a full disk must
+ * not leave itself unable to rm. A filesystem that cannot preallocate (EOPNOTSUPP) gets
  * no such guarantee: the layer then refuses changes after a failed
  * journal write, as before. */
 #define WL_ROOM_FLOOR (1u << 20)
 #define WL_ROOM_GROW (1u << 20)
+#define WL_ROOM_RM (256u << 10)
 
-/* room_check(): whether rm (of the journal file fd) can take len more
+/* No bytes, and the room of a removal: what room_open() and a compaction
+ * ask for. */
+static const struct wl_txn room_any = { .frees = true };
+
+/* room_check(): whether rm (of the journal file fd) can take t's len more
  * bytes, topping it up if not. */
-static int room_check(struct fs *fs, struct wl_room *rm, int fd, uint64_t len, bool grows)
+static int room_check(struct fs *fs, struct wl_room *rm, int fd, const struct wl_txn *t)
 {
+        uint64_t len = t->len;
         uint64_t want = rm->pos + len + WL_ROOM_FLOOR;
         int r;
 
@@ -688,7 +696,7 @@ static int room_check(struct fs *fs, struct wl_room *rm, int fd, uint64_t len, b
                 rm->end = want;
                 return 0;
         }
-        if (!grows && rm->pos + len <= rm->end)
+        if (!t->grows && rm->pos + len + (t->frees ? 0 : WL_ROOM_RM) <= rm->end)
                 return 0;
         return r;
 }
@@ -703,7 +711,7 @@ static void room_open(struct fs *fs, int fd)
         if (fstat(fd, &st) < 0)
                 st.st_size = 0;
         fs->room = (struct wl_room){ .pos = (uint64_t)st.st_size, .end = (uint64_t)st.st_size };
-        (void)room_check(fs, &fs->room, fd, 0, false);
+        (void)room_check(fs, &fs->room, fd, &room_any);
 }
 
 void wl_txn_apply(struct fs *fs, struct wl_txn *t)
@@ -713,9 +721,9 @@ void wl_txn_apply(struct fs *fs, struct wl_txn *t)
         t->seq = fs->jseq++;
         if (t->err || !t->len)
                 return;
-        r = room_check(fs, &fs->room, fs->journal_fd, t->len, t->grows);
+        r = room_check(fs, &fs->room, fs->journal_fd, t);
         if (r >= 0 && fs->switching)
-                r = room_check(fs, &fs->room_next, fs->next_fd, t->len, t->grows);
+                r = room_check(fs, &fs->room_next, fs->next_fd, t);
         if (r < 0) {
                 t->err = r; /* the model is untouched: nothing to refuse */
                 return;
@@ -1070,13 +1078,16 @@ static void reaper_wake(struct fs *fs)
 }
 
 /* reap(): remove the queued data files the journal has made durable; with
- * sync, sync it first. Returns how many went. */
-static size_t reap(struct fs *fs, bool sync)
+ * sync, sync it first. One reap at a time (reap_lock), from taking the queue
+ * to the last removal: a handler short of space that waits for the lock
+ * waits for the space a reap in flight frees (wl_reap_space()). */
+static void reap(struct fs *fs, bool sync)
 {
         _cleanup_(freep) uint64_t *gone = NULL;
         uint64_t synced;
         size_t n = 0;
 
+        pthread_mutex_lock(&fs->reap_lock);
         if (sync)
                 (void)journal_sync(fs); /* what is synced still goes */
         synced = atomic_load(&fs->journal_synced);
@@ -1096,7 +1107,8 @@ static size_t reap(struct fs *fs, bool sync)
         pthread_mutex_unlock(&fs->dead_lock);
         for (size_t i = 0; i < n; i++)
                 wl_data_remove(fs, gone[i]);
-        return n;
+        atomic_fetch_add(&fs->n_reaped, n);
+        pthread_mutex_unlock(&fs->reap_lock);
 }
 
 static void *reaper_run(void *arg)
@@ -1118,7 +1130,7 @@ static void *reaper_run(void *arg)
                 if (fs->reaper_stop)
                         break;
                 pthread_mutex_unlock(&fs->dead_lock);
-                (void)reap(fs, true); /* no sync if an fsync meanwhile did it */
+                reap(fs, true); /* no sync if an fsync meanwhile did it */
                 pthread_mutex_lock(&fs->dead_lock);
         }
         pthread_mutex_unlock(&fs->dead_lock);
@@ -1151,9 +1163,16 @@ void wl_data_discard(struct fs *fs, uint64_t ino)
         }
 }
 
-bool wl_reap_space(struct fs *fs)
+uint64_t wl_reaped(struct fs *fs)
 {
-        return atomic_load(&fs->n_dead_pending) && reap(fs, true) > 0;
+        return atomic_load(&fs->n_reaped);
+}
+
+bool wl_reap_space(struct fs *fs, uint64_t reaped)
+{
+        /* With nothing queued, this still waits for a reap in flight. */
+        reap(fs, atomic_load(&fs->n_dead_pending) != 0);
+        return atomic_load(&fs->n_reaped) != reaped;
 }
 
 int wl_sync(struct fs *fs, struct fs_inode *p, bool data_only)
@@ -1566,7 +1585,7 @@ static void compact_online(struct fs *fs)
                 fs->room_next = (struct wl_room){ .pos = JOURNAL_HDR + t.len + (fs->room.pos - at_image),
                                                   .end = JOURNAL_HDR + t.len };
                 fs->next_fd = nfd;
-                r = room_check(fs, &fs->room_next, nfd, 0, false);
+                r = room_check(fs, &fs->room_next, nfd, &room_any);
                 fs->switching = r >= 0;
                 pthread_mutex_unlock(&fs->lock);
                 if (r < 0)
@@ -1713,7 +1732,7 @@ void wl_close(struct fs *fs)
                 pthread_join(fs->reaper, NULL);
         }
         if (fs->n_dead)
-                (void)reap(fs, true);
+                reap(fs, true);
         free(fs->dead);
         fs->dead = NULL;
         fs->n_dead = fs->dead_cap = 0;

@@ -259,4 +259,24 @@ if code == 0 and (mode != 0o4777 or data != b"A" * 8192):
 if code == 3 and (mode & 0o6000 or data[:4096] != b"B" * 4096):
     sys.exit("a write that succeeded left mode %o" % mode)
 PY
+
+# The chmods above used every byte of journal room a change may use. The
+# last of it is kept for removals alone: rm must still work, and the space
+# it frees must be there for the very next write, not a second later when
+# the removed files' data files go (they wait for the journal to be synced).
+step "with the room for changes used up, rm still works and its space is there at once"
+python3 - "$mp" <<'PY' || fail "rm after the room for changes ran out"
+import os, sys
+mp = sys.argv[1]
+names = sorted(n for n in os.listdir(mp) if n.startswith("refill"))
+if not names:
+    sys.exit("no refill files (the disk was never full?)")
+for n in names:
+    os.unlink("%s/%s" % (mp, n))
+with open(mp + "/after-rm", "wb") as f:
+    f.write(os.urandom(4 << 20))
+    f.flush()
+    os.fsync(f.fileno())
+print("   %d files removed, then 4 MiB written" % len(names))
+PY
 exit 0
