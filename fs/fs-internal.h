@@ -100,6 +100,7 @@ struct fs_inode {
         bool modified;           /* attr differs from the base (or new); lock */
         bool xattrs_own;         /* lock */
         bool has_data;           /* layers/<id>/data/<ino> exists; lock */
+        bool data_gone;          /* no name, no handle: its data file went; lock */
         bool creating_data;      /* someone creates it now; lock */
         bool times_dirty;        /* a WRITE changed mtime, not journaled yet; lock */
         bool sync_map, sync_dir; /* map bytes, a new data file: not fsynced yet; lock */

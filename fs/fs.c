@@ -1282,6 +1282,8 @@ static int do_open(struct fs *fs, uint64_t ino, struct fuse_file_info *fi)
                 r = -EISDIR;
         else if (!S_ISREG(p->attr.mode))
                 r = -EINVAL;
+        else if (p->data_gone)
+                r = -ESTALE;
         else
                 p->nopen++;
         pthread_mutex_unlock(&fs->lock);
@@ -2264,6 +2266,7 @@ ssize_t fs_read_file(struct fs *fs, uint64_t ino, uint64_t off, void *dst, size_
         struct fs_file f = {};
         _cleanup_(freep) uint8_t *buf = NULL;
         struct fs_inode *p;
+        bool dead = false;
         ssize_t n;
         int r;
 
@@ -2276,6 +2279,8 @@ ssize_t fs_read_file(struct fs *fs, uint64_t ino, uint64_t off, void *dst, size_
                         r = -EISDIR;
                 else if (!S_ISREG(p->attr.mode))
                         r = -EINVAL;
+                else if (p->data_gone)
+                        r = -ENOENT;
                 else
                         p->nopen++;
         }
@@ -2291,8 +2296,10 @@ ssize_t fs_read_file(struct fs *fs, uint64_t ino, uint64_t off, void *dst, size_
                 close(atomic_load(&f.fd));
         pthread_mutex_lock(&fs->lock);
         p->nopen--;
-        ino_maybe_free(fs, p, NULL);
+        ino_maybe_free(fs, p, &dead); /* removed while we read it */
         pthread_mutex_unlock(&fs->lock);
+        if (dead)
+                wl_data_discard(fs, ino);
         return n;
 }
 

@@ -156,6 +156,20 @@ static void inode_destroy(struct fs_inode *p)
         free(p);
 }
 
+/* drop_data(): p's data file is to go: no chunk of it counts any more. */
+static void drop_data(struct fs *fs, struct fs_inode *p)
+{
+        if (p->has_data && p->present) {
+                for (size_t i = 0; i < p->n_present; i++)
+                        if (p->present[i])
+                                atomic_fetch_sub(&fs->dirty_chunks, 1);
+        }
+        free(p->present);
+        p->present = NULL;
+        p->n_present = 0;
+        p->has_data = false;
+}
+
 void ino_maybe_free(struct fs *fs, struct fs_inode *p, bool *ret_dead)
 {
         bool dead = p->modified && p->attr.nlink == 0;
@@ -163,10 +177,24 @@ void ino_maybe_free(struct fs *fs, struct fs_inode *p, bool *ret_dead)
 
         if (ret_dead)
                 *ret_dead = false;
-        if (p->ino == TREE_ROOT_INO || p->nlookup || p->nopen || p->creating_data)
+        if (p->ino == TREE_ROOT_INO || p->nopen || p->creating_data)
                 return;
         if (p->modified && !dead)
                 return;
+        if (p->nlookup) {
+                /* No name and no open file: nothing can reach its bytes, so
+                 * its data file goes now, not at the kernel's FORGET (which
+                 * comes when it comes: an rm's space must be there for the
+                 * next write, as on a local filesystem). The inode stays
+                 * for the kernel's lookups; an OPEN of it (a reopen through
+                 * /proc of an O_PATH descriptor) gets ESTALE (do_open()). */
+                if (dead && p->has_data && ret_dead) {
+                        drop_data(fs, p);
+                        p->data_gone = true;
+                        *ret_dead = true;
+                }
+                return;
+        }
         for (pp = &fs->buckets[hash_ino(p->ino, fs->n_buckets)]; *pp; pp = &(*pp)->next)
                 if (*pp == p)
                         break;
@@ -176,11 +204,7 @@ void ino_maybe_free(struct fs *fs, struct fs_inode *p, bool *ret_dead)
         fs->n_inodes--;
         if (ret_dead)
                 *ret_dead = dead && p->has_data;
-        if (p->has_data && p->present) {
-                for (size_t i = 0; i < p->n_present; i++)
-                        if (p->present[i])
-                                atomic_fetch_sub(&fs->dirty_chunks, 1);
-        }
+        drop_data(fs, p);
         inode_destroy(p);
 }
 

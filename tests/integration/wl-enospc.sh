@@ -262,21 +262,33 @@ PY
 
 # The chmods above used every byte of journal room a change may use. The
 # last of it is kept for removals alone: rm must still work, and the space
-# it frees must be there for the very next write, not a second later when
-# the removed files' data files go (they wait for the journal to be synced).
+# it frees must be there for the very next write: not a second later, when
+# the removed files' data files go (they wait for the journal to be synced),
+# nor when the kernel forgets the inodes (here never, while O_PATH
+# descriptors hold them; a reopen through /proc then gets ESTALE, not bytes).
 step "with the room for changes used up, rm still works and its space is there at once"
 python3 - "$mp" <<'PY' || fail "rm after the room for changes ran out"
-import os, sys
+import errno, os, sys
 mp = sys.argv[1]
 names = sorted(n for n in os.listdir(mp) if n.startswith("refill"))
 if not names:
     sys.exit("no refill files (the disk was never full?)")
+held = [os.open("%s/%s" % (mp, n), os.O_PATH) for n in names]
 for n in names:
     os.unlink("%s/%s" % (mp, n))
 with open(mp + "/after-rm", "wb") as f:
     f.write(os.urandom(4 << 20))
     f.flush()
     os.fsync(f.fileno())
+try:
+    os.open("/proc/self/fd/%d" % held[0], os.O_RDONLY)
+except OSError as e:
+    if e.errno != errno.ESTALE:
+        sys.exit("reopening a removed file: %s (want ESTALE)" % e)
+else:
+    sys.exit("a removed file whose data went was reopened")
+for fd in held:
+    os.close(fd)
 print("   %d files removed, then 4 MiB written" % len(names))
 PY
 exit 0
