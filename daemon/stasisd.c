@@ -1277,47 +1277,13 @@ static int check_mountpoint(const char *path, char resolved[static PATH_MAX])
         return 0;
 }
 
-/* proc_read(): /proc/PID/WHAT as a string (what fits in buf). */
-static bool proc_read(pid_t pid, const char *what, char buf[static 2048])
-{
-        char p[64];
-        _cleanup_(closep) int fd = -1;
-        ssize_t n;
-
-        snprintf(p, sizeof p, "/proc/%ld/%s", (long)pid, what);
-        fd = open(p, O_RDONLY | O_CLOEXEC);
-        n = fd < 0 ? -1 : read_full(fd, buf, 2047);
-        if (n <= 0)
-                return false;
-        buf[n] = 0;
-        return true;
-}
-
 /* daemon_serving(): whether pid is a stasisd that is not exiting. One
  * killed a moment ago may still look alive (its mount answers from the
- * kernel's caches until its last descriptor closes): SIGKILL pending or
- * PF_EXITING counts as gone. A pid reused by another program too. */
+ * kernel's caches until its last descriptor closes): it counts as gone,
+ * and so does a pid reused by another program. */
 static bool daemon_serving(pid_t pid)
 {
-        char buf[2048], *rp;
-
-        if (!proc_read(pid, "stat", buf))
-                return false;
-        rp = strrchr(buf, ')');
-        if (!strstr(buf, "(stasisd)") || !rp || rp[1] != ' ' || rp[2] == 'Z' || rp[2] == 'X')
-                return false;
-        /* after ")": state ppid pgrp session tty_nr tpgid flags */
-        rp += 2;
-        for (int i = 0; i < 6 && rp; i++)
-                rp = strchr(rp, ' ') ? strchr(rp, ' ') + 1 : NULL;
-        if (!rp || (strtoul(rp, NULL, 10) & 0x4 /* PF_EXITING */))
-                return false;
-        if (!proc_read(pid, "status", buf))
-                return false;
-        for (const char *k = buf; (k = strstr(k, "Pnd:\t")); k += 5)
-                if (strtoull(k + 5, NULL, 16) & (1ull << (SIGKILL - 1)))
-                        return false;
-        return true;
+        return proc_state(pid, "stasisd") == PROC_RUNNING;
 }
 
 /* mount_taken(): a live stasisd serves mp (its registry entry names it and

@@ -8,8 +8,10 @@
 #include <limits.h>
 #include <linux/openat2.h>
 #include <sys/syscall.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
@@ -393,4 +395,60 @@ int stasis_mount_dev(const char *mp, dev_t *ret)
         free(line);
         fclose(f);
         return r;
+}
+
+/* proc_read(): /proc/PID/WHAT as a string (what fits in buf); -errno. */
+static int proc_read(pid_t pid, const char *what, char buf[static 2048])
+{
+        char p[64];
+        _cleanup_(closep) int fd = -1;
+        ssize_t n;
+
+        snprintf(p, sizeof p, "/proc/%ld/%s", (long)pid, what);
+        fd = open(p, O_RDONLY | O_CLOEXEC);
+        if (fd < 0)
+                return -errno;
+        n = read_full(fd, buf, 2047);
+        if (n < 0)
+                return (int)n;
+        buf[n] = 0;
+        return 0;
+}
+
+enum proc_state proc_state(pid_t pid, const char *comm)
+{
+        char buf[2048], name[64], *rp;
+        unsigned long flags;
+        int r;
+
+        if (pid <= 0 || (kill(pid, 0) < 0 && errno == ESRCH))
+                return PROC_GONE;
+        r = proc_read(pid, "stat", buf);
+        if (r == -ENOENT || r == -ESRCH)
+                return PROC_GONE;
+        if (r < 0)
+                return PROC_RUNNING;
+        /* "pid (comm) state ppid pgrp session tty_nr tpgid flags ..." */
+        rp = strrchr(buf, ')');
+        if (!rp || rp[1] != ' ')
+                return PROC_RUNNING;
+        if (rp[2] == 'Z' || rp[2] == 'X')
+                return PROC_GONE;
+        if (comm) {
+                snprintf(name, sizeof name, "(%s)", comm);
+                if (!strstr(buf, name))
+                        return PROC_GONE;
+        }
+        rp += 2;
+        for (int i = 0; i < 6 && rp; i++)
+                rp = strchr(rp, ' ') ? strchr(rp, ' ') + 1 : NULL;
+        flags = rp ? strtoul(rp, NULL, 10) : 0;
+        if (flags & 0x4 /* PF_EXITING */)
+                return PROC_EXITING;
+        if (proc_read(pid, "status", buf) < 0)
+                return PROC_RUNNING;
+        for (const char *k = buf; (k = strstr(k, "Pnd:\t")); k += 5)
+                if (strtoull(k + 5, NULL, 16) & (1ull << (SIGKILL - 1)))
+                        return PROC_EXITING;
+        return PROC_RUNNING;
 }

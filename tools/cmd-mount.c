@@ -127,22 +127,7 @@ static int registry_find(const char *mp, json_t **ret, char ret_path[static PATH
 /* pid_alive(): a process that has not exited (a zombie counts as gone). */
 static bool pid_alive(pid_t pid)
 {
-        char p[64], buf[512], *rp;
-        _cleanup_(closep) int fd = -1;
-        ssize_t n;
-
-        if (pid <= 0 || (kill(pid, 0) < 0 && errno == ESRCH))
-                return false;
-        snprintf(p, sizeof p, "/proc/%ld/stat", (long)pid);
-        fd = open(p, O_RDONLY | O_CLOEXEC);
-        if (fd < 0)
-                return errno != ENOENT;
-        n = read(fd, buf, sizeof buf - 1);
-        if (n <= 0)
-                return true;
-        buf[n] = 0;
-        rp = strrchr(buf, ')');
-        return !(rp && rp[1] == ' ' && (rp[2] == 'Z' || rp[2] == 'X'));
+        return proc_state(pid, NULL) != PROC_GONE;
 }
 
 static bool wait_exit(pid_t pid, uint64_t timeout_ns)
@@ -505,7 +490,12 @@ int cmd_umount(const struct cli_command *cmd, int argc, char **argv)
                 lazy = true;
         }
         grace = force ? 2 * NSEC_PER_SEC : UMOUNT_WAIT_NS;
-        if (have && pid_alive(pid)) {
+        /* A daemon killed a moment ago (kill -9) may still be exiting: not
+         * one to ask for a clean unmount, which open files would refuse
+         * (EBUSY). Let it go; its mount is then a dead one (below). */
+        if (have && proc_state(pid, NULL) == PROC_EXITING)
+                (void)wait_exit(pid, grace);
+        if (have && proc_state(pid, NULL) == PROC_RUNNING) {
                 r = detach(mp, lazy);
                 if (r == -EBUSY)
                         return log_error_errno(r, "%s: busy (files open? --lazy detaches anyway): %m", mp), EXIT_FAIL;
