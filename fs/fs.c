@@ -1834,7 +1834,11 @@ static void op_statfs(fuse_req_t req, fuse_ino_t ino)
         struct statvfs sv;
 
         (void)ino;
-        /* The writable layer's room is the state directory's. */
+        /* The writable layer's room is the state directory's, with the
+         * data files of removed files gone first: df right after an rm
+         * shows the space free, as on a local filesystem (they wait for
+         * the journal's sync, which this costs once; wl_data_discard()). */
+        (void)wl_reap_space(fs, wl_reaped(fs));
         if (fstatvfs(fs->state_fd, &sv) < 0) {
                 fuse_reply_err(req, errno);
                 return;

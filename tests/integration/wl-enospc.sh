@@ -291,4 +291,23 @@ for fd in held:
     os.close(fd)
 print("   %d files removed, then 4 MiB written" % len(names))
 PY
+
+step "df right after rm shows the space free"
+python3 - "$mp" <<'PY' || fail "statfs after rm"
+import os, sys
+mp = sys.argv[1]
+def free():
+    v = os.statvfs(mp)
+    return v.f_bavail * v.f_frsize
+with open(mp + "/df", "wb") as f:
+    f.write(os.urandom(8 << 20))
+    f.flush()
+    os.fsync(f.fileno())
+full = free()
+os.unlink(mp + "/df")
+freed = free() - full
+if freed < (7 << 20):
+    sys.exit("rm of an 8 MiB file freed %d bytes by statfs at once" % freed)
+print("   %.1f MiB free again at once" % (freed / 1048576))
+PY
 exit 0
