@@ -334,8 +334,9 @@ int wl_open(struct fs *fs, const char *state_dir, const char *base);
 void wl_close(struct fs *fs);
 /* wl_free_all(): free every inode of the table (at fs_free()). */
 void wl_free_all(struct fs *fs);
-/* wl_data_ensure(): create p's data file if missing. */
-int wl_data_ensure(struct fs *fs, struct fs_inode *p);
+/* wl_data_ensure(): create p's data file if missing; if this call made it
+ * and ret_fd is non-NULL, *ret_fd gets it open O_RDWR (else -1). */
+int wl_data_ensure(struct fs *fs, struct fs_inode *p, int *ret_fd);
 int wl_data_open(struct fs *fs, uint64_t ino, int flags);
 void wl_data_remove(struct fs *fs, uint64_t ino);
 /* wl_mark_present(): persist chunks [first, end) as present (fs->lock not held). */

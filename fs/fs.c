@@ -341,15 +341,10 @@ static bool in_group(fuse_req_t req, gid_t gid)
  * allows) it is opened for this request only: *own gets it, for the
  * caller to close. Descriptors in use thus stay below the cap plus one per
  * request in flight, and a write never fails with EMFILE. */
-static int file_fd(struct fs *fs, struct fs_file *f, int *own)
+static int file_fd_adopt(struct fs *fs, struct fs_file *f, int fd, int *own)
 {
-        int fd = atomic_load(&f->fd), expect = -1;
+        int expect = -1;
 
-        if (fd >= 0)
-                return fd;
-        fd = wl_data_open(fs, f->inode->ino, O_RDWR);
-        if (fd < 0)
-                return fd;
         if (atomic_fetch_add(&fs->fd_kept, 1) >= fs->fd_cap) {
                 atomic_fetch_sub(&fs->fd_kept, 1);
                 *own = fd;
@@ -363,17 +358,41 @@ static int file_fd(struct fs *fs, struct fs_file *f, int *own)
         return fd;
 }
 
+static int file_fd(struct fs *fs, struct fs_file *f, int *own)
+{
+        int fd = atomic_load(&f->fd);
+
+        if (fd >= 0)
+                return fd;
+        fd = wl_data_open(fs, f->inode->ino, O_RDWR);
+        if (fd < 0)
+                return fd;
+        return file_fd_adopt(fs, f, fd, own);
+}
+
+/* data_fd(): p's data file, made if missing, for a change through handle f
+ * (NULL: a path's, *own gets it): file_fd()'s, or the descriptor that made
+ * it (a new file's first WRITE opens its data file once, not twice). */
+static int data_fd(struct fs *fs, struct fs_inode *p, struct fs_file *f, int *own)
+{
+        int fd = -1, r;
+
+        r = wl_data_ensure(fs, p, f ? &fd : NULL);
+        if (r < 0)
+                return r;
+        if (fd >= 0)
+                return file_fd_adopt(fs, f, fd, own);
+        return f ? file_fd(fs, f, own) : (*own = wl_data_open(fs, p->ino, O_RDWR));
+}
+
 /* truncate_data(): size of p's data becomes size. */
 static int truncate_data(struct fs *fs, struct fs_inode *p, struct fs_file *f, uint64_t size)
 {
         _cleanup_(closep) int own = -1;
         bool lower = false;
-        int fd, r;
+        int fd;
 
-        r = wl_data_ensure(fs, p);
-        if (r < 0)
-                return r;
-        fd = f ? file_fd(fs, f, &own) : (own = wl_data_open(fs, p->ino, O_RDWR));
+        fd = data_fd(fs, p, f, &own);
         if (fd < 0)
                 return fd;
         /* Data first; the base limit after it (a crash between is repaired
@@ -1621,10 +1640,7 @@ static ssize_t do_write(struct fs *fs, struct fs_file *f, const void *buf, size_
                 return -EIO;
         if (size == 0)
                 return 0;
-        r = wl_data_ensure(fs, p);
-        if (r < 0)
-                return r;
-        fd = file_fd(fs, f, &own);
+        fd = data_fd(fs, p, f, &own);
         if (fd < 0)
                 return fd;
         r = cow_begin(fs, p, fd, (uint64_t)off, size, &c);
@@ -1674,7 +1690,7 @@ static int do_fallocate(struct fs *fs, struct fs_file *f, int mode, off_t off, o
         bool zero = mode & (FALLOC_FL_PUNCH_HOLE | FALLOC_FL_ZERO_RANGE);
         _cleanup_(closep) int own = -1;
         struct cow c = {};
-        int fd, r;
+        int fd, r = 0;
 
         if (mode & ~(FALLOC_FL_KEEP_SIZE | FALLOC_FL_PUNCH_HOLE | FALLOC_FL_ZERO_RANGE))
                 return -EOPNOTSUPP;
@@ -1682,10 +1698,7 @@ static int do_fallocate(struct fs *fs, struct fs_file *f, int mode, off_t off, o
                 return -EINVAL;
         if (broken(fs))
                 return -EIO;
-        r = wl_data_ensure(fs, p);
-        if (r < 0)
-                return r;
-        fd = file_fd(fs, f, &own);
+        fd = data_fd(fs, p, f, &own);
         if (fd < 0)
                 return fd;
         if (zero) {

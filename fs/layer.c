@@ -858,9 +858,10 @@ static int map_write_header(int fd, uint32_t chunk_size, uint64_t base_limit)
         return pwrite_full(fd, h, sizeof h, 0);
 }
 
-/* create_file(): name made complete under a temp name, then renamed in. */
+/* create_file(): name made complete under a temp name, then renamed in;
+ * *ret_fd (if non-NULL) gets it open. */
 static int create_file(struct fs *fs, uint64_t ino, const char *suffix, uint64_t size,
-                       uint64_t base_limit)
+                       uint64_t base_limit, int *ret_fd)
 {
         char tmp[80], name[64];
         _cleanup_(closep) int fd = -1;
@@ -879,14 +880,19 @@ static int create_file(struct fs *fs, uint64_t ino, const char *suffix, uint64_t
                 r = -errno;
         if (r < 0)
                 (void)unlinkat(fs->data_fd, tmp, 0);
+        else if (ret_fd)
+                *ret_fd = TAKE_FD(fd);
         return r;
 }
 
-int wl_data_ensure(struct fs *fs, struct fs_inode *p)
+int wl_data_ensure(struct fs *fs, struct fs_inode *p, int *ret_fd)
 {
+        _cleanup_(closep) int fd = -1;
         uint64_t size, limit;
         int r;
 
+        if (ret_fd)
+                *ret_fd = -1;
         pthread_mutex_lock(&fs->lock);
         while (p->creating_data)
                 pthread_cond_wait(&fs->cond, &fs->lock);
@@ -902,21 +908,18 @@ int wl_data_ensure(struct fs *fs, struct fs_inode *p)
         if (p->in_base) {
                 /* The map first: a base file's data never exists without
                  * its map (which says which chunks are not the base's). */
-                r = create_file(fs, p->ino, ".map", 0, limit);
+                r = create_file(fs, p->ino, ".map", 0, limit, NULL);
                 if (r >= 0)
-                        r = create_file(fs, p->ino, "", size, 0);
+                        r = create_file(fs, p->ino, "", size, 0, &fd);
         } else {
                 /* A new file is all layer: no map (its dirty chunks are its
                  * data extents), and an empty data file is its whole state. */
                 char name[64];
-                int fd;
                 data_name(p->ino, "", name);
                 fd = openat(fs->data_fd, name, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
                 r = fd < 0 ? -errno : 0;
                 if (fd >= 0 && size && ftruncate(fd, (off_t)size) < 0)
                         r = -errno;
-                if (fd >= 0)
-                        close(fd);
         }
 
         pthread_mutex_lock(&fs->lock);
@@ -931,6 +934,8 @@ int wl_data_ensure(struct fs *fs, struct fs_inode *p)
         pthread_mutex_unlock(&fs->lock);
         if (r < 0)
                 return log_error_errno(r, "writable layer: data file of inode %" PRIu64 ": %m", p->ino);
+        if (ret_fd)
+                *ret_fd = TAKE_FD(fd);
         return 0;
 }
 
