@@ -1311,8 +1311,9 @@ static int head_check(struct fs *fs, const char *base)
 }
 
 /* replay(): apply the journal's intact transactions; the first torn or
- * corrupt one ends it (only a host crash leaves one). */
-static int replay(struct fs *fs, const uint8_t *b, size_t len, uint64_t *ret_txns)
+ * corrupt one ends it (only a host crash leaves one). *ret_end gets where
+ * the intact ones end. */
+static int replay(struct fs *fs, const uint8_t *b, size_t len, uint64_t *ret_txns, size_t *ret_end)
 {
         size_t pos = JOURNAL_HDR;
         uint64_t n = 0;
@@ -1321,6 +1322,7 @@ static int replay(struct fs *fs, const uint8_t *b, size_t len, uint64_t *ret_txn
          * caught before it was synced (its one write() is never torn
          * otherwise); no transaction in it was ever acknowledged. */
         *ret_txns = 0;
+        *ret_end = len;
         if (len < JOURNAL_HDR)
                 return 0;
         if (memcmp(b, JOURNAL_MAGIC, 8) != 0)
@@ -1335,11 +1337,8 @@ static int replay(struct fs *fs, const uint8_t *b, size_t len, uint64_t *ret_txn
                 memcpy(&seq, b + pos + 8, 8);
                 memcpy(&x, b + pos + 16, 8);
                 if (magic != TXN_MAGIC || len - pos - TXN_HDR < tl ||
-                    chunk_xxh3(b + pos + TXN_HDR, tl) != x) {
-                        log_warning("state dir %s: journal torn at byte %zu; dropping %zu bytes after it",
-                                    fs->state_dir, pos, len - pos);
+                    chunk_xxh3(b + pos + TXN_HDR, tl) != x)
                         break;
-                }
                 r = apply_txn(fs, b + pos + TXN_HDR, tl);
                 if (r < 0)
                         return log_error_errno(r, "state dir %s: journal transaction %" PRIu64 " at byte %zu: %m",
@@ -1347,7 +1346,11 @@ static int replay(struct fs *fs, const uint8_t *b, size_t len, uint64_t *ret_txn
                 pos += TXN_HDR + tl;
                 n++;
         }
+        if (pos < len)
+                log_warning("state dir %s: journal torn at byte %zu; dropping %zu bytes after it", fs->state_dir,
+                            pos, len - pos);
         *ret_txns = n;
+        *ret_end = pos;
         return 0;
 }
 
@@ -1660,7 +1663,7 @@ static int mkdirat_p(int dirfd, const char *name)
 int wl_open(struct fs *fs, const char *state_dir, const char *base)
 {
         _cleanup_(freep) char *journal = NULL;
-        size_t jlen = 0;
+        size_t jlen = 0, jend = 0;
         uint64_t txns = 0, orphans = 0;
         int r;
 
@@ -1688,12 +1691,25 @@ int wl_open(struct fs *fs, const char *state_dir, const char *base)
         r = read_file_at(fs->layer_fd, "journal", 1ull << 31, &journal, &jlen);
         if (r >= 0) {
                 pthread_mutex_lock(&fs->lock);
-                r = replay(fs, (const uint8_t *)journal, jlen, &txns);
+                r = replay(fs, (const uint8_t *)journal, jlen, &txns, &jend);
                 pthread_mutex_unlock(&fs->lock);
                 if (r < 0)
                         return r;
         } else if (r != -ENOENT)
                 return log_error_errno(r, "state dir %s: journal: %m", state_dir);
+        /* A torn tail goes before anything is appended: after it, the next
+         * replay would stop at the tear and drop all that came later, synced
+         * or not (the compaction below rewrites the journal, but a full disk
+         * keeps it as it is). */
+        if (jend >= JOURNAL_HDR && jend < jlen) {
+                _cleanup_(closep) int jfd = openat(fs->layer_fd, "journal", O_WRONLY | O_CLOEXEC);
+                if (jfd < 0 || ftruncate(jfd, (off_t)jend) < 0 || fdatasync(jfd) < 0)
+                        return log_error_errno(-errno, "state dir %s: journal: cut at its tear: %m", state_dir);
+        } else if (jlen > 0 && jlen < JOURNAL_HDR) { /* its header torn: no transaction was in it */
+                r = journal_fresh(fs);
+                if (r < 0)
+                        return log_error_errno(r, "state dir %s: journal: %m", state_dir);
+        }
         /* load_data() and the orphans below remove the data files of inodes
          * the journal says are gone, and after a kill -9 that may be in the
          * page cache only: durable first, so that a host crash cannot keep

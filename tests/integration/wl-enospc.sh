@@ -192,6 +192,25 @@ mount_snap "$mp" --store "$S" --cache "$T/cache" --state "$small/state" base
 "$TREEDIGEST" --list "$mp" >"$T/after"
 diff -u "$T/before" "$T/after" | head -40 >&2 || fail "the tree changed across the remount on a full disk"
 grep -q "journal not compacted" "$log" || fail "the remount on a full disk compacted its journal (the test wants it not to fit)"
+
+# A host crash can leave a torn record at the journal's end. A mount on a
+# full disk cannot compact the journal away, so it must cut it at the
+# tear itself: appended after the tear, the next changes would be lost at
+# the next replay, which stops there, fsync'd or not.
+step "a torn journal tail on a full disk: cut before anything is appended"
+st umount "$mp"
+printf 'a torn record: not a transaction, 40 bytes' >>"$small/state/layers/1/journal" ||
+        fail "appending to the journal (its preallocated room)"
+mount_snap "$mp" --store "$S" --cache "$T/cache" --state "$small/state" base
+grep -q "journal torn at byte" "$log" || fail "the torn tail was not seen"
+chmod 600 "$mp/keep/f2"
+python3 -c 'import os, sys; fd = os.open(sys.argv[1], os.O_RDONLY); os.fsync(fd)' "$mp/keep/f2"
+kill -9 "$(daemon_pid "$mp")"
+st umount "$mp"
+mount_snap "$mp" --store "$S" --cache "$T/cache" --state "$small/state" base
+[[ $(stat -c %a "$mp/keep/f2") == 600 ]] ||
+        fail "a chmod fsync'd after the torn tail is lost (mode $(stat -c %a "$mp/keep/f2"))"
+chmod 644 "$mp/keep/f2"
 rm -f "$mp"/fill*
 rmdir "$mp"/d[0-9]*
 echo ok >"$mp/last" || fail "a write after freeing space"
