@@ -234,6 +234,7 @@ struct fs {
         atomic_uint_fast64_t bytes_served, errors, readahead_chunks, reads, pack_reads;
         atomic_uint_fast64_t dirty_chunks, dirty_bytes, copied_up, bytes_written, journal_bytes;
         atomic_uint_fast64_t journal_synced; /* journal_bytes at the last fdatasync */
+        uint64_t journal_end; /* the journal file's bytes, whole transactions; jlock */
         /* Data files of removed inodes, each with the journal_bytes that
          * says so: removed once journal_synced passes it (layer.c). */
         pthread_mutex_t dead_lock;

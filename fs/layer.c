@@ -794,6 +794,8 @@ int wl_txn_write(struct fs *fs, struct wl_txn *t)
                 }
         }
         pthread_mutex_lock(&fs->jlock);
+        if (r >= 0 && len)
+                fs->journal_end += len;
         fs->jnext++;
         pthread_cond_broadcast(&fs->jcond);
         pthread_mutex_unlock(&fs->jlock);
@@ -1061,22 +1063,43 @@ int wl_skeleton_sync(struct fs *fs)
 
 /* journal_sync(): every transaction written before the call is durable
  * when it returns 0 (a no-op if the journal did not grow since the last). */
+/* synced_mark(): the journal's header records that its first len bytes
+ * are durable (they are: written after the fdatasync that made them so,
+ * durable itself with the next one). A record replay finds broken before
+ * that point is not a torn tail but corruption (replay()). The journal's
+ * own descriptor appends (O_APPEND): the header goes through another. */
+static void synced_mark(int jfd, uint64_t len)
+{
+        char path[64];
+        _cleanup_(closep) int fd = -1;
+
+        snprintf(path, sizeof path, "/proc/self/fd/%d", jfd);
+        fd = open(path, O_WRONLY | O_CLOEXEC);
+        if (fd >= 0)
+                (void)pwrite_full(fd, &len, sizeof len, 8);
+}
+
 static int journal_sync(struct fs *fs)
 {
-        uint64_t jb = atomic_load(&fs->journal_bytes);
+        uint64_t jb = atomic_load(&fs->journal_bytes), end;
         int jfd, r = 0;
 
         if (jb == atomic_load(&fs->journal_synced) || fs->journal_fd < 0)
                 return 0;
         /* A compaction may swap the journal: sync our own handle on the one
-         * we saw (the new one was fsynced whole). */
+         * we saw (the new one was fsynced whole), and mark the end of the
+         * last transaction written to it whole (a record being written
+         * meanwhile may straddle what the fdatasync takes). */
         pthread_mutex_lock(&fs->jlock);
         jfd = fcntl(fs->journal_fd, F_DUPFD_CLOEXEC, 0);
+        end = fs->journal_end;
         pthread_mutex_unlock(&fs->jlock);
-        if (jfd < 0 || fdatasync(jfd) < 0)
+        if (jfd < 0 || fdatasync(jfd) < 0) {
                 r = -errno;
-        else
+        } else {
                 atomic_store(&fs->journal_synced, jb);
+                synced_mark(jfd, end);
+        }
         if (jfd >= 0)
                 close(jfd);
         return r;
@@ -1316,7 +1339,7 @@ static int head_check(struct fs *fs, const char *base)
 static int replay(struct fs *fs, const uint8_t *b, size_t len, uint64_t *ret_txns, size_t *ret_end)
 {
         size_t pos = JOURNAL_HDR;
-        uint64_t n = 0;
+        uint64_t n = 0, synced;
 
         /* Shorter than its header: a fresh layer's journal that a host crash
          * caught before it was synced (its one write() is never torn
@@ -1346,6 +1369,13 @@ static int replay(struct fs *fs, const uint8_t *b, size_t len, uint64_t *ret_txn
                 pos += TXN_HDR + tl;
                 n++;
         }
+        memcpy(&synced, b + 8, 8);
+        if (pos < synced)
+                return log_error_errno(-EUCLEAN,
+                                       "state dir %s: journal corrupt at byte %zu (of %zu), before byte %" PRIu64
+                                       " that was synced: not a torn tail, which only unsynced bytes make, "
+                                       "but damage; refusing to drop the changes after it: %m",
+                                       fs->state_dir, pos, len, synced);
         if (pos < len)
                 log_warning("state dir %s: journal torn at byte %zu; dropping %zu bytes after it", fs->state_dir,
                             pos, len - pos);
@@ -1630,6 +1660,7 @@ static void compact_online(struct fs *fs)
         if (r >= 0) {
                 ofd = fs->journal_fd;
                 fs->journal_fd = nfd;
+                fs->journal_end = JOURNAL_HDR + t.len;
                 fs->room = fs->room_next;
         } else
                 ofd = nfd;
@@ -1757,6 +1788,7 @@ int wl_open(struct fs *fs, const char *state_dir, const char *base)
                 return log_error_errno(-errno, "state dir %s: journal: %m", state_dir);
         pthread_mutex_lock(&fs->lock);
         room_open(fs, fs->journal_fd);
+        fs->journal_end = fs->room.pos; /* its size: whole transactions */
         pthread_mutex_unlock(&fs->lock);
         /* Without it, a removal syncs the journal itself (wl_data_discard()). */
         fs->reaper_ok = pthread_create(&fs->reaper, NULL, reaper_run, fs) == 0;
