@@ -14,6 +14,7 @@
 source "$(dirname "$0")/lib.sh"
 source "$(dirname "$0")/mount-lib.bash"
 need python3 fallocate
+export PYTHONPATH=$(cd "$(dirname "$0")" && pwd) # wl_fill.py
 
 small=$T/small
 tmpfs_dir "$small" 48m
@@ -163,21 +164,9 @@ PY
 step "filled again, then remounted while full (the journal cannot be compacted)"
 python3 - "$mp" <<'PY' || fail "filling the disk again"
 import errno, os, sys
+import wl_fill
 mp = sys.argv[1]
-block = os.urandom(1 << 20)
-for i in range(1000):
-    try:
-        with open("%s/fill%04d" % (mp, i), "wb") as f:
-            f.write(block)
-            f.flush()
-            os.fsync(f.fileno())
-    except OSError as e:
-        if e.errno != errno.ENOSPC:
-            sys.exit("fill%04d: %s (want ENOSPC)" % (i, e))
-        # Its bytes are not defined after a failed write (as anywhere),
-        # so it goes, as an installer cleans up after itself.
-        os.unlink("%s/fill%04d" % (mp, i))
-        break
+wl_fill.fill(mp, "fill", drop_failed=True)
 for i in range(200000):
     try:
         os.mkdir("%s/d%06d" % (mp, i))
@@ -228,18 +217,9 @@ chmod 4777 "$mp/suid"
 sync -f "$mp/suid"
 python3 - "$mp" <<'PY' || fail "the write to a setuid file with no journal room"
 import errno, mmap, os, sys
+import wl_fill
 mp = sys.argv[1]
-block = os.urandom(1 << 20)
-for i in range(1000):  # the disk full again
-    try:
-        with open("%s/refill%04d" % (mp, i), "wb") as f:
-            f.write(block)
-            f.flush()
-            os.fsync(f.fileno())
-    except OSError as e:
-        if e.errno != errno.ENOSPC:
-            sys.exit("refill%04d: %s (want ENOSPC)" % (i, e))
-        break
+wl_fill.fill(mp, "refill")  # the disk full again
 for i in range(400000):  # then the room kept for removals and mode changes
     try:
         os.chmod(mp + "/last", 0o600 if i % 2 else 0o644)
