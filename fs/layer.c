@@ -684,9 +684,9 @@ static void txn_seal(struct wl_txn *t, uint64_t seq)
  * others, so that rm, rename and setattr still work on a full disk and can
  * free its space. Of those, the last WL_ROOM_RM bytes are for removals
  * (t->frees) alone: a sandbox that chmods in a loop on a full disk must
- * not leave itself unable to rm. A filesystem that cannot preallocate (EOPNOTSUPP) gets
- * no such guarantee: the layer then refuses changes after a failed
- * journal write, as before. */
+ * not leave itself unable to rm. A filesystem that cannot preallocate
+ * (EOPNOTSUPP) gets no such guarantee: the layer then refuses changes
+ * after a failed journal write, as before. */
 #define WL_ROOM_FLOOR (1u << 20)
 #define WL_ROOM_GROW (1u << 20)
 #define WL_ROOM_RM (256u << 10)
@@ -1061,8 +1061,6 @@ int wl_skeleton_sync(struct fs *fs)
         return r;
 }
 
-/* journal_sync(): every transaction written before the call is durable
- * when it returns 0 (a no-op if the journal did not grow since the last). */
 /* synced_mark(): the journal's header records that its first len bytes
  * are durable (they are: written after the fdatasync that made them so,
  * durable itself with the next one). A record replay finds broken before
@@ -1079,6 +1077,8 @@ static void synced_mark(int jfd, uint64_t len)
                 (void)pwrite_full(fd, &len, sizeof len, 8);
 }
 
+/* journal_sync(): every transaction written before the call is durable
+ * when it returns 0 (a no-op if the journal did not grow since the last). */
 static int journal_sync(struct fs *fs)
 {
         uint64_t jb = atomic_load(&fs->journal_bytes), end;
