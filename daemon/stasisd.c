@@ -1353,19 +1353,31 @@ static int state_lock_take(const char *state, int *ret_fd)
         return 0;
 }
 
+/* STATE_LOCK_WAIT_NS: how long a mount waits for a killed stasisd, still
+ * exiting, to let go of the state dir (its threads finish their requests
+ * first; the lock goes with the last of them). */
+#define STATE_LOCK_WAIT_NS (10 * NSEC_PER_SEC)
+
 static int state_lock(const char *state, int *ret_fd)
 {
         char path[PATH_MAX + 16], pid[32] = "";
-        int r = state_lock_take(state, ret_fd);
+        uint64_t end = now_ns() + STATE_LOCK_WAIT_NS;
+        int r;
 
-        if (r != -EBUSY)
-                return r < 0 ? log_error_errno(r, "state dir %s: lock: %m", state) : 0;
-        snprintf(path, sizeof path, "%s/stasisd.pid", state);
-        {
-                _cleanup_(closep) int pfd = open(path, O_RDONLY | O_CLOEXEC);
-                if (pfd < 0 || read_full(pfd, pid, sizeof pid - 1) < 0)
-                        pid[0] = 0;
-                pid[strcspn(pid, "\n")] = 0;
+        for (;;) {
+                r = state_lock_take(state, ret_fd);
+                if (r != -EBUSY)
+                        return r < 0 ? log_error_errno(r, "state dir %s: lock: %m", state) : 0;
+                snprintf(path, sizeof path, "%s/stasisd.pid", state);
+                {
+                        _cleanup_(closep) int pfd = open(path, O_RDONLY | O_CLOEXEC);
+                        if (pfd < 0 || read_full(pfd, pid, sizeof pid - 1) < 0)
+                                pid[0] = 0;
+                        pid[strcspn(pid, "\n")] = 0;
+                }
+                if (!pid[0] || daemon_serving((pid_t)strtol(pid, NULL, 10)) || now_ns() > end)
+                        break;
+                usleep(10000); /* a daemon killed a moment ago, still exiting */
         }
         return log_error_errno(-EBUSY, "state dir %s is in use by another stasisd%s%s (one per state dir)", state,
                                pid[0] ? ", pid " : "", pid);

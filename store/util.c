@@ -1,6 +1,7 @@
 /* util.c — see util.h. */
 #include "util.h"
 
+#include <dirent.h>
 #include <dlfcn.h>
 
 #include <fcntl.h>
@@ -415,6 +416,28 @@ static int proc_read(pid_t pid, const char *what, char buf[static 2048])
         return 0;
 }
 
+/* proc_threads_left(): whether threads of pid other than its leader are
+ * still there. A multithreaded process's leader turns zombie as soon as it
+ * has exited itself, while the others may still be exiting (finishing a
+ * request), with the descriptors they share, and the locks on them, open. */
+static bool proc_threads_left(pid_t pid)
+{
+        char path[64];
+        struct dirent *de;
+        unsigned n = 0;
+        DIR *d;
+
+        snprintf(path, sizeof path, "/proc/%ld/task", (long)pid);
+        d = opendir(path);
+        if (!d)
+                return false;
+        while ((de = readdir(d)))
+                if (de->d_name[0] != '.' && strtol(de->d_name, NULL, 10) != (long)pid)
+                        n++;
+        closedir(d);
+        return n > 0;
+}
+
 enum proc_state proc_state(pid_t pid, const char *comm)
 {
         char buf[2048], name[64], *rp;
@@ -433,7 +456,7 @@ enum proc_state proc_state(pid_t pid, const char *comm)
         if (!rp || rp[1] != ' ')
                 return PROC_RUNNING;
         if (rp[2] == 'Z' || rp[2] == 'X')
-                return PROC_GONE;
+                return proc_threads_left(pid) ? PROC_EXITING : PROC_GONE;
         if (comm) {
                 snprintf(name, sizeof name, "(%s)", comm);
                 if (!strstr(buf, name))

@@ -173,10 +173,12 @@ int fsync_dir_at(int dirfd, const char *dir);
 int write_replace_at(int dirfd, const char *path, const void *data, size_t len, mode_t mode, bool durable);
 
 /* proc_state(): what /proc says of pid. PROC_GONE: no such process, a
- * zombie, or (comm non-NULL) another program than comm; PROC_EXITING:
- * killed (SIGKILL pending) or exiting (PF_EXITING), gone in a moment (a
- * stasisd killed a moment ago may take a while: its threads finish their
- * requests first); PROC_RUNNING otherwise, also when /proc cannot tell. */
+ * zombie with no thread left, or (comm non-NULL) another program than comm;
+ * PROC_EXITING: killed (SIGKILL pending) or exiting (PF_EXITING, or a
+ * zombie leader whose other threads are still exiting, with its files and
+ * their locks open), gone in a moment (a stasisd killed a moment ago may
+ * take a while: its threads finish their requests first); PROC_RUNNING
+ * otherwise, also when /proc cannot tell. */
 enum proc_state { PROC_GONE, PROC_EXITING, PROC_RUNNING };
 enum proc_state proc_state(pid_t pid, const char *comm);
 
