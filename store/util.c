@@ -455,13 +455,13 @@ enum proc_state proc_state(pid_t pid, const char *comm)
         rp = strrchr(buf, ')');
         if (!rp || rp[1] != ' ')
                 return PROC_RUNNING;
-        if (rp[2] == 'Z' || rp[2] == 'X')
-                return proc_threads_left(pid) ? PROC_EXITING : PROC_GONE;
-        if (comm) {
+        if (comm) { /* another program's zombie is none of ours either */
                 snprintf(name, sizeof name, "(%s)", comm);
                 if (!strstr(buf, name))
                         return PROC_GONE;
         }
+        if (rp[2] == 'Z' || rp[2] == 'X')
+                return proc_threads_left(pid) ? PROC_EXITING : PROC_GONE;
         rp += 2;
         for (int i = 0; i < 6 && rp; i++)
                 rp = strchr(rp, ' ') ? strchr(rp, ' ') + 1 : NULL;
