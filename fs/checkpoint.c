@@ -390,7 +390,7 @@ static int add_extent(struct ck_inode *in, uint64_t off, uint64_t len)
 
 /* ---- the frozen chunks (fs->ck) ---- */
 
-enum { CK_DONE, CK_FROZEN, CK_SAVED };
+enum { CK_DONE, CK_FROZEN, CK_SAVED, CK_ZERO };
 enum { SRC_PACKER, SRC_BASE, SRC_LAST };
 /* Not known: read the chunk. (TREE_HOLE, UINT32_MAX: known to be zeros;
  * chunk indices stay below both.) */
@@ -401,7 +401,8 @@ struct ck_file {
         uint64_t ino;
         uint64_t size;   /* at the barrier */
         uint32_t nchunks;
-        uint8_t *state;  /* per chunk: CK_DONE (read, or not the layer's), CK_FROZEN, CK_SAVED */
+        uint8_t *state;  /* per chunk: CK_DONE (read, or not the layer's), CK_FROZEN, CK_SAVED,
+                          * CK_ZERO (a hole in the data file when a change came) */
         uint64_t *saved; /* per chunk: its offset in the save file (CK_SAVED) */
         uint8_t *touched;  /* per chunk: changed since the barrier */
         uint32_t *last;    /* per chunk: the last checkpoint's chunk index, unchanged since; CK_NOREF */
@@ -522,9 +523,31 @@ static int read_chunk(int fd, uint8_t *buf, size_t n, uint64_t off)
         return 0;
 }
 
+/* A data file's holes as SEEK_DATA tells them, one lseek() per run of
+ * holes or per chunk of data: no data in [from, data). */
+struct holes {
+        uint64_t from, data;
+};
+#define HOLES_INIT { UINT64_MAX, 0 }
+
+/* in_hole(): [off, off + len) of fd holds no data: a hole (a sparse file's,
+ * a truncate's that grew it), so its bytes are zeros and need not be read.
+ * SEEK_DATA never reports a hole where there is data, written back or not;
+ * where the filesystem cannot tell, everything is data. */
+static bool in_hole(int fd, struct holes *h, uint64_t off, uint64_t len)
+{
+        if (off < h->from || off >= h->data) {
+                off_t d = lseek(fd, (off_t)off, SEEK_DATA);
+                h->from = off;
+                h->data = d >= 0 ? (uint64_t)d : errno == ENXIO ? UINT64_MAX : off;
+        }
+        return off + len <= h->data;
+}
+
 void ck_before_change(struct fs *fs, uint64_t ino, int fd, uint64_t off, uint64_t len)
 {
         uint32_t cs = fs->chunk_size, first, end;
+        struct holes holes = HOLES_INIT;
         struct ck_last_file *lf;
         struct ck_frozen *k;
         struct ck_file *f;
@@ -554,6 +577,13 @@ void ck_before_change(struct fs *fs, uint64_t ino, int fd, uint64_t off, uint64_
                 if (f->state[ci] != CK_FROZEN)
                         continue;
                 n = chunk_len(f->size, cs, ci);
+                /* Unchanged since the barrier, so a hole now was one then:
+                 * nothing to save (truncating a large sparse file must not
+                 * copy its holes into the save file). */
+                if (in_hole(fd, &holes, (uint64_t)ci * cs, n)) {
+                        f->state[ci] = CK_ZERO;
+                        continue;
+                }
                 r = read_chunk(fd, k->buf, n, (uint64_t)ci * cs);
                 if (r >= 0)
                         r = pwrite_full(k->save_fd, k->buf, n, k->save_end);
@@ -680,18 +710,28 @@ static int freeze(struct ck *c, struct ck_frozen *k)
         return 0;
 }
 
-/* capture(): the frozen chunk ci of f: from the data file if no change came
- * first, else from where the change saved it. */
-static int capture(struct fs *fs, struct ck_file *f, int fd, uint32_t ci, uint8_t *buf, size_t n)
+/* capture(): the frozen chunk ci of f into buf: from the data file if no
+ * change came first, else from where the change saved it. 1 if the chunk is
+ * a hole (zeros; buf untouched), so a large sparse file costs what it holds,
+ * not its size. */
+static int capture(struct fs *fs, struct ck_file *f, int fd, struct holes *holes, uint32_t ci, uint8_t *buf,
+                   size_t n)
 {
         struct ck_frozen *k = fs->ck;
+        uint64_t off = (uint64_t)ci * fs->chunk_size;
         int r;
 
         pthread_mutex_lock(&fs->ck_lock);
         if (k->err)
                 r = k->err;
-        else if (f->state[ci] == CK_FROZEN) {
-                r = read_chunk(fd, buf, n, (uint64_t)ci * fs->chunk_size);
+        else if (f->state[ci] == CK_ZERO) {
+                r = 1;
+                f->state[ci] = CK_DONE;
+        } else if (f->state[ci] == CK_FROZEN) {
+                /* Frozen means no change since the barrier (a change saves
+                 * the chunk first, under this lock): what holes says of it,
+                 * seen since the barrier, still holds. */
+                r = in_hole(fd, holes, off, n) ? 1 : read_chunk(fd, buf, n, off);
                 f->state[ci] = CK_DONE;
         } else if (f->state[ci] == CK_SAVED) {
                 r = read_chunk(k->save_fd, buf, n, f->saved[ci]);
@@ -751,6 +791,7 @@ static int file_chunks(struct ck *c, struct ck_inode *in, uint32_t first, uint32
         uint64_t cs = fs->chunk_size, size = in->attr.size;
         _cleanup_(closep) int fd = -1;
         struct ck_file *f = ck_find(fs->ck, in->attr.ino);
+        struct holes holes = HOLES_INIT;
         int r;
 
         if (!f || f->nchunks != in->nchunks)
@@ -771,9 +812,13 @@ static int file_chunks(struct ck *c, struct ck_inode *in, uint32_t first, uint32
                         in->from[i] = SRC_LAST;
                         continue;
                 } else if (layer) {
-                        r = capture(fs, f, fd, i, buf, (size_t)len);
+                        r = capture(fs, f, fd, &holes, i, buf, (size_t)len);
                         if (r < 0)
                                 return r;
+                        if (r > 0) {
+                                in->chunks[i] = TREE_HOLE;
+                                continue;
+                        }
                         atomic_fetch_add(&c->bytes_dirty, len);
                 } else if (off + len <= in->base_limit && i < tree_file_nchunks(t, &in->base) &&
                            len == MIN(cs, in->base.attr.size - off)) {
@@ -786,11 +831,14 @@ static int file_chunks(struct ck *c, struct ck_inode *in, uint32_t first, uint32
                         uint64_t nb = 0;
                         if (off < MIN(in->base_limit, in->base.attr.size))
                                 nb = MIN(len, MIN(in->base_limit, in->base.attr.size) - off);
-                        if (nb) {
-                                r = fs_read_data(fs, &in->base, NULL, off, (size_t)nb, buf);
-                                if (r < 0)
-                                        return r;
+                        if (!nb) {
+                                /* grown by a truncate: zeros, nothing to read */
+                                in->chunks[i] = TREE_HOLE;
+                                continue;
                         }
+                        r = fs_read_data(fs, &in->base, NULL, off, (size_t)nb, buf);
+                        if (r < 0)
+                                return r;
                         memset(buf + nb, 0, (size_t)(len - nb));
                 }
                 if (all_zero(buf, (size_t)len)) {

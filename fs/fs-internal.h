@@ -94,6 +94,7 @@ struct fs_inode {
         struct tree_attr attr;   /* current attributes; lock. A regular file
                                   * with a data file: size == the data file's */
         struct tree_inode base;  /* immutable; valid if in_base */
+        uint64_t blocks;         /* st_blocks of a file with a data file, if blocks_known; lock */
         uint32_t nopen;          /* open handles; lock */
         uint32_t nwopen;         /* of them, open for writing; lock */
         bool in_base;            /* immutable: the base tree has this ino */
@@ -104,6 +105,7 @@ struct fs_inode {
         bool creating_data;      /* someone creates it now; lock */
         bool times_dirty;        /* a WRITE changed mtime, not journaled yet; lock */
         bool sync_map, sync_dir; /* map bytes, a new data file: not fsynced yet; lock */
+        bool blocks_known;       /* blocks is current (a data change clears it); lock */
 };
 
 /* An open regular file (fi->fh). */
@@ -339,6 +341,8 @@ void wl_free_all(struct fs *fs);
  * and ret_fd is non-NULL, *ret_fd gets it open O_RDWR (else -1). */
 int wl_data_ensure(struct fs *fs, struct fs_inode *p, int *ret_fd);
 int wl_data_open(struct fs *fs, uint64_t ino, int flags);
+/* wl_data_blocks(): the 512-byte blocks the data file of ino has allocated. */
+int wl_data_blocks(const struct fs *fs, uint64_t ino, uint64_t *ret);
 void wl_data_remove(struct fs *fs, uint64_t ino);
 /* wl_mark_present(): persist chunks [first, end) as present (fs->lock not held). */
 int wl_mark_present(struct fs *fs, struct fs_inode *p, uint32_t first, uint32_t end);

@@ -115,8 +115,48 @@ static void inode_forget(struct fs *fs, uint64_t ino, uint64_t n)
 
 /* ---- attributes ---- */
 
-static void fill_stat(const struct fs *fs, const struct fs_inode *p, const struct tree_attr *a,
-                      struct stat *st)
+/* base_blocks(): the blocks of p's base extents below base_limit, in the
+ * chunks the layer does not hold. fs->lock held. */
+static uint64_t base_blocks(const struct fs *fs, const struct fs_inode *p)
+{
+        uint64_t cs = fs->chunk_size, bytes = 0;
+
+        for (uint32_t i = 0, n = tree_extent_count(fs->tree, &p->base); i < n; i++) {
+                uint64_t off, len, end;
+                tree_extent(fs->tree, &p->base, i, &off, &len);
+                end = MIN(off + len, p->base_limit);
+                while (off < end) {
+                        uint64_t ci = off / cs, next = MIN((ci + 1) * cs, end);
+                        if (ci >= p->n_present || !p->present[ci])
+                                bytes += next - off;
+                        off = next;
+                }
+        }
+        return DIV_ROUND_UP(bytes, 512);
+}
+
+/* layer_blocks(): st_blocks of a regular file the layer holds data of: what
+ * its data file has allocated, plus the base's bytes it still reads, so a
+ * sparse file shows as one (du, cp's sparse detection). Never 0 for a file
+ * with a size: its last writes may still be in the kernel's cache, not yet
+ * in the data file, and a file of size > 0 with no blocks reads as all
+ * holes to `tar --sparse` (ext4 counts such delayed blocks too). If the data
+ * file cannot be asked, every block (the old answer, never too few).
+ * fs->lock held. */
+static uint64_t layer_blocks(const struct fs *fs, struct fs_inode *p)
+{
+        uint64_t b;
+
+        if (!p->blocks_known) {
+                if (wl_data_blocks(fs, p->ino, &b) < 0)
+                        return DIV_ROUND_UP(p->attr.size, 4096) * 8;
+                p->blocks = b + (p->in_base ? base_blocks(fs, p) : 0);
+                p->blocks_known = true;
+        }
+        return p->attr.size ? MAX(p->blocks, 8u) : p->blocks;
+}
+
+static void fill_stat(const struct fs *fs, struct fs_inode *p, const struct tree_attr *a, struct stat *st)
 {
         uint64_t blocks = 0;
 
@@ -134,7 +174,7 @@ static void fill_stat(const struct fs *fs, const struct fs_inode *p, const struc
         st->st_blksize = 4096;
         if (S_ISREG(a->mode)) {
                 if (p && p->has_data) {
-                        blocks = DIV_ROUND_UP(a->size, 4096) * 8;
+                        blocks = layer_blocks(fs, p);
                 } else if (!p || p->in_base) {
                         struct tree_inode ti;
                         const struct tree_inode *b = p ? &p->base : NULL;
@@ -150,7 +190,7 @@ static void fill_stat(const struct fs *fs, const struct fs_inode *p, const struc
         st->st_blocks = (blkcnt_t)blocks;
 }
 
-static void fill_entry(const struct fs *fs, const struct fs_inode *p, struct fuse_entry_param *e)
+static void fill_entry(const struct fs *fs, struct fs_inode *p, struct fuse_entry_param *e)
 {
         memset(e, 0, sizeof *e);
         e->ino = p->ino;
@@ -402,6 +442,7 @@ static int truncate_data(struct fs *fs, struct fs_inode *p, struct fs_file *f, u
                 return -errno;
         pthread_mutex_lock(&fs->lock);
         p->attr.size = size;
+        p->blocks_known = false;
         if (size < p->base_limit) {
                 p->base_limit = size;
                 lower = true;
@@ -1600,6 +1641,7 @@ static int touch_data(struct fs *fs, struct fs_inode *p, uint64_t end, bool grow
         pthread_mutex_lock(&fs->lock);
         if (grow && end > p->attr.size)
                 p->attr.size = end;
+        p->blocks_known = false;
         if (times) {
                 p->attr.mtime = p->attr.ctime = now;
                 p->times_dirty = true;
@@ -1786,13 +1828,15 @@ static void op_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_f
 }
 
 /* do_lseek(): SEEK_DATA and SEEK_HOLE. Exact from the tree's extents for
- * an untouched base file; for a file in the layer, conservative (all data):
- * never a hole where there is data. */
+ * an untouched base file, and from its data file for a file the layer made
+ * (all its bytes are there; the kernel writes its cached pages back before
+ * it asks); for a base file the layer holds data of, conservative (all
+ * data): never a hole where there is data. */
 static int do_lseek(struct fs *fs, struct fs_file *f, off_t off, int whence, off_t *ret)
 {
         struct fs_inode *p = f->inode;
         uint64_t size, o = (uint64_t)off;
-        bool has_data;
+        bool has_data, in_base;
         uint32_t n;
 
         if (whence != SEEK_DATA && whence != SEEK_HOLE)
@@ -1801,10 +1845,22 @@ static int do_lseek(struct fs *fs, struct fs_file *f, off_t off, int whence, off
                 return -ENXIO;
         pthread_mutex_lock(&fs->lock);
         size = p->attr.size;
-        has_data = p->has_data || !p->in_base;
+        in_base = p->in_base;
+        has_data = p->has_data || !in_base;
         pthread_mutex_unlock(&fs->lock);
         if (o >= size)
                 return -ENXIO;
+        if (has_data && !in_base) {
+                _cleanup_(closep) int fd = wl_data_open(fs, p->ino, O_RDONLY);
+                off_t r;
+                if (fd < 0)
+                        return fd;
+                r = lseek(fd, off, whence);
+                if (r < 0)
+                        return -errno;
+                *ret = MIN(r, (off_t)size);
+                return 0;
+        }
         if (has_data) {
                 *ret = whence == SEEK_DATA ? off : (off_t)size;
                 return 0;

@@ -836,6 +836,18 @@ int wl_data_open(struct fs *fs, uint64_t ino, int flags)
         return fd < 0 ? -errno : fd;
 }
 
+int wl_data_blocks(const struct fs *fs, uint64_t ino, uint64_t *ret)
+{
+        char name[64];
+        struct stat st;
+
+        data_name(ino, "", name);
+        if (fstatat(fs->data_fd, name, &st, 0) < 0)
+                return -errno;
+        *ret = (uint64_t)st.st_blocks;
+        return 0;
+}
+
 void wl_data_remove(struct fs *fs, uint64_t ino)
 {
         char name[64];
@@ -928,6 +940,7 @@ int wl_data_ensure(struct fs *fs, struct fs_inode *p, int *ret_fd)
         p->creating_data = false;
         if (r >= 0) {
                 p->has_data = true;
+                p->blocks_known = false;
                 p->base_limit = limit;
                 p->sync_dir = true;
                 p->sync_map = p->in_base; /* its header, even with no chunk marked */
@@ -1006,6 +1019,7 @@ int wl_mark_present(struct fs *fs, struct fs_inode *p, uint32_t first, uint32_t 
                         p->present[i] = 1;
                         atomic_fetch_add(&fs->dirty_chunks, 1);
                 }
+        p->blocks_known = false; /* its base blocks now count in the data file */
         if (in_base)
                 p->sync_map = true;
         pthread_mutex_unlock(&fs->lock);
