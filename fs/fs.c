@@ -1827,14 +1827,92 @@ static void op_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_f
         fuse_reply_err(req, -r);
 }
 
-/* do_lseek(): SEEK_DATA and SEEK_HOLE. Exact from the tree's extents for
- * an untouched base file, and from its data file for a file the layer made
- * (all its bytes are there; the kernel writes its cached pages back before
- * it asks); for a base file the layer holds data of, conservative (all
- * data): never a hole where there is data. */
+/* What seek_layer() needs of a base file the layer holds data of, copied
+ * under fs->lock. */
+struct seek_view {
+        uint64_t size, base_limit, cs;
+        uint8_t *present; /* n chunks */
+        size_t n;
+};
+
+/* seek_layer(): SEEK_DATA or SEEK_HOLE from o (< size) in a base file the
+ * layer holds data of, chunk by chunk: a chunk the layer holds is its data
+ * file's (SEEK_DATA/SEEK_HOLE of fd within the chunk; a hole there reads as
+ * zeros), any other chunk the base's extents below base_limit, zeros above.
+ * One lseek() serves a run of chunks without data in the data file, and
+ * the base's extents are walked once. -ENXIO if no data at or after o. */
+static int seek_layer(const struct fs *fs, const struct fs_inode *p, const struct seek_view *v, int fd,
+                      uint64_t o, int whence, off_t *ret)
+{
+        uint32_t ne = tree_extent_count(fs->tree, &p->base), e = 0;
+        uint64_t nodata = 0; /* the data file has no data in [o, nodata) */
+
+        for (uint64_t ci = o / v->cs; o < v->size; ci++) {
+                uint64_t hi = MIN((ci + 1) * v->cs, v->size), eo = 0, el = 0;
+                if (ci < v->n && v->present[ci]) {
+                        off_t r;
+                        if (whence == SEEK_DATA && o < nodata) {
+                                if (nodata >= hi) {
+                                        o = hi;
+                                        continue;
+                                }
+                                o = nodata;
+                        }
+                        r = lseek(fd, (off_t)o, whence);
+                        if (r < 0 && errno != ENXIO)
+                                return -errno;
+                        if (r >= 0 && (uint64_t)r < hi) {
+                                *ret = r;
+                                return 0;
+                        }
+                        if (whence == SEEK_DATA)
+                                nodata = r < 0 ? UINT64_MAX : (uint64_t)r;
+                        o = hi;
+                        continue;
+                }
+                /* The base's part of the chunk, below base_limit. */
+                while (o < MIN(hi, v->base_limit)) {
+                        while (e < ne) {
+                                tree_extent(fs->tree, &p->base, e, &eo, &el);
+                                if (eo + el > o)
+                                        break;
+                                e++;
+                        }
+                        if (e == ne || eo >= MIN(hi, v->base_limit))
+                                break; /* a hole to the chunk's (or the base's) end */
+                        if (eo > o) { /* o is in a hole */
+                                if (whence == SEEK_HOLE)
+                                        break;
+                                o = eo;
+                        }
+                        if (whence == SEEK_DATA) {
+                                *ret = (off_t)o;
+                                return 0;
+                        }
+                        o = eo + el; /* SEEK_HOLE: past this extent */
+                }
+                if (whence == SEEK_HOLE && o < hi) {
+                        *ret = (off_t)o;
+                        return 0;
+                }
+                o = hi;
+        }
+        if (whence == SEEK_DATA)
+                return -ENXIO;
+        *ret = (off_t)v->size;
+        return 0;
+}
+
+/* do_lseek(): SEEK_DATA and SEEK_HOLE, exact: from the tree's extents for
+ * an untouched base file, from its data file for a file the layer made
+ * (all its bytes are there), and from both for a base file the layer holds
+ * data of (seek_layer()). The kernel writes a file's cached pages back
+ * before it asks, so the data file has them. */
 static int do_lseek(struct fs *fs, struct fs_file *f, off_t off, int whence, off_t *ret)
 {
         struct fs_inode *p = f->inode;
+        _cleanup_(freep) uint8_t *present = NULL;
+        struct seek_view v = {};
         uint64_t size, o = (uint64_t)off;
         bool has_data, in_base;
         uint32_t n;
@@ -1847,22 +1925,30 @@ static int do_lseek(struct fs *fs, struct fs_file *f, off_t off, int whence, off
         size = p->attr.size;
         in_base = p->in_base;
         has_data = p->has_data || !in_base;
+        if (has_data && in_base && o < size) {
+                v = (struct seek_view){ .size = size, .base_limit = p->base_limit, .cs = fs->chunk_size,
+                                        .n = MIN(p->n_present, DIV_ROUND_UP(size, fs->chunk_size)) };
+                present = v.present = malloc(MAX(v.n, (size_t)1));
+                if (present)
+                        memcpy(present, p->present, v.n);
+        }
         pthread_mutex_unlock(&fs->lock);
         if (o >= size)
                 return -ENXIO;
-        if (has_data && !in_base) {
-                _cleanup_(closep) int fd = wl_data_open(fs, p->ino, O_RDONLY);
+        if (has_data) {
+                _cleanup_(closep) int fd = -1;
                 off_t r;
+                if (in_base && !present)
+                        return -ENOMEM;
+                fd = wl_data_open(fs, p->ino, O_RDONLY);
                 if (fd < 0)
                         return fd;
+                if (in_base)
+                        return seek_layer(fs, p, &v, fd, o, whence, ret);
                 r = lseek(fd, off, whence);
                 if (r < 0)
                         return -errno;
                 *ret = MIN(r, (off_t)size);
-                return 0;
-        }
-        if (has_data) {
-                *ret = whence == SEEK_DATA ? off : (off_t)size;
                 return 0;
         }
         n = tree_extent_count(fs->tree, &p->base);
