@@ -1929,7 +1929,7 @@ static int do_lseek(struct fs *fs, struct fs_file *f, off_t off, int whence, off
                 v = (struct seek_view){ .size = size, .base_limit = p->base_limit, .cs = fs->chunk_size,
                                         .n = MIN(p->n_present, DIV_ROUND_UP(size, fs->chunk_size)) };
                 present = v.present = malloc(MAX(v.n, (size_t)1));
-                if (present)
+                if (present && v.n)
                         memcpy(present, p->present, v.n);
         }
         pthread_mutex_unlock(&fs->lock);
