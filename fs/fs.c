@@ -1903,18 +1903,27 @@ static int seek_layer(const struct fs *fs, const struct fs_inode *p, const struc
         return 0;
 }
 
-/* do_lseek(): SEEK_DATA and SEEK_HOLE, exact: from the tree's extents for
- * an untouched base file, from its data file for a file the layer made
- * (all its bytes are there), and from both for a base file the layer holds
- * data of (seek_layer()). The kernel writes a file's cached pages back
- * before it asks, so the data file has them. */
+/* do_lseek(): SEEK_DATA and SEEK_HOLE: from the tree's extents for an
+ * untouched base file, from its data file for a file the layer made (all
+ * its bytes are there), and from both for a base file the layer holds data
+ * of (seek_layer()).
+ *
+ * Only while no handle of the file is open for writing: under writeback
+ * cache the kernel keeps written pages, and the size they extend the file
+ * to, until it writes them back, and it sends LSEEK without writing them
+ * back first (a close, or the release of the last writable handle, does).
+ * No answer from here can be right then: the data file may miss data
+ * anywhere, and the file's end is the kernel's to know. So SEEK_DATA and
+ * SEEK_HOLE fail with EINVAL, as on a filesystem without them; cp and tar
+ * then read the whole file. An answer from our size was wrong before
+ * 2026-12-07: a hole at our size where the kernel held more data. */
 static int do_lseek(struct fs *fs, struct fs_file *f, off_t off, int whence, off_t *ret)
 {
         struct fs_inode *p = f->inode;
         _cleanup_(freep) uint8_t *present = NULL;
         struct seek_view v = {};
         uint64_t size, o = (uint64_t)off;
-        bool has_data, in_base;
+        bool has_data, in_base, writers;
         uint32_t n;
 
         if (whence != SEEK_DATA && whence != SEEK_HOLE)
@@ -1925,7 +1934,8 @@ static int do_lseek(struct fs *fs, struct fs_file *f, off_t off, int whence, off
         size = p->attr.size;
         in_base = p->in_base;
         has_data = p->has_data || !in_base;
-        if (has_data && in_base && o < size) {
+        writers = p->nwopen > 0;
+        if (has_data && in_base && !writers && o < size) {
                 v = (struct seek_view){ .size = size, .base_limit = p->base_limit, .cs = fs->chunk_size,
                                         .n = MIN(p->n_present, DIV_ROUND_UP(size, fs->chunk_size)) };
                 present = v.present = malloc(MAX(v.n, (size_t)1));
@@ -1933,6 +1943,8 @@ static int do_lseek(struct fs *fs, struct fs_file *f, off_t off, int whence, off
                         memcpy(present, p->present, v.n);
         }
         pthread_mutex_unlock(&fs->lock);
+        if (writers)
+                return -EINVAL;
         if (o >= size)
                 return -ENXIO;
         if (has_data) {

@@ -6,8 +6,12 @@ KEEP_SIZE, PUNCH_HOLE, ZERO_RANGE) / mmap write / rename / link / unlink /
 reopen / read / mkdir / rmdir operations to a stasis mount and to a native
 directory holding the same tree, compares every result (bytes, or the
 errno) as it goes, and the whole trees (names, types, sizes, modes, link
-counts, contents) every CHECK_EVERY operations. Prints the seed; exits 1
-with the operation that diverged.
+counts, contents) every CHECK_EVERY operations. SEEK_DATA and SEEK_HOLE
+may differ from ext4's only towards data: the mount may call a hole data
+(a chunk copied up keeps the base's zeros as bytes), never data a hole;
+while a handle of the file is open for writing they fail with EINVAL there
+(the kernel's cache may hold data the mount has not seen), and only then.
+Prints the seed; exits 1 with the operation that diverged.
 """
 import ctypes
 import errno
@@ -17,6 +21,7 @@ import os
 import random
 import stat
 import sys
+import time
 
 mnt, nat, seed, nops = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
 every = int(sys.argv[5]) if len(sys.argv) > 5 else 1000
@@ -171,6 +176,75 @@ def op_reopen():
     op_open()
 
 
+def op_seek():
+    """SEEK_DATA and SEEK_HOLE from a random offset of a random path."""
+    p, x = rpath(), rnd.randrange(0, MAXOFF + 4096)
+    r = both(lambda s: os.open(os.path.join(root[s], p), os.O_RDONLY))
+    same("open %s for seek" % p, [(k, None) if k == "ok" else (k, v) for k, v in r])
+    if r[0][0] != "ok":
+        return
+    fm, fn = r[0][1], r[1][1]
+    try:
+        size = os.fstat(fn).st_size
+        if os.fstat(fm).st_size != size:
+            fail("seek %s: size %d on the mount, %d native" % (p, os.fstat(fm).st_size, size))
+
+        def seek(fd, whence):
+            try:
+                return os.lseek(fd, x, whence)
+            except OSError as e:
+                if e.errno != errno.ENXIO:
+                    raise
+                return -1
+
+        ino = os.fstat(fm).st_ino
+        writers = any(os.fstat(w).st_ino == ino for w, _, _ in opened)
+        # The kernel sends a closed handle's RELEASE after close() returns,
+        # so EINVAL may outlive the last writable handle for a moment.
+        for _ in range(100):
+            try:
+                os.lseek(fm, x, os.SEEK_DATA)
+                break
+            except OSError as e:
+                if e.errno == errno.ENXIO:
+                    break
+                if e.errno != errno.EINVAL:
+                    raise
+                if writers:
+                    return
+                time.sleep(0.01)
+        else:
+            fail("SEEK_DATA %s from %d: EINVAL for 1 s with no writable handle open" % (p, x))
+        if writers:
+            fail("SEEK_DATA %s from %d: an answer while a writable handle is open" % (p, x))
+
+        def zeros(a, b):
+            return not os.pread(fn, max(b - a, 0), a).strip(b"\0")
+
+        dm, dn = seek(fm, os.SEEK_DATA), seek(fn, os.SEEK_DATA)
+        hm = seek(fm, os.SEEK_HOLE)
+        if x >= size:
+            if dm != -1 or hm != -1:
+                fail("seek %s from %d past the end (%d): data %d, hole %d" % (p, x, size, dm, hm))
+            return
+        if dn != -1 and (dm == -1 or dm > dn) and not zeros(dn, dm if dm != -1 else size):
+            fail("SEEK_DATA %s from %d: %d on the mount skips data at %d" % (p, x, dm, dn))
+        if dm != -1 and dm < x:
+            fail("SEEK_DATA %s from %d: %d, before the offset" % (p, x, dm))
+        if hm < x or hm > size:
+            fail("SEEK_HOLE %s from %d: %d (size %d)" % (p, x, hm, size))
+        if hm < size:
+            try:
+                end = os.lseek(fm, hm, os.SEEK_DATA)
+            except OSError:
+                end = size
+            if not zeros(hm, end):
+                fail("SEEK_HOLE %s from %d: a hole at %d-%d on the mount holds data" % (p, x, hm, end))
+    finally:
+        os.close(fm)
+        os.close(fn)
+
+
 def op_dir():
     d = rnd.choice(["a/c", "b/d"])
     if rnd.random() < 0.5:
@@ -205,7 +279,8 @@ def compare():
 
 
 OPS = [(op_write, 30), (op_read, 10), (op_truncate, 6), (op_fallocate, 8), (op_mmap, 5),
-       (op_rename, 6), (op_link, 4), (op_unlink, 5), (op_reopen, 8), (op_dir, 2), (op_open, 4)]
+       (op_rename, 6), (op_link, 4), (op_unlink, 5), (op_reopen, 8), (op_dir, 2), (op_open, 4),
+       (op_seek, 3)]
 weights = [w for _, w in OPS]
 for step in range(1, nops + 1):
     rnd.choices(OPS, weights)[0][0]()

@@ -7,9 +7,11 @@ native data block, every block the mount calls a hole is zeros natively,
 and SEEK_DATA/SEEK_HOLE from 200 random offsets never skip native data.
 Prints one line; exit 1 on a wrong answer."""
 import ctypes
+import errno
 import os
 import random
 import sys
+import time
 
 libc = ctypes.CDLL(None, use_errno=True)
 libc.fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_long, ctypes.c_long]
@@ -22,10 +24,19 @@ def punch(fd, off, ln):
 
 
 def seek(fd, off, whence):
-    try:
-        return os.lseek(fd, off, whence)
-    except OSError:
-        return -1
+    """lseek(); -1 for ENXIO. EINVAL is retried for up to a second: the
+    mount answers it while a writable handle is open, and the kernel sends
+    the RELEASE of one just closed after close() has returned."""
+    for _ in range(100):
+        try:
+            return os.lseek(fd, off, whence)
+        except OSError as e:
+            if e.errno == errno.ENXIO:
+                return -1
+            if e.errno != errno.EINVAL:
+                raise
+            time.sleep(0.01)
+    return os.lseek(fd, off, whence)
 
 
 def segments(fd, size):
@@ -34,7 +45,7 @@ def segments(fd, size):
         d = seek(fd, o, os.SEEK_DATA)
         if d < 0:
             break
-        o = os.lseek(fd, d, os.SEEK_HOLE)
+        o = seek(fd, d, os.SEEK_HOLE)
         out.append((d, o))
     return out
 
