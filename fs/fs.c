@@ -1912,11 +1912,11 @@ static int seek_layer(const struct fs *fs, const struct fs_inode *p, const struc
  * cache the kernel keeps written pages, and the size they extend the file
  * to, until it writes them back, and it sends LSEEK without writing them
  * back first (a close, or the release of the last writable handle, does).
- * No answer from here can be right then: the data file may miss data
- * anywhere, and the file's end is the kernel's to know. So SEEK_DATA and
- * SEEK_HOLE fail with EINVAL, as on a filesystem without them; cp and tar
- * then read the whole file. An answer from our size was wrong before
- * 2026-12-07: a hole at our size where the kernel held more data. */
+ * The data file may then miss data anywhere, so every byte up to our size
+ * is data. That is still wrong past our size while the kernel holds an
+ * extension it has not written back (the end-of-file hole at our size,
+ * ENXIO where it has data): a known gap, docs/writable-layer.md "Sparse
+ * files". */
 static int do_lseek(struct fs *fs, struct fs_file *f, off_t off, int whence, off_t *ret)
 {
         struct fs_inode *p = f->inode;
@@ -1943,10 +1943,12 @@ static int do_lseek(struct fs *fs, struct fs_file *f, off_t off, int whence, off
                         memcpy(present, p->present, v.n);
         }
         pthread_mutex_unlock(&fs->lock);
-        if (writers)
-                return -EINVAL;
         if (o >= size)
                 return -ENXIO;
+        if (writers) {
+                *ret = whence == SEEK_DATA ? off : (off_t)size;
+                return 0;
+        }
         if (has_data) {
                 _cleanup_(closep) int fd = -1;
                 off_t r;

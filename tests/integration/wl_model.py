@@ -8,9 +8,9 @@ directory holding the same tree, compares every result (bytes, or the
 errno) as it goes, and the whole trees (names, types, sizes, modes, link
 counts, contents) every CHECK_EVERY operations. SEEK_DATA and SEEK_HOLE
 may differ from ext4's only towards data: the mount may call a hole data
-(a chunk copied up keeps the base's zeros as bytes), never data a hole;
-while a handle of the file is open for writing they fail with EINVAL there
-(the kernel's cache may hold data the mount has not seen), and only then.
+(a chunk copied up keeps the base's zeros as bytes), never data a hole.
+Not checked while a handle of the file is open for writing: the kernel may
+then hold data past the size the mount knows (docs/writable-layer.md).
 Prints the seed; exits 1 with the operation that diverged.
 """
 import ctypes
@@ -21,7 +21,6 @@ import os
 import random
 import stat
 import sys
-import time
 
 mnt, nat, seed, nops = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
 every = int(sys.argv[5]) if len(sys.argv) > 5 else 1000
@@ -198,25 +197,8 @@ def op_seek():
                 return -1
 
         ino = os.fstat(fm).st_ino
-        writers = any(os.fstat(w).st_ino == ino for w, _, _ in opened)
-        # The kernel sends a closed handle's RELEASE after close() returns,
-        # so EINVAL may outlive the last writable handle for a moment.
-        for _ in range(100):
-            try:
-                os.lseek(fm, x, os.SEEK_DATA)
-                break
-            except OSError as e:
-                if e.errno == errno.ENXIO:
-                    break
-                if e.errno != errno.EINVAL:
-                    raise
-                if writers:
-                    return
-                time.sleep(0.01)
-        else:
-            fail("SEEK_DATA %s from %d: EINVAL for 1 s with no writable handle open" % (p, x))
-        if writers:
-            fail("SEEK_DATA %s from %d: an answer while a writable handle is open" % (p, x))
+        if any(os.fstat(w).st_ino == ino for w, _, _ in opened):
+            return  # a writer's data may be in the kernel's cache only
 
         def zeros(a, b):
             return not os.pread(fn, max(b - a, 0), a).strip(b"\0")

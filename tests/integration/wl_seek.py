@@ -11,7 +11,6 @@ import errno
 import os
 import random
 import sys
-import time
 
 libc = ctypes.CDLL(None, use_errno=True)
 libc.fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_long, ctypes.c_long]
@@ -24,19 +23,13 @@ def punch(fd, off, ln):
 
 
 def seek(fd, off, whence):
-    """lseek(); -1 for ENXIO. EINVAL is retried for up to a second: the
-    mount answers it while a writable handle is open, and the kernel sends
-    the RELEASE of one just closed after close() has returned."""
-    for _ in range(100):
-        try:
-            return os.lseek(fd, off, whence)
-        except OSError as e:
-            if e.errno == errno.ENXIO:
-                return -1
-            if e.errno != errno.EINVAL:
-                raise
-            time.sleep(0.01)
-    return os.lseek(fd, off, whence)
+    """lseek(); -1 for ENXIO."""
+    try:
+        return os.lseek(fd, off, whence)
+    except OSError as e:
+        if e.errno != errno.ENXIO:
+            raise
+        return -1
 
 
 def segments(fd, size):
