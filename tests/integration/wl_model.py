@@ -22,6 +22,9 @@ import random
 import stat
 import sys
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from wl_seek import seek  # noqa: E402  (lseek, -1 for ENXIO)
+
 mnt, nat, seed, nops = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
 every = int(sys.argv[5]) if len(sys.argv) > 5 else 1000
 print("wl_model: seed %d, %d operations" % (seed, nops), flush=True)
@@ -188,14 +191,6 @@ def op_seek():
         if os.fstat(fm).st_size != size:
             fail("seek %s: size %d on the mount, %d native" % (p, os.fstat(fm).st_size, size))
 
-        def seek(fd, whence):
-            try:
-                return os.lseek(fd, x, whence)
-            except OSError as e:
-                if e.errno != errno.ENXIO:
-                    raise
-                return -1
-
         ino = os.fstat(fm).st_ino
         if any(os.fstat(w).st_ino == ino for w, _, _ in opened):
             return  # a writer's data may be in the kernel's cache only
@@ -203,8 +198,8 @@ def op_seek():
         def zeros(a, b):
             return not os.pread(fn, max(b - a, 0), a).strip(b"\0")
 
-        dm, dn = seek(fm, os.SEEK_DATA), seek(fn, os.SEEK_DATA)
-        hm = seek(fm, os.SEEK_HOLE)
+        dm, dn = seek(fm, x, os.SEEK_DATA), seek(fn, x, os.SEEK_DATA)
+        hm = seek(fm, x, os.SEEK_HOLE)
         if x >= size:
             if dm != -1 or hm != -1:
                 fail("seek %s from %d past the end (%d): data %d, hole %d" % (p, x, size, dm, hm))
