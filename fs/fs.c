@@ -1889,7 +1889,7 @@ static int seek_layer(const struct fs *fs, const struct fs_inode *p, const struc
                                 *ret = (off_t)o;
                                 return 0;
                         }
-                        o = eo + el; /* SEEK_HOLE: past this extent */
+                        o = MIN(eo + el, v->base_limit); /* SEEK_HOLE: past this extent */
                 }
                 if (whence == SEEK_HOLE && o < hi) {
                         *ret = (off_t)o;
