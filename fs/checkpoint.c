@@ -367,14 +367,6 @@ static int copy_model(struct ck *c)
         return 0;
 }
 
-static bool all_zero(const uint8_t *p, size_t n)
-{
-        for (size_t i = 0; i < n; i++)
-                if (p[i])
-                        return false;
-        return true;
-}
-
 static int add_extent(struct ck_inode *in, uint64_t off, uint64_t len)
 {
         if (in->n_extents && in->extents[in->n_extents - 1][0] + in->extents[in->n_extents - 1][1] == off) {
@@ -841,7 +833,7 @@ static int file_chunks(struct ck *c, struct ck_inode *in, uint32_t first, uint32
                                 return r;
                         memset(buf + nb, 0, (size_t)(len - nb));
                 }
-                if (all_zero(buf, (size_t)len)) {
+                if (mem_is_zero(buf, (size_t)len)) {
                         in->chunks[i] = TREE_HOLE;
                         continue;
                 }

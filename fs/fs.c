@@ -1518,6 +1518,37 @@ static bool copying(struct fs *fs, uint64_t ino, uint32_t ci)
         return false;
 }
 
+/* pwrite_sparse(): pwrite_full() of the n bytes at buf to off, but for the
+ * 4 KiB blocks (of the file's offsets) that are all zeros: a copy-up
+ * writes into a range just punched, so those stay holes, and a chunk
+ * copied up from a sparse base file keeps its holes (st_blocks, SEEK_HOLE,
+ * disk). */
+static int pwrite_sparse(int fd, const uint8_t *buf, size_t n, uint64_t off)
+{
+        size_t i = 0;
+
+        while (i < n) {
+                size_t j = i, blk;
+                for (; j < n; j += blk) { /* a run of blocks holding data */
+                        blk = MIN((size_t)(4096 - (off + j) % 4096), n - j);
+                        if (mem_is_zero(buf + j, blk))
+                                break;
+                }
+                if (j > i) {
+                        int r = pwrite_full(fd, buf + i, j - i, off + i);
+                        if (r < 0)
+                                return r;
+                }
+                for (; j < n; j += blk) { /* then a run of zero blocks */
+                        blk = MIN((size_t)(4096 - (off + j) % 4096), n - j);
+                        if (!mem_is_zero(buf + j, blk))
+                                break;
+                }
+                i = j;
+        }
+        return 0;
+}
+
 /* A modification of [off, off + len) of a regular file: claim the chunks
  * not yet present (one copy-up per chunk at a time), copy up those the
  * change does not cover, and after the change mark them present. */
@@ -1587,7 +1618,7 @@ static int cow_begin(struct fs *fs, struct fs_inode *p, int fd, uint64_t off, ui
                         if (r >= 0)
                                 r = fs_read_data(fs, &p->base, NULL, cstart, n, b);
                         if (r >= 0)
-                                r = pwrite_full(fd, b, n, cstart);
+                                r = pwrite_sparse(fd, b, n, cstart);
                         if (r >= 0)
                                 atomic_fetch_add(&fs->copied_up, 1);
                         if (r == -EIO)

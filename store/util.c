@@ -475,3 +475,10 @@ enum proc_state proc_state(pid_t pid, const char *comm)
                         return PROC_EXITING;
         return PROC_RUNNING;
 }
+
+bool mem_is_zero(const void *p, size_t n)
+{
+        const uint8_t *b = p;
+
+        return n == 0 || (b[0] == 0 && memcmp(b, b + 1, n - 1) == 0);
+}

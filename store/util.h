@@ -182,4 +182,7 @@ int write_replace_at(int dirfd, const char *path, const void *data, size_t len, 
 enum proc_state { PROC_GONE, PROC_EXITING, PROC_RUNNING };
 enum proc_state proc_state(pid_t pid, const char *comm);
 
+/* mem_is_zero(): every one of the n bytes at p is 0. */
+bool mem_is_zero(const void *p, size_t n);
+
 #endif

@@ -9,6 +9,9 @@
 # Asserted:
 #   - through the mount, st_blocks of both files equals the native
 #     directory's, and so do both files' SEEK_DATA/SEEK_HOLE segments;
+#   - a 3-byte write into a hole of a base file with holes leaves st_blocks
+#     and the SEEK segments as on ext4 (the chunk's copy-up skips its
+#     zero blocks);
 #   - on three base files with holes, after the same random pwrites,
 #     truncates and punched holes on the mount and natively (wl_seek.py,
 #     seed printed), SEEK_DATA/SEEK_HOLE never call native data a hole;
@@ -28,7 +31,7 @@ S=$T/store
 src=$T/src
 mkdir -p "$src"
 rand_file "$src/b" $((1024 * 1024))
-# h0..h2: 4 MiB with holes, data in 12 places (the base's own extents).
+# h0..h3: 4 MiB with holes, data in 12 places (the base's own extents).
 python3 -c '
 import os, random, sys
 r = random.Random(5)
@@ -38,7 +41,7 @@ for p in sys.argv[1:]:
     os.ftruncate(fd, 4 << 20)
     for off, b in parts:
         os.pwrite(fd, b, off)
-' "$src/h0" "$src/h1" "$src/h2"
+' "$src/h0" "$src/h1" "$src/h2" "$src/h3"
 settle_atimes "$src"
 st commit --store "$S" --tag base "$src" >/dev/null
 cs=$("$STASIS" inspect --store "$S" --json base | jq -r .chunk_size)
@@ -168,6 +171,18 @@ for trial in 1 2 3 4 5 6 7 8; do
         delay=$((delay / 2)) # sp was read before the truncate
 done
 ((hit)) || fail "no truncate landed while the checkpoint read sp (8 trials)"
+
+step "a write into a base file's hole copies up its chunk, not the chunk's holes"
+# 8 KiB into the first hole of h3 (as ext4 sees it), on both
+at=$(python3 -c 'import os, sys; print(os.lseek(os.open(sys.argv[1], os.O_RDONLY), 0, os.SEEK_HOLE) + 8192)' "$nat/h3")
+for d in "$mp" "$nat"; do
+        printf xyz | dd of="$d/h3" bs=1 seek="$at" conv=notrunc status=none
+done
+read -r msize mblocks msegs < <(show_settled "$mp/h3" "$nat/h3")
+read -r nsize nblocks nsegs < <(sparse show "$nat/h3")
+echo "   mount $mblocks blocks [$msegs], native $nblocks [$nsegs]"
+[[ $mblocks == "$nblocks" && $msegs == "$nsegs" ]] || fail "after the copy-up: $mblocks blocks [$msegs] on the mount, $nblocks [$nsegs] natively"
+cmp "$mp/h3" "$nat/h3" || fail "h3 differs after the write"
 
 step "SEEK_DATA/SEEK_HOLE of base files with holes, after random writes, truncates, punched holes"
 seed=${WL_SEEK_SEED:-$RANDOM}
