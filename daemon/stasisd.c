@@ -1797,9 +1797,18 @@ int main(int argc, char **argv)
 
         d.log_path = logfile;
         snprintf(pidbuf, sizeof pidbuf, "%ld\n", (long)getpid());
+        /* The pid file is for people and scripts (the registry entry has
+         * the pid too): a full state disk must not stop a mount, since only
+         * a mount lets the sandbox rm to make room. */
         r = write_replace_at(AT_FDCWD, pidfile, pidbuf, strlen(pidbuf), 0644, false);
-        if (r >= 0)
-                r = registry_write(&d);
+        if (r == -ENOSPC || r == -EDQUOT)
+                log_warning("pid file %s not written: %s (the state dir's filesystem is full)", pidfile,
+                            strerror(-r));
+        else if (r < 0) {
+                log_error_errno(r, "pid file %s: %m", pidfile);
+                goto fail;
+        }
+        r = registry_write(&d);
         registered = r >= 0;
         if (r < 0) {
                 log_error_errno(r, "registry entry %s: %m", d.registry);
