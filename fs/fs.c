@@ -1866,22 +1866,25 @@ struct seek_view {
         size_t n;
 };
 
-/* seek_layer(): SEEK_DATA or SEEK_HOLE from o (< size) in a base file the
- * layer holds data of, chunk by chunk: a chunk the layer holds is its data
- * file's (SEEK_DATA/SEEK_HOLE of fd within the chunk; a hole there reads as
- * zeros), any other chunk the base's extents below base_limit, zeros above.
- * One lseek() serves a run of chunks without data in the data file, and
- * the base's extents are walked once. -ENXIO if no data at or after o. */
+/* seek_layer(): SEEK_DATA or SEEK_HOLE from o (< size) in a base file: a
+ * chunk the layer holds is its data file's (SEEK_DATA/SEEK_HOLE of fd
+ * within the chunk; a hole there reads as zeros), a run of chunks it does
+ * not hold is the base's extents below base_limit, zeros above (an
+ * untouched base file is one such run). One lseek() serves a run of held
+ * chunks without data in the data file, and the base's extents are walked
+ * once, so a large hole costs no walk chunk by chunk. -ENXIO if no data at
+ * or after o. */
 static int seek_layer(const struct fs *fs, const struct fs_inode *p, const struct seek_view *v, int fd,
                       uint64_t o, int whence, off_t *ret)
 {
         uint32_t ne = tree_extent_count(fs->tree, &p->base), e = 0;
         uint64_t nodata = 0; /* the data file has no data in [o, nodata) */
 
-        for (uint64_t ci = o / v->cs; o < v->size; ci++) {
-                uint64_t hi = MIN((ci + 1) * v->cs, v->size), eo = 0, el = 0;
+        while (o < v->size) {
+                uint64_t ci = o / v->cs, end = ci + 1, hi, lim, eo = 0, el = 0;
                 if (ci < v->n && v->present[ci]) {
                         off_t r;
+                        hi = MIN(end * v->cs, v->size);
                         if (whence == SEEK_DATA && o < nodata) {
                                 if (nodata >= hi) {
                                         o = hi;
@@ -1901,16 +1904,20 @@ static int seek_layer(const struct fs *fs, const struct fs_inode *p, const struc
                         o = hi;
                         continue;
                 }
-                /* The base's part of the chunk, below base_limit. */
-                while (o < MIN(hi, v->base_limit)) {
+                /* The run of chunks the layer does not hold, from ci. */
+                while (end < v->n && !v->present[end])
+                        end++;
+                hi = end < v->n ? MIN(end * v->cs, v->size) : v->size;
+                lim = MIN(hi, v->base_limit);
+                while (o < lim) {
                         while (e < ne) {
                                 tree_extent(fs->tree, &p->base, e, &eo, &el);
                                 if (eo + el > o)
                                         break;
                                 e++;
                         }
-                        if (e == ne || eo >= MIN(hi, v->base_limit))
-                                break; /* a hole to the chunk's (or the base's) end */
+                        if (e == ne || eo >= lim)
+                                break; /* a hole to the run's (or the base's) end */
                         if (eo > o) { /* o is in a hole */
                                 if (whence == SEEK_HOLE)
                                         break;
@@ -1920,9 +1927,9 @@ static int seek_layer(const struct fs *fs, const struct fs_inode *p, const struc
                                 *ret = (off_t)o;
                                 return 0;
                         }
-                        o = MIN(eo + el, v->base_limit); /* SEEK_HOLE: past this extent */
+                        o = MIN(eo + el, lim); /* SEEK_HOLE: past this extent */
                 }
-                if (whence == SEEK_HOLE && o < hi) {
+                if (whence == SEEK_HOLE && o < hi) { /* a hole, or zeros above base_limit */
                         *ret = (off_t)o;
                         return 0;
                 }
@@ -1955,7 +1962,6 @@ static int do_lseek(struct fs *fs, struct fs_file *f, off_t off, int whence, off
         struct seek_view v = {};
         uint64_t size, o = (uint64_t)off;
         bool has_data, in_base, writers;
-        uint32_t n;
 
         if (whence != SEEK_DATA && whence != SEEK_HOLE)
                 return -EINVAL;
@@ -1996,22 +2002,9 @@ static int do_lseek(struct fs *fs, struct fs_file *f, off_t off, int whence, off
                 *ret = MIN(r, (off_t)size);
                 return 0;
         }
-        n = tree_extent_count(fs->tree, &p->base);
-        for (uint32_t i = 0; i < n; i++) {
-                uint64_t eo, el;
-                tree_extent(fs->tree, &p->base, i, &eo, &el);
-                if (eo + el <= o)
-                        continue;
-                if (whence == SEEK_DATA)
-                        *ret = (off_t)MAX(o, eo);
-                else
-                        *ret = (off_t)(o >= eo ? MIN(eo + el, size) : o);
-                return 0;
-        }
-        if (whence == SEEK_DATA)
-                return -ENXIO;
-        *ret = off; /* in the hole after the last extent */
-        return 0;
+        /* An untouched base file: its extents, one run (no data file). */
+        v = (struct seek_view){ .size = size, .base_limit = size, .cs = fs->chunk_size };
+        return seek_layer(fs, p, &v, -1, o, whence, ret);
 }
 
 static void op_lseek(fuse_req_t req, fuse_ino_t ino, off_t off, int whence,
